@@ -1,0 +1,113 @@
+"""``modelyard``: compile model configs into a launch plan, and serve them.
+
+Only this module prints or exits. Exit codes: 0 clean (warnings allowed), 1 invalid config,
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from modelyard.compiler import CompileOptions, CompileResult, LocalProbe, compile_sources, discover, format_report
+from modelyard.compiler.explain import explain_model
+from modelyard.compiler.overrides import OverrideSyntaxError, SetOverride, parse_set
+from modelyard.compiler.plan import ServerPlan
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+DEFAULT_MODELS_DIR = "models"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelyard")
+def main() -> None:
+    """modelyard: a local OpenAI-compatible text-generation server.
+
+    Models are declared in YAML files (LocalAI's format), or dropped in as bare GGUF files.
+    `modelyard compile` lints them and emits a launch plan; `modelyard launch` serves it.
+    """
+
+
+def _parse_sets(values: tuple[str, ...]) -> tuple[SetOverride, ...]:
+    try:
+        return tuple(parse_set(v) for v in values)
+    except OverrideSyntaxError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _inputs(paths: tuple[str, ...], models_dir: str | None) -> list[str]:
+    if paths:
+        return list(paths)
+    if models_dir:
+        return [models_dir]
+    if Path(DEFAULT_MODELS_DIR).is_dir():
+        return [DEFAULT_MODELS_DIR]
+    return []
+
+
+def run_compile(
+    paths: tuple[str, ...], models_dir: str | None, sets: tuple[str, ...], server: ServerPlan | None = None
+) -> CompileResult:
+    """Discover, then compile with this process's environment: shared by compile and launch."""
+    if models_dir is not None and not Path(models_dir).is_dir():
+        raise click.UsageError(f"--models-dir {models_dir!r} is not a directory")
+    sources, problems = discover(_inputs(paths, models_dir), models_dir)
+    options = CompileOptions(
+        env=dict(os.environ), probe=LocalProbe(), overrides=_parse_sets(sets), server=server or ServerPlan()
+    )
+    result = compile_sources(sources, options)
+    if problems:
+        return CompileResult(None, sorted(problems + result.diagnostics, key=lambda d: d.sort_key()))
+    return result
+
+
+@main.command("compile")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--models-dir", type=click.Path(), help="Directory of model files; relative model paths resolve "
+              "against it. Default: the directory of each YAML file, or ./models when no PATH is given.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text", show_default=True,
+              help="text: file:line:col: model.path: message; json: for editors; github: workflow annotations.")
+@click.option("--plan-out", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the launch plan (JSON) here; '-' for standard output.")
+@click.option("--explain", "explain", metavar="MODEL", help="Print MODEL's effective config and where each "
+              "value came from (YAML line, default, environment, GGUF metadata, --set).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a value: server.port=9000, MODEL.context_size=2048, or context_size=2048 for "
+                   "every model. Repeatable.")
+def compile_command(paths, models_dir, fmt, plan_out, explain, sets) -> None:
+    """Validate model configs and emit a deterministic launch plan.
+
+    PATHS are model YAML files, GGUF files, or directories of them. Every problem is reported,
+    sorted, one per line. Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error.
+    """
+    if not _inputs(paths, models_dir):
+        raise click.UsageError("nothing to compile: give model files or directories, or --models-dir "
+                               f"(./{DEFAULT_MODELS_DIR} is used when it exists)")
+    result = run_compile(paths, models_dir, sets)
+    to_stdout = plan_out == "-"
+    report = format_report(result.diagnostics, fmt)
+    if report:
+        click.echo(report, err=to_stdout)
+    if result.plan is None:
+        sys.exit(EXIT_INVALID)
+    if explain is not None:
+        model = result.plan.model(explain)
+        if model is None:
+            names = ", ".join(m.name for m in result.plan.models) or "none"
+            raise click.UsageError(f"--explain: no model named {explain!r} (models: {names})")
+        click.echo(explain_model(model), nl=False)
+    if plan_out:
+        text = result.plan.to_json()
+        if to_stdout:
+            click.echo(text, nl=False)
+        else:
+            Path(plan_out).write_text(text, encoding="utf-8")
+    sys.exit(EXIT_OK)
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""LocalAI's ``options: ["key:value", ...]`` list, parsed into typed values.
+
+Each known option is declared once in ``OPTIONS``: its canonical name, its aliases, how to
+parse its value, and the backends it applies to. Options LocalAI knows but modelyard does not
+act on are accepted with a warning; unknown ones get a did-you-mean warning (options are a
+pass-through in LocalAI, so a typo there never broke a LocalAI config either).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .suggestions import did_you_mean
+
+
+class OptionValueError(ValueError):
+    pass
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise OptionValueError(f"expected true or false, got {text!r}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise OptionValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise OptionValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cache_mib(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise OptionValueError(f"expected a size in MiB (-1 for unlimited), got {text!r}") from None
+    if value < -1:
+        raise OptionValueError(f"must be -1 (unlimited) or a size in MiB, got {value}")
+    return value
+
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
+
+
+def _servers(text: str) -> tuple[str, ...]:
+    servers = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not servers:
+        raise OptionValueError("expected a comma-separated list of host:port")
+    bad = [s for s in servers if not _HOST_PORT.match(s) or int(s.rsplit(":", 1)[1]) > 65535]
+    if bad:
+        raise OptionValueError(f"expected host:port, got {', '.join(repr(b) for b in bad)}")
+    return servers
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    parse: Callable[[str], Any]
+    backends: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("use_jinja", _bool, ("llama-cpp",), ("jinja",)),
+    OptionSpec("context_shift", _bool, ("llama-cpp",)),
+    OptionSpec("cache_ram", _cache_mib, ("llama-cpp",)),
+    OptionSpec("parallel", _positive_int, ("llama-cpp",), ("n_parallel",)),
+    OptionSpec("grpc_servers", _servers, ("llama-cpp",), ("rpc_servers",)),
+)
+
+# Options LocalAI's backends understand that modelyard accepts without acting on them.
+LOCALAI_ONLY_OPTIONS = frozenset({
+    "kv_unified", "fit", "fit_ctx", "fit_target", "cache_reuse", "devices", "swa_full",
+    "tool_parser", "reasoning_parser", "torch_dtype", "spec_type", "draft_max", "draft_min",
+})
+
+_BY_NAME = {alias: spec for spec in OPTIONS for alias in (spec.name, *spec.aliases)}
+
+
+@dataclass(frozen=True)
+class ParsedOption:
+    index: int
+    spec: OptionSpec
+    value: Any
+
+
+@dataclass(frozen=True)
+class OptionProblem:
+    index: int
+    message: str
+    is_error: bool
+
+
+def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOption], list[OptionProblem]]:
+    """Typed options by canonical name, and the problems found; a later entry wins."""
+    parsed: dict[str, ParsedOption] = {}
+    problems: list[OptionProblem] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            continue  # the schema reports non-strings
+        if entry.startswith("-"):
+            problems.append(OptionProblem(index, f"raw llama-server flag {entry!r} is not acted on", False))
+            continue
+        key, sep, raw = entry.partition(":")
+        key = key.strip()
+        if not sep:
+            problems.append(OptionProblem(index, f"expected 'key:value', got {entry!r}", True))
+            continue
+        spec = _BY_NAME.get(key)
+        if spec is None:
+            if key in LOCALAI_ONLY_OPTIONS:
+                problems.append(OptionProblem(index, f"option {key!r} is not acted on yet", False))
+            else:
+                hint = did_you_mean(key, list(_BY_NAME) + sorted(LOCALAI_ONLY_OPTIONS))
+                problems.append(OptionProblem(index, f"unknown option {key!r}, passed to no backend{hint}", False))
+            continue
+        if backend not in spec.backends:
+            problems.append(OptionProblem(
+                index, f"option {spec.name!r} applies to {', '.join(spec.backends)}, not {backend}", True
+            ))
+            continue
+        try:
+            parsed[spec.name] = ParsedOption(index, spec, spec.parse(raw))
+        except OptionValueError as exc:
+            problems.append(OptionProblem(index, f"option {spec.name!r}: {exc}", True))
+    return parsed, problems
+
+
+def parse_option_value(name: str, text: str) -> Any:
+    """Parse a value for a known option (used for environment overrides)."""
+    return _BY_NAME[name].parse(text)

@@ -1,0 +1,185 @@
+"""The launch plan: what ``compile`` emits and ``launch`` runs, as frozen pydantic models.
+
+The plan is plain data (JSON with sorted keys, so the same inputs give the same bytes).
+``schema/plan.schema.json`` is generated from these models (``python -m modelyard.compiler.plan``)
+and a test keeps the committed file in step.
+
+Every model value has an origin in ``ModelPlan.origins``, keyed by the same dotted path as the
+value: ``models/qwen.yaml:7:3``, ``default``, ``env LLAMACPP_PARALLEL``, ``gguf
+llama.context_length``, ``--set``, or ``inferred from …``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_VERSION = 1
+
+Backend = Literal["llama-cpp", "transformers", "vllm", "exllama2"]
+Usecase = Literal["chat", "completion", "edit", "embeddings"]
+Dialect = Literal["go", "jinja", "tokenizer"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Template(_Frozen):
+    """A prompt template ready to render with ``template_environment(dialect)``."""
+
+    dialect: Dialect
+    source: str = Field(description="Jinja2 source (translated, for the go dialect).")
+    original: str | None = Field(default=None, description="The Go template it was translated from.")
+    from_file: str | None = Field(default=None, description="The .tmpl file it was read from, if any.")
+
+
+class Templates(_Frozen):
+    chat: Template | None = None
+    chat_message: Template | None = None
+    completion: Template | None = None
+    edit: Template | None = None
+    function: Template | None = None
+    use_tokenizer_template: bool = False
+    tokenizer_template: Template | None = Field(
+        default=None, description="The model's own chat template, when read at compile time (GGUF)."
+    )
+    join_chat_messages_by_character: str = "\n"
+
+
+class Sampling(_Frozen):
+    """Defaults for request fields; a request's own values win."""
+
+    temperature: float = 0.9
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.0
+    max_tokens: int | None = None
+    seed: int | None = None
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    n_keep: int = 0
+    n: int = 1
+    ignore_eos: bool = False
+    echo: bool = False
+
+
+class OutputRules(_Frozen):
+    stopwords: tuple[str, ...] = ()
+    cutstrings: tuple[str, ...] = ()
+    trimspace: tuple[str, ...] = ()
+    trimsuffix: tuple[str, ...] = ()
+
+
+class LlamaCpp(_Frozen):
+    gpu_layers: int | None = None
+    mmap: bool = True
+    mlock: bool = False
+    f16_kv: bool = True
+    main_gpu: int = 0
+    batch: int = 512
+    rope_freq_base: float = 0.0
+    rope_freq_scale: float = 0.0
+    parallel: int = 1
+    grpc_servers: tuple[str, ...] = ()
+    use_jinja: bool = False
+    context_shift: bool = False
+    cache_ram_mib: int | None = None
+
+
+class Transformers(_Frozen):
+    model_class: str = "AutoModelForCausalLM"
+    quantization: str | None = None
+    device: str | None = None
+    f16: bool = False
+    trust_remote_code: bool = False
+    low_vram: bool = False
+
+
+class Vllm(_Frozen):
+    quantization: str | None = None
+    dtype: str = "auto"
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    swap_space: float | None = None
+    load_format: str | None = None
+    disable_log_stats: bool = False
+    trust_remote_code: bool = False
+    engine_args: dict[str, object] = Field(default_factory=dict)
+
+
+class Exllama2(_Frozen):
+    gpu_split: tuple[float, ...] = ()
+
+
+class ModelPlan(_Frozen):
+    name: str
+    backend: Backend
+    source: str = Field(description="file:line where the model was declared.")
+    description: str | None = None
+    usecases: tuple[Usecase, ...]
+    model: str | None = Field(description="Local path (relative to the working directory) or hub id.")
+    model_is_local: bool = True
+    context_size: int | None = Field(description="None: the backend's own default for this model.")
+    threads: int | None = Field(description="None: the physical cores available to the worker.")
+    system_prompt: str | None = None
+    roles: dict[str, str] = Field(default_factory=dict)
+    sampling: Sampling
+    output: OutputRules
+    templates: Templates
+    embeddings: bool = False
+    llama_cpp: LlamaCpp | None = None
+    transformers: Transformers | None = None
+    vllm: Vllm | None = None
+    exllama2: Exllama2 | None = None
+    origins: dict[str, str] = Field(description="Where each value came from, keyed by dotted path.")
+
+
+class ServerPlan(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key_env: str | None = Field(default=None, description="Name of the env var holding API keys (never the keys).")
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_n: int = 8
+    max_tokens_cap: int | None = None
+    cors_origins: tuple[str, ...] = ()
+    models_dir: str | None = None
+
+
+class LaunchPlan(_Frozen):
+    plan_version: int = PLAN_VERSION
+    server: ServerPlan = Field(default_factory=ServerPlan)
+    models: tuple[ModelPlan, ...] = ()
+
+    def model(self, name: str) -> ModelPlan | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def to_json(self) -> str:
+        """Deterministic bytes: sorted keys, fixed indentation, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> LaunchPlan:
+        return cls.model_validate_json(text)
+
+
+def plan_json_schema() -> str:
+    schema = LaunchPlan.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "modelyard launch plan"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # regenerate schema/plan.schema.json
+    import sys
+
+    sys.stdout.write(plan_json_schema())

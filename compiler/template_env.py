@@ -1,0 +1,197 @@
+"""Sandboxed Jinja2 environments, one per template dialect.
+
+Templates come from galleries, GGUF files and users' YAML: they are untrusted, so every
+environment is an ``ImmutableSandboxedEnvironment`` with autoescaping off (prompts are not
+HTML). The compiler uses these to syntax-check templates; the launcher renders with them.
+
+Dialects:
+
+* ``go``: templates translated from LocalAI's Go text/template syntax. Printing and ``toJson``
+  follow Go's ``fmt`` and ``encoding/json`` so output is byte-identical to LocalAI's.
+* ``jinja``: Jinja written in a model YAML. Hugging Face chat-template conventions
+  (``trim_blocks``, ``lstrip_blocks``, loop controls), but the trailing newline of a YAML block
+  scalar is kept, because in a prompt it matters.
+* ``tokenizer``: a model's own chat template (GGUF ``tokenizer.chat_template`` or a Hugging
+  Face tokenizer's), rendered exactly as transformers renders it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from decimal import Decimal
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import Undefined
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+DIALECTS = ("go", "jinja", "tokenizer")
+
+
+@functools.cache
+def template_environment(dialect: str) -> ImmutableSandboxedEnvironment:
+    if dialect == "go":
+        env = ImmutableSandboxedEnvironment(
+            autoescape=False, keep_trailing_newline=True, finalize=go_format, undefined=Undefined
+        )
+        env.globals.update(
+            go_index=go_index, go_print=go_print, go_json=go_json, go_items=go_items, go_values=go_values
+        )
+        return env
+    if dialect not in ("jinja", "tokenizer"):
+        raise ValueError(f"unknown template dialect {dialect!r}")
+    env = ImmutableSandboxedEnvironment(
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=dialect == "jinja",
+        extensions=[loopcontrols],
+        undefined=Undefined,
+    )
+    env.globals["raise_exception"] = _raise_exception
+    env.filters["tojson"] = _hf_tojson
+    return env
+
+
+def _raise_exception(message: str) -> None:
+    # Chat templates call raise_exception() to reject a conversation they cannot render.
+    from jinja2.exceptions import TemplateError
+
+    raise TemplateError(message)
+
+
+def _hf_tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False) -> str:
+    # transformers overrides Jinja's tojson: no HTML escaping, unicode kept.
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+
+
+# --- Go semantics ------------------------------------------------------------------------------
+
+
+def go_format(value: Any) -> str:
+    """Format a value as Go's ``fmt.Sprint`` does for the data LocalAI passes to templates."""
+    if isinstance(value, Undefined):
+        return ""
+    if value is None:
+        return "<no value>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _go_float(value, exponent_limit=21)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{go_format(k)}:{go_format(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, (list, tuple)):
+        return "[" + " ".join(go_format(v) for v in value) + "]"
+    return str(value)
+
+
+def go_print(*values: Any) -> str:
+    """``print``: Go's fmt.Sprint adds a space between operands when neither is a string."""
+    out = ""
+    for i, value in enumerate(values):
+        if i and not isinstance(value, str) and not isinstance(values[i - 1], str):
+            out += " "
+        out += go_format(value)
+    return out
+
+
+def go_index(value: Any, *keys: Any) -> Any:
+    for key in keys:
+        if isinstance(value, Mapping):
+            value = value.get(key)
+        elif isinstance(value, (list, tuple, str)) and isinstance(key, int) and 0 <= key < len(value):
+            value = value[key]
+        else:
+            return None
+    return value
+
+
+def go_items(value: Any) -> list[tuple[Any, Any]]:
+    """``range $k, $v := x``: maps in sorted key order, slices with their indexes."""
+    if isinstance(value, Mapping):
+        return [(k, value[k]) for k in sorted(value)]
+    if isinstance(value, (list, tuple)):
+        return list(enumerate(value))
+    return []
+
+
+def go_values(value: Any) -> list[Any]:
+    return [v for _, v in go_items(value)]
+
+
+def go_json(value: Any) -> str:
+    """``toJson``: Go's ``json.Marshal`` (compact, sorted map keys, HTML-safe escapes)."""
+    if isinstance(value, Undefined):
+        value = None
+    return _go_json(value)
+
+
+def _go_json(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError("toJson: unsupported float value")
+        return _go_json_float(value)
+    if isinstance(value, str):
+        return _go_json_string(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{_go_json_string(str(k))}:{_go_json(value[k])}" for k in sorted(value, key=str)) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_go_json(v) for v in value) + "]"
+    return _go_json_string(str(value))
+
+
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                 "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _go_json_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _go_json_float(value: float) -> str:
+    # encoding/json: %e form outside [1e-6, 1e21), and "e-07" shortened to "e-7".
+    text = _go_float_text(value, low=-6, high=21)
+    return text.replace("e-0", "e-")
+
+
+def _go_float(value: float, exponent_limit: int) -> str:
+    # fmt %v: %e form when the exponent is < -4 or >= 21, exponent at least two digits.
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return _go_float_text(value, low=-4, high=exponent_limit)
+
+
+def _go_float_text(value: float, low: int, high: int) -> str:
+    """Shortest round-trip digits (as Go's strconv 'g' with precision -1)."""
+    if value == 0:
+        return "0"
+    # repr() is Python's shortest round-trip representation, as strconv's is Go's.
+    exact = Decimal(repr(abs(value))).normalize()
+    digits = "".join(map(str, exact.as_tuple().digits))
+    exponent = exact.adjusted()
+    sign = "-" if value < 0 else ""
+    if exponent < low or exponent >= high:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    return sign + format(exact, "f")

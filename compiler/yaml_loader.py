@@ -1,0 +1,244 @@
+"""Load YAML into plain Python data while remembering where every key and value was written.
+
+We compose ruamel.yaml's node graph and build the values ourselves rather than using a
+constructor, because that gives us, in one pass: line:col for every key and value, every
+duplicate key (not only the first), merge keys (``<<``), ``${VAR}`` interpolation with the
+position of the scalar it came from, and a bound on alias expansion ("billion laughs").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.scanner import Scanner
+
+from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity
+from .interpolation import interpolate
+from .paths import Path, display_path
+
+# Values built from one document may not exceed this many nodes once aliases are expanded.
+MAX_EXPANDED_NODES = 100_000
+
+_TAG = "tag:yaml.org,2002:"
+
+
+class _LibyamlCompatibleScanner(Scanner):
+    # libyaml and Go's yaml.v3 (what LocalAI parses with) accept the escape \' inside
+    # double-quoted strings; LocalAI's own gallery uses it (chatml-hercules, command-r).
+    ESCAPE_REPLACEMENTS = {**Scanner.ESCAPE_REPLACEMENTS, "'": "'"}
+
+
+@dataclass(frozen=True)
+class NodePosition:
+    value: Position
+    key: Position | None = None
+
+
+@dataclass
+class LoadedDocument:
+    data: Any
+    positions: dict[Path, NodePosition] = field(default_factory=dict)
+
+    def value_position(self, path: Path) -> Position:
+        """Where the value at ``path`` was written, or the nearest enclosing value."""
+        for end in range(len(path), -1, -1):
+            found = self.positions.get(path[:end])
+            if found is not None:
+                return found.value
+        return Position()
+
+    def key_position(self, path: Path) -> Position:
+        found = self.positions.get(path)
+        if found is not None and found.key is not None:
+            return found.key
+        return self.value_position(path)
+
+
+def _position(node: Node) -> Position:
+    return Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def load_yaml(text: str, sink: DiagnosticSink, env: Mapping[str, str]) -> list[LoadedDocument]:
+    """Parse every document in ``text``; problems go to ``sink``, never raise."""
+    yaml = YAML(typ="rt", pure=True)
+    yaml.Scanner = _LibyamlCompatibleScanner
+    try:
+        nodes = list(yaml.compose_all(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Position(mark.line + 1, mark.column + 1) if mark else Position()
+        problem = exc.problem or exc.context or "invalid YAML"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        sink.error(where, "", f"YAML syntax error: {problem}{context}")
+        return []
+    except YAMLError as exc:  # errors without a position (e.g. bad encoding)
+        sink.error(Position(), "", f"YAML syntax error: {exc}")
+        return []
+    builder = _Builder(sink, env)
+    documents = []
+    for node in nodes:
+        if node is None:
+            continue
+        document = LoadedDocument(data=None)
+        builder.document = document
+        document.data = builder.build(node, (), None)
+        builder.flush(document.data)
+        if builder.exhausted:
+            return []
+        documents.append(document)
+    return documents
+
+
+class _Builder:
+    def __init__(self, sink: DiagnosticSink, env: Mapping[str, str]) -> None:
+        self.sink = sink
+        self.env = env
+        self.resolver = VersionedResolver(version=(1, 2))
+        self.document: LoadedDocument = LoadedDocument(data=None)
+        self.count = 0
+        self.exhausted = False
+        self.pending: list[tuple[Severity, Position, Path, str]] = []
+
+    def _report(self, severity: Severity, where: Position, path: Path, message: str) -> None:
+        # Held back until the document is built: its display path names the model.
+        self.pending.append((severity, where, path, message))
+
+    def flush(self, data: Any) -> None:
+        fallback = PurePath(self.sink.file).stem
+        for severity, where, path, message in self.pending:
+            self.sink.items.append(
+                Diagnostic(self.sink.file, where, display_path(data, path, fallback), message, severity)
+            )
+        self.pending.clear()
+
+    def build(self, node: Node, path: Path, key_position: Position | None) -> Any:
+        self.count += 1
+        if self.count > MAX_EXPANDED_NODES:
+            if not self.exhausted:
+                self.exhausted = True
+                self._report(
+                    Severity.ERROR, _position(node), (),
+                    f"document expands to more than {MAX_EXPANDED_NODES} values through "
+                    "aliases; refusing to load it",
+                )
+            return None
+        self.document.positions.setdefault(path, NodePosition(_position(node), key_position))
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.build(item, path + (i,), None) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        first_seen: dict[str, tuple[Position, Node]] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if str(key_node.tag) == _TAG + "merge":
+                merged.update(self._merge_sources(value_node, path))
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self._report(Severity.ERROR, _position(key_node), path, "mapping keys must be plain strings")
+                continue
+            key = str(key_node.value)
+            where = _position(key_node)
+            if key in first_seen:
+                self._duplicate(key, where, first_seen[key], value_node, path)
+                continue
+            first_seen[key] = (where, value_node)
+            result[key] = self.build(value_node, path + (key,), where)
+        # Explicit keys win over merged ones, as the YAML merge-key spec says.
+        return {**merged, **result} if merged else result
+
+    def _merge_sources(self, node: Node, path: Path) -> dict[str, Any]:
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        # Earlier mappings in a merge list take precedence over later ones.
+        for source in reversed(sources):
+            if not isinstance(source, MappingNode):
+                self._report(Severity.ERROR, _position(source), path, "'<<' must merge a mapping or a list of mappings")
+                continue
+            merged.update(self._mapping(source, path))
+        return merged
+
+    def _duplicate(
+        self, key: str, where: Position, first: tuple[Position, Node], value: Node, path: Path
+    ) -> None:
+        first_position, first_value = first
+        if _same_node(first_value, value):
+            self._report(
+                Severity.WARNING, where, path + (key,),
+                f"duplicate key '{key}' (same value as line {first_position.line}; ignored)",
+            )
+        else:
+            self._report(
+                Severity.ERROR, where, path + (key,),
+                f"duplicate key '{key}' (first defined at line {first_position.line}:{first_position.column})",
+            )
+
+    def _scalar(self, node: ScalarNode, path: Path) -> Any:
+        text = str(node.value)
+        tag = node.tag
+        if "${" in text or "$$" in text:
+            text, errors = interpolate(text, self.env)
+            for error in errors:
+                self._report(Severity.ERROR, _position(node), path, error.message)
+            if node.style is None:  # plain scalar: re-resolve, so ${PORT} can be an int
+                tag = self.resolver.resolve(ScalarNode, text, (True, False))
+        return convert_scalar(text, tag)
+
+
+def convert_scalar(text: str, tag: object) -> Any:
+    """Typed value of a scalar per the YAML 1.2 core schema; unknown tags stay text."""
+    tag = str(tag)  # ruamel gives str from the composer, a Tag object from its resolver
+    kind = tag[len(_TAG):] if tag.startswith(_TAG) else "str"
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return text.lower() in ("true", "yes", "on")
+    if kind == "int":
+        return _to_int(text)
+    if kind == "float":
+        return _to_float(text)
+    # str, timestamps and binary stay text: everything a config holds must be JSON-able.
+    return text
+
+
+def _to_int(text: str) -> int | str:
+    cleaned = text.replace("_", "")
+    try:
+        if cleaned.lower().startswith(("0x", "-0x", "+0x", "0o", "-0o", "+0o", "0b", "-0b", "+0b")):
+            return int(cleaned, 0)
+        return int(cleaned, 10)
+    except ValueError:
+        return text
+
+
+def _to_float(text: str) -> float | str:
+    lowered = text.lower().replace("_", "")
+    specials = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
+    if lowered in specials:
+        return specials[lowered]
+    try:
+        return float(lowered)
+    except ValueError:
+        return text
+
+
+def _same_node(a: Node, b: Node) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, ScalarNode):
+        return a.value == b.value and a.tag == b.tag
+    if isinstance(a, SequenceNode):
+        return len(a.value) == len(b.value) and all(_same_node(x, y) for x, y in zip(a.value, b.value))
+    return len(a.value) == len(b.value) and all(
+        _same_node(ka, kb) and _same_node(va, vb) for (ka, va), (kb, vb) in zip(a.value, b.value)
+    )

@@ -1,0 +1,1 @@
+"""The curated model gallery (data)."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server, its worker processes and their backends."""

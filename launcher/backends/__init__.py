@@ -1,0 +1,1 @@
+"""Inference backends; each one is imported only inside its worker process."""

@@ -1,0 +1,1 @@
+"""JSON Schemas for model YAML files, gallery entries and launch plans (package data)."""
