@@ -49,14 +49,16 @@ def _inputs(paths: tuple[str, ...], models_dir: str | None) -> list[str]:
 
 
 def run_compile(
-    paths: tuple[str, ...], models_dir: str | None, sets: tuple[str, ...], server: ServerPlan | None = None
+    paths: tuple[str, ...], models_dir: str | None, sets: tuple[str, ...], server: ServerPlan | None = None,
+    check_files: bool = True,
 ) -> CompileResult:
     """Discover, then compile with this process's environment: shared by compile and launch."""
     if models_dir is not None and not Path(models_dir).is_dir():
         raise click.UsageError(f"--models-dir {models_dir!r} is not a directory")
     sources, problems = discover(_inputs(paths, models_dir), models_dir)
     options = CompileOptions(
-        env=dict(os.environ), probe=LocalProbe(), overrides=_parse_sets(sets), server=server or ServerPlan()
+        env=dict(os.environ), probe=LocalProbe(), overrides=_parse_sets(sets), server=server or ServerPlan(),
+        check_files=check_files,
     )
     result = compile_sources(sources, options)
     if problems:
@@ -77,7 +79,9 @@ def run_compile(
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a value: server.port=9000, MODEL.context_size=2048, or context_size=2048 for "
                    "every model. Repeatable.")
-def compile_command(paths, models_dir, fmt, plan_out, explain, sets) -> None:
+@click.option("--no-file-checks", is_flag=True, help="Check the configs only: do not require model files to "
+              "exist or read their metadata (for linting in CI where weights are absent).")
+def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_checks) -> None:
     """Validate model configs and emit a deterministic launch plan.
 
     PATHS are model YAML files, GGUF files, or directories of them. Every problem is reported,
@@ -86,7 +90,7 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets) -> None:
     if not _inputs(paths, models_dir):
         raise click.UsageError("nothing to compile: give model files or directories, or --models-dir "
                                f"(./{DEFAULT_MODELS_DIR} is used when it exists)")
-    result = run_compile(paths, models_dir, sets)
+    result = run_compile(paths, models_dir, sets, check_files=not no_file_checks)
     to_stdout = plan_out == "-"
     report = format_report(result.diagnostics, fmt)
     if report:

@@ -26,10 +26,13 @@ GO_FUNCTIONS = ("eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "len", "
 _KEYWORDS = {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue"}
 _GO_SPACE = " \t\r\n"
 
+# Go's builtin functions, recognised (so a template using one is known to be Go) even where the
+# translator does not support them.
+_GO_BUILTINS = ("printf", "println", "html", "js", "urlquery", "slice", "call")
 # A template is Go-flavoured when an action starts the way only Go actions start.
 _GO_ACTION = re.compile(
     r"\{\{-?\s*(?:\.|\$|/\*|(?:if|range|with|end|else|define|template|block|"
-    + "|".join(GO_FUNCTIONS)
+    + "|".join(GO_FUNCTIONS + _GO_BUILTINS)
     + r")\b)"
 )
 
@@ -44,11 +47,13 @@ def looks_like_go_template(text: str) -> bool:
 class TranslationError(Exception):
     """A construct outside the translated subset, located in the template text."""
 
-    def __init__(self, message: str, line: int, column: int) -> None:
+    def __init__(self, message: str, line: int, column: int, unsupported: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
+        # True: valid Go that the translator does not cover. False: Go itself rejects it.
+        self.unsupported = unsupported
 
     def __str__(self) -> str:
         return f"template line {self.line}:{self.column}: {self.message}"
@@ -164,7 +169,7 @@ def _quote(text: str) -> str:
 def _error(source: str, offset: int, message: str) -> TranslationError:
     line = source.count("\n", 0, offset) + 1
     column = offset - (source.rfind("\n", 0, offset) + 1) + 1
-    return TranslationError(message, line, column)
+    return TranslationError(message, line, column, unsupported="not supported" in message)
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -367,7 +372,8 @@ class _Parser:
         else:
             raise _error(self.source, token.offset, f"unexpected {token.value!r}")
         follow = stream.peek()
-        if follow is not None and follow.kind == "field" and follow.offset == token.end:
+        end = stream.tokens[stream.position - 1].end  # of the term just read: ")" for a pipeline
+        if follow is not None and follow.kind == "field" and follow.offset == end:
             stream.next()
             return _Expr("field", follow.value, base=base)
         return base

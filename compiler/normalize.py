@@ -19,7 +19,7 @@ from .diagnostics import Severity
 from .env_overrides import apply_env_overrides
 from .gguf_metadata import GgufMetadata
 from .options import parse_options
-from .paths import Path
+from .paths import SAFE_NAME, Path
 from .plan import (
     Exllama2, LlamaCpp, ModelPlan, OutputRules, Sampling, Template, Templates, Transformers, Vllm,
 )
@@ -102,6 +102,9 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
     metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model else None
     templates = _templates(r, ctx, metadata)
     embeddings = bool(r.get(("embeddings",), "embeddings", False))
+    declared = [str(u).lower().removeprefix("flag_") for u in raw.get("known_usecases") or []]
+    if not embeddings and "embeddings" in declared:
+        embeddings = r.set("embeddings", True, "inferred from known_usecases")
     roles = dict(r.get(("roles",), "roles", {}))
     usecases = _usecases(r, templates, roles, embeddings, ctx)
     plan_fields: dict[str, Any] = dict(
@@ -173,7 +176,7 @@ def _name(r: _Reader, model_value: str | None, fallback: str, ctx: ModelContext)
         return name
     # LocalAI names a nameless model after its model file.
     candidate = posixpath.basename(model_value) if isinstance(model_value, str) else fallback
-    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._:+@-]*", candidate or ""):
+    if SAFE_NAME.match(candidate or ""):
         return r.set("name", candidate, "inferred from parameters.model" if model_value else "inferred from the file name")
     ctx.error((), "missing required key 'name'")
     return None
@@ -355,8 +358,6 @@ def _usecases(r: _Reader, templates: Templates, roles: dict, embeddings: bool, c
     if "chat" in usecases and not can_chat:
         ctx.error(("known_usecases",), "chat is declared but there is no chat template: set template.chat_message "
                                        "(and template.chat), or template.use_tokenizer_template")
-    if "embeddings" in usecases and not embeddings:
-        ctx.error(("known_usecases",), "embeddings is declared but 'embeddings: true' is not set")
     return tuple(sorted(usecases))
 
 

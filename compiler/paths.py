@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Path = tuple[str | int, ...]
@@ -18,9 +19,12 @@ def format_path(path: Path) -> str:
     return out
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:+@-]*$")
+
+
 def model_label(model: Any, fallback: str) -> str:
     name = model.get("name") if isinstance(model, dict) else None
-    return name if isinstance(name, str) and name else fallback
+    return name if isinstance(name, str) and SAFE_NAME.match(name) else fallback
 
 
 def display_path(document: Any, path: Path, fallback: str) -> str:

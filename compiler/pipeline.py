@@ -80,7 +80,7 @@ def compile_sources(sources: Sequence[Source], options: CompileOptions) -> Compi
                 items.extend(_split_models(source, document, sink))
             diagnostics.extend(sink.items)
 
-    names = {i.raw.get("name") for i in items if isinstance(i.raw, dict)}
+    names = {name for i in items if isinstance(name := i.raw.get("name"), str)}
     set_paths = apply_overrides(items, options.overrides, names)
     server, server_problems = server_settings(options.server, options.overrides)
     diagnostics.extend(Diagnostic("<command line>", Position(), "server", p) for p in server_problems)

@@ -6,6 +6,8 @@ The pipeline itself never touches the filesystem or the environment: it asks a `
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import os
 from collections.abc import Iterable
@@ -71,10 +73,20 @@ class HostProbe(Protocol):
 
 
 class LocalProbe:
-    """Answers from the local filesystem and the installed Python packages."""
+    """Answers from the local filesystem and the installed Python packages.
+
+    Package resolution and GGUF headers are memoised for the probe's lifetime (one compile):
+    a models directory often points many configs at one file.
+    """
+
+    def __init__(self) -> None:
+        self._packages: dict[str, str | None] = {}
+        self._gguf: dict[tuple[str, int, int], GgufMetadata | None] = {}
 
     def resolve_package(self, uri: str) -> str | None:
-        return resolve_package_uri(uri)
+        if uri not in self._packages:
+            self._packages[uri] = resolve_package_uri(uri)
+        return self._packages[uri]
 
     def is_file(self, path: str) -> bool:
         return os.path.isfile(path)
@@ -92,8 +104,16 @@ class LocalProbe:
         return os.path.realpath(path)
 
     def gguf_metadata(self, path: str) -> GgufMetadata | None:
-        return read_gguf_metadata(path)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._gguf:
+            self._gguf[key] = read_gguf_metadata(path)
+        return self._gguf[key]
 
+    @functools.cache  # noqa: B019 - one probe per compile; installed packages do not change within it
     def backend_available(self, backend: str) -> bool:
         module = BACKEND_REQUIREMENTS[backend][0]
         return importlib.util.find_spec(module) is not None

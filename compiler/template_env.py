@@ -73,10 +73,8 @@ def _hf_tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False
 
 def go_format(value: Any) -> str:
     """Format a value as Go's ``fmt.Sprint`` does for the data LocalAI passes to templates."""
-    if isinstance(value, Undefined):
-        return ""
-    if value is None:
-        return "<no value>"
+    if value is None or isinstance(value, Undefined):
+        return "<no value>"  # Go prints a missing or nil value so
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -38,7 +38,12 @@ def resolve_template(value: str, models_dir: str, probe: HostProbe) -> TemplateR
         try:
             translated = translate(text)
         except TranslationError as exc:
-            return TemplateResult(None, f"Go template cannot be translated: {exc}")
+            if exc.unsupported:
+                return TemplateResult(None, f"Go template cannot be translated: {exc}")
+            # Go's own parser rejects it too: LocalAI fails on it at request time, so a LocalAI
+            # config carrying it still compiles; the requests that need it are refused.
+            return TemplateResult(None, warning=f"invalid Go template, ignored (Go's text/template rejects "
+                                                f"it too, so LocalAI cannot render it either): {exc}")
         checked = _check("go", translated)
         if checked:
             return TemplateResult(None, f"internal error translating the Go template ({checked}); please report it")

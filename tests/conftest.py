@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# CI clones the repo with shared/ beside it; a developer's checkout has it there too.
+SHARED = Path(os.environ.get("MODELYARD_SHARED", REPO.parent / "shared"))
+UPDATE_GOLDEN = os.environ.get("MODELYARD_UPDATE_GOLDEN") == "1"
+
+
+def assert_golden(path: Path, actual: str) -> None:
+    """Compare with a golden file; MODELYARD_UPDATE_GOLDEN=1 rewrites it (review the diff)."""
+    if UPDATE_GOLDEN or not path.exists():
+        if not UPDATE_GOLDEN:
+            pytest.fail(f"golden file {path} is missing; run with MODELYARD_UPDATE_GOLDEN=1 and review it")
+        path.write_text(actual, encoding="utf-8")
+        return
+    assert actual == path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
