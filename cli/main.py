@@ -113,5 +113,62 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
 
 
 
+@main.command("launch")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--models-dir", type=click.Path(), help="Directory of model files (default ./models when it exists).")
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False),
+              help="Serve a plan written by `modelyard compile --plan-out` instead of compiling.")
+@click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on.  [default: 8080]")
+@click.option("--preload", is_flag=True, help="Load every model at start instead of on its first request.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a value, as for compile.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def launch_command(paths, models_dir, plan_file, host, port, preload, sets, log_level) -> None:
+    """Serve models behind the OpenAI API (/v1/chat/completions, /v1/completions, ...).
+
+    PATHS are model YAML files, GGUF files, or directories of them; configs are compiled first
+    and an invalid one stops the launch with the same report as `modelyard compile`. With no
+    PATHS and no ./models directory, the embedded default model (Gemma 3 270M) is served.
+    """
+    import logging
+
+    from modelyard.launcher.backends import missing_backend_message
+    from modelyard.launcher.server import serve
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if plan_file:
+        from modelyard.compiler.plan import LaunchPlan
+
+        plan = LaunchPlan.from_json(Path(plan_file).read_text(encoding="utf-8"))
+    else:
+        inputs = paths or ((models_dir,) if models_dir else ())
+        if not _inputs(inputs, None):
+            inputs = (str(_default_model_file()),)
+            click.echo("no models given and no ./models directory: serving the embedded default model", err=True)
+        result = run_compile(tuple(inputs), models_dir, sets)
+        if result.diagnostics:
+            click.echo(format_report(result.diagnostics, "text"), err=True)
+        if result.plan is None:
+            sys.exit(EXIT_INVALID)
+        plan = result.plan
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if updates:
+        plan = plan.model_copy(update={"server": plan.server.model_copy(update=updates)})
+    refusals = [f"model {m.name!r}: {why}" for m in plan.models if (why := missing_backend_message(m.backend))]
+    if refusals:
+        click.echo("cannot launch:\n  " + "\n  ".join(refusals), err=True)
+        sys.exit(EXIT_INVALID)
+    if not plan.models:
+        raise click.UsageError("the plan has no models to serve")
+    serve(plan, preload=preload, log_level=log_level)
+
+
+def _default_model_file() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("modelyard.gallery").joinpath("gemma-3-270m.yaml")))
+
+
 if __name__ == "__main__":
     main()

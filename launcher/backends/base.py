@@ -1,0 +1,73 @@
+"""What a backend implements, and the request it receives (plain data, across the IPC channel)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from modelyard.compiler.plan import ModelPlan
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion to run: a rendered prompt and fully resolved sampling settings."""
+
+    prompt: str
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    typical_p: float
+    repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int | None
+    ignore_eos: bool = False
+    json_schema: dict[str, Any] | None = None  # response_format json_schema
+    json_object: bool = False  # response_format json_object
+    stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        return cls(**{**data, "stop": tuple(data.get("stop", ()))})
+
+
+@dataclass(frozen=True)
+class Started:
+    """Sent once the prompt is tokenized and accepted."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str  # "stop" (end of sequence) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class RequestError(Exception):
+    """A problem with one request (not the backend): sent to the client as an OpenAI error."""
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.message, self.code, self.param, self.status = message, code, param, status
+
+
+class Backend(Protocol):
+    """Loaded once per worker process from a ``ModelPlan``; serves one generation at a time."""
+
+    def __init__(self, model: ModelPlan) -> None: ...
+
+    @property
+    def context_size(self) -> int: ...
+
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Finish]:
+        """Yield ``Started``, text deltas, then exactly one ``Finish``; stop early when ``cancelled``."""
+        ...

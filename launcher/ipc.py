@@ -1,0 +1,31 @@
+"""The server ↔ worker protocol: newline-delimited JSON messages over a Unix socket.
+
+Version 1. Server → worker: ``generate`` {id, request}, ``cancel`` {id}, ``shutdown``.
+Worker → server: ``ready`` {protocol, n_ctx}, ``load_failed`` {message}, ``delta`` {id, text},
+``done`` {id, finish_reason, prompt_tokens, completion_tokens}, ``error`` {id, status, code,
+message, param}. Every message carries ``type``; unknown types are ignored (forward compatible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a prompt near a large context, JSON-escaped
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next message, or None when the peer has gone away."""
+    try:
+        line = await reader.readline()
+    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        return None
+    if not line:
+        return None
+    return json.loads(line)

@@ -1,0 +1,231 @@
+"""Worker processes, one per model, and their supervision.
+
+A worker starts on its model's first request (or at launch with ``preload``), from a ``spawn``
+context so no server state leaks into it. Requests wait for a loading model up to
+``load_wait_s``, then get 503 + Retry-After. A worker that dies fails its in-flight requests
+with a clear error; the next request restarts it, after a backoff that doubles with each
+consecutive failure (so a model that cannot load does not crash-loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.compiler.plan import LaunchPlan, ModelPlan
+
+from .backends import BACKENDS
+from .backends.base import GenerationRequest
+from .ipc import PROTOCOL_VERSION, encode, read_message
+from .worker import worker_main
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """The model cannot take requests right now (loading, cooling down after failures)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    load_wait_s: float = 300.0  # how long a request waits for its model to load
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    shutdown_grace_s: float = 5.0
+
+
+class ModelWorker:
+    def __init__(self, model: ModelPlan, backend_import: str, socket_dir: str, settings: PoolSettings) -> None:
+        self.model = model
+        self.backend_import = backend_import
+        self.settings = settings
+        self.socket_path = os.path.join(socket_dir, f"w{id(self):x}.sock")
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.ready: asyncio.Future[None] | None = None
+        self.streams: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.failures = 0
+        self.cooldown_until = 0.0
+        self.last_error = ""
+        self.restarts = 0
+        self._start_lock = asyncio.Lock()
+        self._ids = itertools.count()
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive() and self.writer is not None
+
+    async def start(self) -> None:
+        """Make sure the worker is up and loaded; raise ModelUnavailable if it cannot be."""
+        async with self._start_lock:
+            if self.ready is None or (self.ready.done() and not self.alive):
+                remaining = self.cooldown_until - time.monotonic()
+                if remaining > 0:
+                    raise ModelUnavailable(
+                        f"model {self.model.name!r} failed ({self.last_error}); retrying in {remaining:.0f} s",
+                        retry_after=max(1, round(remaining)),
+                    )
+                await self._spawn()
+            ready = self.ready
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), timeout=self.settings.load_wait_s)
+        except asyncio.TimeoutError:
+            raise ModelUnavailable(f"model {self.model.name!r} is still loading", retry_after=5) from None
+
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ready = loop.create_future()
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        self._server = await asyncio.start_unix_server(self._on_connect, self.socket_path, limit=64 * 1024 * 1024)
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=worker_main, name=f"modelyard-worker-{self.model.name}", daemon=True,
+            args=(self.model.model_dump_json(), self.backend_import, self.socket_path, logging.getLogger().level),
+        )
+        self.process.start()
+        log.info("starting worker for %s (pid %s)", self.model.name, self.process.pid)
+        asyncio.create_task(self._watch_startup())
+
+    async def _watch_startup(self) -> None:
+        # A worker that dies before connecting (import error, bad plan) never says anything.
+        while self.ready is not None and not self.ready.done():
+            if self.process is not None and not self.process.is_alive():
+                self._fail(f"worker exited with status {self.process.exitcode} while loading")
+                return
+            await asyncio.sleep(0.2)
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await read_message(reader)
+        if first is None or first.get("type") != "ready":
+            message = first.get("message") if first else "connection closed"
+            self._fail(f"load failed: {message}")
+            writer.close()
+            return
+        if first.get("protocol") != PROTOCOL_VERSION:
+            self._fail(f"worker speaks protocol {first.get('protocol')}, expected {PROTOCOL_VERSION}")
+            writer.close()
+            return
+        self.writer = writer
+        self.failures = 0
+        assert self.ready is not None
+        if not self.ready.done():
+            self.ready.set_result(None)
+        log.info("model %s ready (n_ctx=%s)", self.model.name, first.get("n_ctx"))
+        await self._read_loop(reader)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while (message := await read_message(reader)) is not None:
+            stream = self.streams.get(message.get("id", ""))
+            if stream is not None:
+                stream.put_nowait(message)
+        # EOF: the worker is gone. Fail whatever it was doing.
+        self.writer = None
+        code = self.process.exitcode if self.process is not None else None
+        reason = f"the model worker stopped unexpectedly (exit status {code})"
+        if self.streams:
+            log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
+        for stream in self.streams.values():
+            stream.put_nowait({"type": "error", "status": 503, "code": "worker_crashed", "message": reason})
+        self._fail(reason, restart=True)
+
+    def _fail(self, reason: str, restart: bool = False) -> None:
+        self.failures += 1
+        self.restarts += int(restart)
+        self.last_error = reason
+        backoff = min(self.settings.backoff_initial_s * 2 ** (self.failures - 1), self.settings.backoff_max_s)
+        # A crash after serving is retried at once; repeated failures back off.
+        self.cooldown_until = time.monotonic() + (0 if restart and self.failures == 1 else backoff)
+        self.writer = None
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(ModelUnavailable(f"model {self.model.name!r}: {reason}",
+                                                      retry_after=max(1, round(backoff))))
+            self.ready.exception()  # mark retrieved: requests waiting on it re-raise it themselves
+        if self._server is not None:
+            self._server.close()
+        log.error("model %s: %s", self.model.name, reason)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        """Events for one generation: ``delta``..., then ``done`` or ``error``."""
+        await self.start()
+        if self.writer is None:
+            raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
+        request_id = f"r{next(self._ids)}"
+        stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.streams[request_id] = stream
+        finished = False
+        try:
+            self.writer.write(encode({"type": "generate", "id": request_id, "request": request.to_dict()}))
+            while True:
+                event = await stream.get()
+                yield event
+                if event["type"] in ("done", "error"):
+                    finished = True
+                    return
+        finally:
+            self.streams.pop(request_id, None)
+            if not finished and self.writer is not None:  # the client went away, or a stop matched
+                self.writer.write(encode({"type": "cancel", "id": request_id}))
+
+    async def stop(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.write(encode({"type": "shutdown"}))
+                await self.writer.drain()
+            except ConnectionError:
+                pass
+        if self.process is not None:
+            await asyncio.to_thread(self.process.join, self.settings.shutdown_grace_s)
+            if self.process.is_alive():
+                self.process.terminate()
+                await asyncio.to_thread(self.process.join, 2)
+            if self.process.is_alive():
+                self.process.kill()
+        if self._server is not None:
+            self._server.close()
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+
+
+class WorkerPool:
+    """One ``ModelWorker`` per model of the plan. ``backends`` maps backend → import string."""
+
+    def __init__(self, plan: LaunchPlan, *, backends: dict[str, str] | None = None,
+                 settings: PoolSettings | None = None) -> None:
+        registry = BACKENDS if backends is None else backends
+        self._socket_dir = tempfile.mkdtemp(prefix="modelyard-")
+        self.settings = settings or PoolSettings()
+        self.workers = {m.name: ModelWorker(m, registry[m.backend], self._socket_dir, self.settings)
+                        for m in plan.models}
+
+    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.workers[model].generate(request):
+            yield event
+
+    async def preload(self) -> None:
+        await asyncio.gather(*(w.start() for w in self.workers.values()), return_exceptions=True)
+
+    def worker_pid(self, model: str) -> int | None:
+        process = self.workers[model].process
+        return process.pid if process is not None and process.is_alive() else None
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        try:
+            os.rmdir(self._socket_dir)
+        except OSError:
+            pass

@@ -1,0 +1,106 @@
+"""The worker process: loads one model's backend and serves generations over the IPC socket.
+
+Started by the pool from a ``spawn`` context with its plan entry as JSON. It connects to the
+server's socket, loads the backend, says ``ready`` (or ``load_failed``), then runs requests one
+at a time in a thread, streaming deltas; a ``cancel`` stops the one running or drops a queued
+one. When the server goes away the worker exits, so no orphan survives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from modelyard.compiler.plan import ModelPlan
+
+from .backends import load_backend_class
+from .backends.base import Finish, GenerationRequest, RequestError, Started
+from .ipc import PROTOCOL_VERSION, encode, read_message
+
+log = logging.getLogger(__name__)
+
+
+def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl-C goes to it
+    model = ModelPlan.model_validate_json(plan_json)
+    asyncio.run(_serve(model, backend_import, socket_path))
+
+
+async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> None:
+    reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 * 1024 * 1024)
+    send_lock = asyncio.Lock()
+
+    async def send(message: dict[str, Any]) -> None:
+        async with send_lock:
+            writer.write(encode(message))
+            await writer.drain()
+
+    try:
+        backend = await asyncio.to_thread(load_backend_class(backend_import), model)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported, then we exit
+        log.exception("loading %s failed", model.name)
+        await send({"type": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
+        writer.close()
+        return
+    await send({"type": "ready", "protocol": PROTOCOL_VERSION, "n_ctx": backend.context_size, "pid": os.getpid()})
+
+    queue: asyncio.Queue[tuple[str, GenerationRequest]] = asyncio.Queue()
+    cancels: dict[str, threading.Event] = {}
+    runner = asyncio.create_task(_run_queue(backend, queue, cancels, send))
+    try:
+        while (message := await read_message(reader)) is not None:
+            kind = message.get("type")
+            if kind == "generate":
+                cancels[message["id"]] = threading.Event()
+                await queue.put((message["id"], GenerationRequest.from_dict(message["request"])))
+            elif kind == "cancel" and message["id"] in cancels:
+                cancels[message["id"]].set()
+            elif kind == "shutdown":
+                break
+    finally:
+        for event in cancels.values():
+            event.set()
+        runner.cancel()
+        writer.close()
+
+
+async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading.Event], send) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        request_id, request = await queue.get()
+        cancelled = cancels[request_id]
+        if cancelled.is_set():
+            cancels.pop(request_id, None)
+            continue
+
+        def produce() -> None:
+            # Runs in a thread: the backend blocks; messages cross back to the loop.
+            try:
+                for item in backend.generate(request, cancelled):
+                    if isinstance(item, Started):
+                        message = {"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens}
+                    elif isinstance(item, Finish):
+                        message = {"type": "done", "id": request_id, "finish_reason": item.reason,
+                                   "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
+                    else:
+                        message = {"type": "delta", "id": request_id, "text": item}
+                    asyncio.run_coroutine_threadsafe(send(message), loop).result()
+            except RequestError as exc:
+                error = {"type": "error", "id": request_id, "status": exc.status, "code": exc.code,
+                         "message": exc.message, "param": exc.param}
+                asyncio.run_coroutine_threadsafe(send(error), loop).result()
+            except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
+                log.exception("generation failed")
+                error = {"type": "error", "id": request_id, "status": 500, "code": "backend_error",
+                         "message": f"the backend failed: {type(exc).__name__}: {exc}", "param": None}
+                asyncio.run_coroutine_threadsafe(send(error), loop).result()
+
+        try:
+            await asyncio.to_thread(produce)
+        finally:
+            cancels.pop(request_id, None)
