@@ -6,9 +6,10 @@ Unknown fields are ignored (as OpenAI and vLLM do); known fields are checked for
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import OpenAIError
 
@@ -49,13 +50,19 @@ class Sampling(_Request):
     stop: str | list[str] | None = None
     ignore_eos: bool = False
 
-    @model_validator(mode="after")
-    def _checks(self) -> Sampling:
-        if self.stream_options is not None and not self.stream:
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
             raise ValueError("stream_options is only allowed when stream is true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
             raise ValueError("stop may hold at most 4 sequences")
-        return self
+        return value
 
     def stops(self) -> list[str]:
         if self.stop is None:
@@ -109,6 +116,10 @@ class EditRequest(Sampling):
     input: str = ""
 
 
+# pydantic names the union branch it tried ("str", "list[ContentPart]"): not part of the field path.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|\w+\[.*\]|function-.*)$")
+
+
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
     """Parse and validate a JSON body; any problem is a 400 naming the offending field."""
     try:
@@ -121,7 +132,7 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        location = [str(part) for part in error["loc"] if not str(part).startswith(("function-", "str", "list["))]
+        location = [str(part) for part in error["loc"] if not _UNION_TAG.match(str(part))]
         param = ".".join(location) or None
         message = error["msg"].removeprefix("Value error, ")
         raise OpenAIError(400, f"{param}: {message}" if param else message, param=param,

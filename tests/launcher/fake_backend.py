@@ -1,0 +1,60 @@
+"""A deterministic backend for tests, usable in-process (FakePool) or in a real worker process.
+
+It "generates" a reply chosen by markers in the prompt:
+  [echo]   the prompt itself, split in 3-character tokens
+  [slow]   200 tokens, 20 ms apart (for cancellation and crash tests)
+  [crash]  kills its own process after 3 tokens
+  [fail]   raises a RequestError (context exceeded) before generating
+otherwise "Hello world, this is a fake model." in word tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+from modelyard.compiler.plan import ModelPlan
+from modelyard.launcher.backends.base import Finish, GenerationRequest, RequestError, Started
+
+DEFAULT_REPLY = ["Hello", " world", ",", " this", " is", " a", " fake", " model", "."]
+CONTEXT = 256
+
+
+class FakeBackend:
+    def __init__(self, model: ModelPlan) -> None:
+        if "fail-load" in (model.description or ""):
+            raise RuntimeError("this model is configured to fail loading")
+        self.model = model
+
+    @property
+    def context_size(self) -> int:
+        return CONTEXT
+
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Finish]:
+        prompt = request.prompt
+        if "[fail]" in prompt:
+            raise RequestError("the prompt does not fit the context", code="context_length_exceeded",
+                               param="messages")
+        if "[echo]" in prompt:
+            tokens = [prompt[i:i + 3] for i in range(0, len(prompt), 3)]
+        elif "[slow]" in prompt or "[crash]" in prompt:
+            tokens = [f" t{i}" for i in range(200)]
+        else:
+            tokens = list(DEFAULT_REPLY)
+        prompt_tokens = max(1, len(prompt) // 4)
+        yield Started(prompt_tokens)
+        limit = request.max_tokens if request.max_tokens is not None else CONTEXT - prompt_tokens
+        produced = 0
+        for token in tokens:
+            if cancelled.is_set() or produced >= limit:
+                break
+            if "[crash]" in prompt and produced == 3:
+                os._exit(3)
+            if "[slow]" in prompt or "[crash]" in prompt:
+                time.sleep(0.02)
+            produced += 1
+            yield token
+        reason = "length" if produced >= limit and produced < len(tokens) else "stop"
+        yield Finish(reason, prompt_tokens, produced)

@@ -1,0 +1,50 @@
+"""An in-process pool over the fake backend, recording what it was asked."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from modelyard.compiler.plan import LaunchPlan
+from modelyard.launcher.backends.base import Finish, GenerationRequest, RequestError, Started
+from modelyard.launcher.pool import ModelUnavailable
+
+from .fake_backend import FakeBackend
+
+
+class FakePool:
+    def __init__(self, plan: LaunchPlan) -> None:
+        self.backends = {m.name: FakeBackend(m) for m in plan.models}
+        self.requests: list[tuple[str, GenerationRequest]] = []
+        self.unavailable: ModelUnavailable | None = None
+        self.closed = False
+        self.preloaded = False
+
+    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        if self.unavailable is not None:
+            raise self.unavailable
+        self.requests.append((model, request))
+        cancelled = threading.Event()
+        try:
+            for item in self.backends[model].generate(request, cancelled):
+                await asyncio.sleep(0)
+                if isinstance(item, Started):
+                    yield {"type": "started", "prompt_tokens": item.prompt_tokens}
+                elif isinstance(item, Finish):
+                    yield {"type": "done", "finish_reason": item.reason, "prompt_tokens": item.prompt_tokens,
+                           "completion_tokens": item.completion_tokens}
+                else:
+                    yield {"type": "delta", "text": item}
+        except RequestError as exc:
+            yield {"type": "error", "status": exc.status, "code": exc.code, "message": exc.message,
+                   "param": exc.param}
+        finally:
+            cancelled.set()
+
+    async def preload(self) -> None:
+        self.preloaded = True
+
+    async def close(self) -> None:
+        self.closed = True

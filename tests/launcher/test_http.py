@@ -1,0 +1,263 @@
+"""The HTTP layer over a fake pool: response and chunk shapes, errors, routing, templates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from modelyard.launcher.app import create_app
+from modelyard.launcher.pool import ModelUnavailable
+
+from ..compiler.fakes import compile_yaml, default_probe
+from .fakes import FakePool
+
+MODELS = """
+- name: chat
+  backend: llama-cpp
+  parameters: {model: model.gguf, temperature: 0.3, max_tokens: 64}
+  stopwords: ["<end>"]
+  template:
+    chat_message: "<{{ RoleName }}>{{ Content }}"
+    chat: "{{ Input }}\\n<assistant>"
+    completion: "Q: {{ Input }}"
+- name: plain
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+- name: rules
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  cutstrings: ["fake "]
+  trimsuffix: ["."]
+  template: {chat_message: "{{ Content }}"}
+- name: embed
+  backend: transformers
+  embeddings: true
+  known_usecases: [embeddings]
+  parameters: {model: hf-model}
+"""
+
+
+def make_plan(text: str = MODELS):
+    probe = default_probe()
+    probe.backends = {"llama-cpp", "transformers"}
+    result = compile_yaml({"models/m.yaml": text}, probe=probe)
+    assert result.plan is not None, result.diagnostics
+    return result.plan
+
+
+@pytest.fixture
+def pool():
+    return FakePool(make_plan())
+
+
+@pytest.fixture
+def client(pool):
+    with TestClient(create_app(make_plan(), pool=pool)) as test_client:
+        yield test_client
+
+
+def chat(client, content="hi", **body):
+    return client.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": content}], **body})
+
+
+def sse(response) -> list:
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_models_list_and_get(client) -> None:
+    listed = client.get("/v1/models").json()
+    assert listed == {"object": "list", "data": [
+        {"id": name, "object": "model", "created": 0, "owned_by": "modelyard"}
+        for name in ("chat", "embed", "plain", "rules")]}
+    assert client.get("/models/chat").json()["id"] == "chat"
+    missing = client.get("/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {
+        "message": "model 'nope' not found; available models: chat, embed, plain, rules",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+
+
+def test_chat_completion_shape_usage_and_prompt(client, pool) -> None:
+    body = chat(client, "hi").json()
+    assert body["id"].startswith("chatcmpl-") and isinstance(body["created"], int)
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello world, this is a fake model.",
+                                                        "refusal": None}, "logprobs": None, "finish_reason": "stop"}]
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["completion_tokens"] == 9
+    model, request = pool.requests[-1]
+    assert (model, request.prompt, request.temperature, request.max_tokens) == ("chat", "<user>hi\n<assistant>", 0.3, 64)
+
+
+def test_request_fields_override_yaml_and_defaults(client, pool) -> None:
+    chat(client, temperature=0, max_completion_tokens=3, top_k=5, seed=7)
+    _, request = pool.requests[-1]
+    assert (request.temperature, request.max_tokens, request.top_k, request.seed, request.top_p) == (0, 3, 5, 7, 0.95)
+
+
+def test_max_tokens_gives_length(client) -> None:
+    body = chat(client, max_tokens=2).json()
+    assert body["choices"][0]["message"]["content"] == "Hello world"
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 2
+
+
+def test_stop_sequences_are_excluded_even_across_tokens(client) -> None:
+    body = chat(client, stop=["ld, th"]).json()  # spans the tokens " world", ",", " this"
+    assert body["choices"][0]["message"]["content"] == "Hello wor"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    streamed = sse(client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": "hi"}], "stop": "ld, th", "stream": True}))
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in streamed[:-1] if e["choices"])
+    assert text == "Hello wor"
+
+
+def test_yaml_stopwords_apply(client) -> None:
+    body = chat(client, "[echo] say <end> now").json()
+    assert "<end>" not in body["choices"][0]["message"]["content"]
+
+
+def test_streaming_chunk_order(client) -> None:
+    events = sse(client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+        "stream_options": {"include_usage": True}}))
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    contents = [c["choices"][0]["delta"] for c in chunks[1:-2]]
+    assert all(set(d) == {"content"} and d["content"] for d in contents)
+    assert "".join(d["content"] for d in contents) == "Hello world, this is a fake model."
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    finishes = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finishes) == 1
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+
+
+def test_streaming_without_usage_has_no_usage_key(client) -> None:
+    events = sse(client.post("/v1/completions", json={"model": "chat", "prompt": "x", "stream": True}))
+    assert events[-1] == "[DONE]"
+    assert all("usage" not in e for e in events[:-1])
+    assert events[0]["object"] == "text_completion"
+
+
+def test_n_choices(client, pool) -> None:
+    body = chat(client, n=2, seed=5).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert body["usage"]["completion_tokens"] == 18
+    assert [r.seed for _, r in pool.requests[-2:]] == [5, 6]
+    events = sse(client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}))
+    finishes = [(e["choices"][0]["index"], e["choices"][0]["finish_reason"]) for e in events[:-1]
+                if e["choices"][0]["finish_reason"]]
+    assert finishes == [(0, "stop"), (1, "stop")]
+
+
+def test_completion_and_edit(client, pool) -> None:
+    body = client.post("/v1/completions", json={"model": "chat", "prompt": "2+2", "echo": True}).json()
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "2+2Hello world, this is a fake model."
+    assert pool.requests[-1][1].prompt == "Q: 2+2"
+    assert pool.requests[-1][1].max_tokens == 64  # YAML max_tokens beats OpenAI's default of 16
+    client.post("/v1/completions", json={"model": "plain", "prompt": "2+2"})
+    assert pool.requests[-1][1].max_tokens == 16
+    edit = client.post("/v1/edits", json={"model": "chat", "instruction": "Fix", "input": "teh"}).json()
+    assert edit["object"] == "edit" and edit["choices"][0]["text"] == "Hello world, this is a fake model."
+    assert pool.requests[-1][1].prompt == "<system>Fix\n<user>teh\n<assistant>"
+
+
+def test_output_rules_apply_to_stream_and_non_stream(client) -> None:
+    body = client.post("/v1/chat/completions", json={"model": "rules", "messages": [{"role": "user", "content": "hi"}]})
+    text = body.json()["choices"][0]["message"]["content"]
+    assert text == "Hello world, this is a model"
+    events = sse(client.post("/v1/chat/completions", json={
+        "model": "rules", "messages": [{"role": "user", "content": "hi"}], "stream": True}))
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]) == text
+
+
+def test_model_selection(client) -> None:
+    no_model = {"messages": [{"role": "user", "content": "hi"}]}
+    by_token = client.post("/v1/chat/completions", json=no_model, headers={"Authorization": "Bearer chat"})
+    assert by_token.json()["model"] == "chat"
+    ambiguous = client.post("/v1/chat/completions", json=no_model)
+    assert ambiguous.status_code == 400 and ambiguous.json()["error"]["param"] == "model"
+
+
+def test_only_model_is_the_default() -> None:
+    plan = make_plan("name: solo\nbackend: llama-cpp\nparameters: {model: model.gguf}\ntemplate: {chat_message: '{{ Content }}'}\n")
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:
+        assert client.post("/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}).json()["model"] == "solo"
+
+
+ERRORS = [
+    ("malformed json", {"content": b"{bad"}, 400, None),
+    ("not an object", {"json": [1, 2]}, 400, None),
+    ("no messages", {"json": {"model": "chat", "messages": []}}, 400, "messages"),
+    ("bad role", {"json": {"model": "chat", "messages": [{"role": "robot", "content": "x"}]}}, 400, "messages.0.role"),
+    ("wrong type", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}}, 400, "temperature"),
+    ("out of range", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "top_p": 3}}, 400, "top_p"),
+    ("too many n", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "n": 99}}, 400, "n"),
+    ("stream_options alone", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}],
+                                       "stream_options": {"include_usage": True}}}, 400, "stream_options"),
+    ("five stops", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": list("abcde")}}, 400, "stop"),
+    ("negative max_tokens", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}}, 400, "max_tokens"),
+    ("tools", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}}, 400, "tools"),
+    ("unknown model", {"json": {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}}, 404, "model"),
+    ("embeddings-only model", {"json": {"model": "embed", "messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
+    ("no chat template", {"json": {"model": "plain", "messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
+    ("prompt too long", {"json": {"model": "chat", "messages": [{"role": "user", "content": "[fail]"}]}}, 400, "messages"),
+    ("image part", {"json": {"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}, 400, "messages"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,status,param", ERRORS, ids=[e[0] for e in ERRORS])
+def test_client_mistakes_are_openai_errors(client, name, kwargs, status, param) -> None:
+    response = client.post("/v1/chat/completions", **kwargs)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert chat(client).status_code == 200  # and the server keeps serving
+
+
+def test_oversized_body_is_413(client) -> None:
+    response = client.post("/v1/chat/completions", content=b"x" * (9 * 1024 * 1024))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_route_and_method(client) -> None:
+    assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
+    wrong = client.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_streaming_refusal_before_first_byte_is_an_http_error(client) -> None:
+    response = client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": "[fail]"}], "stream": True})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_unavailable_model_is_503_with_retry_after(client, pool) -> None:
+    pool.unavailable = ModelUnavailable("model 'chat' is still loading", retry_after=7)
+    response = chat(client)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"]["code"] == "model_unavailable"
+
+
+def test_health_and_readiness(pool) -> None:
+    app = create_app(make_plan(), pool=pool, preload=True)
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"status": "ready"}
+        assert pool.preloaded
+    assert pool.closed

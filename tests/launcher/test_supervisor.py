@@ -1,0 +1,85 @@
+"""Real worker processes (running the fake backend) under the pool's supervision."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from modelyard.launcher.app import create_app
+from modelyard.launcher.pool import PoolSettings, WorkerPool
+
+from .test_http import make_plan
+
+FAKE = {"llama-cpp": "tests.launcher.fake_backend:FakeBackend"}
+PLAN = """
+- name: m
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{ Content }}"}
+- name: broken
+  description: fail-load
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{ Content }}"}
+"""
+
+
+@pytest.fixture
+def served():
+    plan = make_plan(PLAN)
+    pool = WorkerPool(plan, backends=FAKE, settings=PoolSettings(load_wait_s=20, backoff_initial_s=2))
+    with TestClient(create_app(plan, pool=pool)) as client:
+        yield client, pool
+    for worker in pool.workers.values():
+        assert worker.process is None or not worker.process.is_alive(), "a worker outlived the server"
+
+
+def ask(client, content, model="m", **body):
+    return client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}], **body})
+
+
+def test_generation_through_a_worker_process(served) -> None:
+    client, pool = served
+    assert ask(client, "hi").json()["choices"][0]["message"]["content"] == "Hello world, this is a fake model."
+    assert pool.worker_pid("m") is not None
+
+
+def test_worker_crash_mid_stream_gives_an_error_event_then_recovers(served) -> None:
+    client, pool = served
+    with client.stream("POST", "/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "[crash]"}], "stream": True}) as response:
+        assert response.status_code == 200
+        lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    error = json.loads(lines[-2])["error"]
+    assert error["code"] == "worker_crashed" and "stopped unexpectedly" in error["message"]
+    assert sum(1 for line in lines[:-2] if json.loads(line)["choices"][0]["delta"].get("content")) == 3
+    assert ask(client, "hi").status_code == 200  # restarted on the next request
+    assert pool.workers["m"].restarts == 1
+
+
+def test_client_disconnect_cancels_generation(served) -> None:
+    client, _ = served
+    ask(client, "warm up")
+    with client.stream("POST", "/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "[slow]"}], "stream": True}) as response:
+        for i, _line in enumerate(response.iter_lines()):
+            if i > 4:
+                break  # leave mid-stream: 200 tokens x 20 ms would take 4 s
+    start = time.monotonic()
+    assert ask(client, "hi").status_code == 200
+    # One worker serves one request at a time: this finishes quickly only if the slow one stopped.
+    assert time.monotonic() - start < 2.5
+
+
+def test_load_failure_is_503_then_cools_down(served) -> None:
+    client, _ = served
+    first = ask(client, "hi", model="broken")
+    assert first.status_code == 503 and "Retry-After" in first.headers
+    assert "fail loading" in first.json()["error"]["message"]
+    again = ask(client, "hi", model="broken")
+    assert again.status_code == 503 and "retrying in" in again.json()["error"]["message"]
+    assert ask(client, "hi").status_code == 200  # the other model is unaffected
