@@ -25,6 +25,8 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/compile_bench.py
+	$(BIN)/python -m pip install -q 'llama-cpp-python[server]'
+	$(BIN)/python benchmarks/serving_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
