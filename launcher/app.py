@@ -154,6 +154,7 @@ class Job:
     max_tokens: int | None
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
+    logprobs: int | None = None  # None: off; N: with the N most likely alternatives
 
     def generation(self, choice: int) -> GenerationRequest:
         s, b = self.model.sampling, self.body
@@ -167,7 +168,7 @@ class Job:
             frequency_penalty=_pick(b.frequency_penalty, s.frequency_penalty),
             seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
             ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
-            stop=tuple(self.stops()),
+            stop=tuple(self.stops()), logprobs=self.logprobs,
         )
 
     def stops(self) -> list[str]:
@@ -179,53 +180,81 @@ def _pick(request_value, default):
 
 
 @dataclass
+class Piece:
+    """Text ready to send, with the logprob entries of the tokens that made it."""
+
+    text: str
+    logprobs: list[dict[str, Any]]
+
+
+@dataclass
 class ChoiceResult:
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[dict[str, Any]] | None = None
 
 
-async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[str | ChoiceResult]:
-    """Text pieces (stop sequences removed), then one ChoiceResult. Errors before any text raise."""
+async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
+    """Pieces of text (stop sequences removed), then one ChoiceResult. Errors before any text raise."""
     pool: Pool = request.app.state.pool
     stops = StopFilter(job.stops())
-    buffered = has_rules(job.model.output)
+    buffered = has_rules(job.model.output)  # rules need the whole text: send it at the end
     collected: list[str] = []
+    entries: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
+    sent_entries: list[dict[str, Any]] = []
     prompt_tokens = 0
     deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
+
+    def emit(text: str) -> Piece | None:
+        if not text:
+            return None
+        collected.append(text)
+        if buffered:
+            return None
+        piece = Piece(text, entries.copy())
+        sent_entries.extend(entries)
+        entries.clear()
+        return piece
+
+    def result(reason: str, completion_tokens: int) -> list[Piece | ChoiceResult]:
+        out: list[Piece | ChoiceResult] = []
+        if buffered:
+            text = apply_rules("".join(collected), job.model.output)
+            sent_entries.extend(entries)
+            if text:
+                out.append(Piece(text, sent_entries.copy()))
+        final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
+                             sent_entries if job.logprobs is not None else None)
+        return [*out, final]
+
     try:
         events = pool.generate(job.model.name, job.generation(index))
         async for event in events:
-            if event["type"] == "delta":
+            kind = event["type"]
+            if kind == "logprob":
+                entries.append(event["logprob"])
+            elif kind == "delta":
                 deltas += 1
-                piece = stops.feed(event["text"])
-                if piece:
-                    collected.append(piece)
-                    if not buffered:
-                        yield piece
+                if piece := emit(stops.feed(event["text"])):
+                    yield piece
                 if stops.stopped:
                     await events.aclose()  # tells the worker to stop generating
-                    if buffered:
-                        yield apply_rules("".join(collected), job.model.output)
-                    yield ChoiceResult("".join(collected), "stop", prompt_tokens, deltas)
+                    entries.clear()  # the tokens of the stop sequence itself
+                    for item in result("stop", deltas):
+                        yield item
                     return
-            elif event["type"] == "started":
+            elif kind == "started":
                 prompt_tokens = event["prompt_tokens"]
-            elif event["type"] == "done":
-                tail = stops.flush()
-                if tail:
-                    collected.append(tail)
-                    if not buffered:
-                        yield tail
+            elif kind == "done":
+                if piece := emit(stops.flush()):
+                    yield piece
                 reason = "length" if event["finish_reason"] == "length" else "stop"
-                if buffered:
-                    text = apply_rules("".join(collected), job.model.output)
-                    if text:
-                        yield text
-                yield ChoiceResult("".join(collected), reason, event["prompt_tokens"], event["completion_tokens"])
+                for item in result(reason, event["completion_tokens"]):
+                    yield item
                 return
-            elif event["type"] == "error":
+            elif kind == "error":
                 raise OpenAIError(event.get("status", 500), event["message"], param=event.get("param"),
                                   code=event.get("code"))
     except ModelUnavailable as exc:
@@ -247,11 +276,28 @@ async def _collect(request: Request, job: Job) -> list[ChoiceResult]:
             if isinstance(item, ChoiceResult):
                 result = item
             else:
-                pieces.append(item)
+                pieces.append(item.text)
         assert result is not None
-        result.text = "".join(pieces)
+        result.text = "".join(pieces)  # what was sent: after stop sequences and output rules
         results.append(result)
     return results
+
+
+def _chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
+def _completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions shape: parallel lists, top alternatives as {token: logprob}."""
+    if entries is None:
+        return None
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+            "text_offset": offsets}
 
 
 def _check_n(request: Request, body: Sampling) -> None:
@@ -270,15 +316,16 @@ async def chat_completions(request: Request) -> Response:
     _check_n(request, body)
     if body.tools or body.functions:
         raise OpenAIError(400, "tools and functions are not supported yet", param="tools", code="unsupported")
-    if body.logprobs or body.top_logprobs:
-        raise OpenAIError(400, "logprobs are not supported yet", param="logprobs", code="unsupported")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise OpenAIError(400, "top_logprobs requires logprobs: true", param="top_logprobs", code="invalid_value")
     model = _select_model(request, body, "chat")
     prompt = chat_prompt(model, [(m.role, m.text()) for m in body.messages])
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
     job = Job(model, prompt, body, _max_tokens(model, requested, None),
               json_schema=(fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None,
-              json_object=bool(fmt and fmt.type == "json_object"))
+              json_object=bool(fmt and fmt.type == "json_object"),
+              logprobs=(body.top_logprobs or 0) if body.logprobs else None)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=True)
@@ -287,7 +334,8 @@ async def chat_completions(request: Request) -> Response:
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
         "choices": [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None},
-                     "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)],
+                     "logprobs": _chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
+                    for i, r in enumerate(results)],
         "usage": _usage(results),
     })
 
@@ -295,15 +343,14 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     body = parse_body(await _read_body(request), CompletionRequest)
     _check_n(request, body)
-    if body.logprobs:
-        raise OpenAIError(400, "logprobs are not supported yet", param="logprobs", code="unsupported")
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
             raise OpenAIError(400, "prompt lists must hold exactly one prompt", param="prompt", code="unsupported")
         body.prompt = body.prompt[0]
     model = _select_model(request, body, "completion")
     prompt = completion_prompt(model, body.prompt)
-    job = Job(model, prompt, body, _max_tokens(model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS))
+    job = Job(model, prompt, body, _max_tokens(model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
+              logprobs=body.logprobs)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=False, echo=body.prompt if body.echo else "")
@@ -312,8 +359,8 @@ async def completions(request: Request) -> Response:
     return JSONResponse({
         "id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": i, "text": echo + r.text, "logprobs": None, "finish_reason": r.finish_reason}
-                    for i, r in enumerate(results)],
+        "choices": [{"index": i, "text": echo + r.text, "logprobs": _completion_logprobs(r.logprobs, len(echo)),
+                     "finish_reason": r.finish_reason} for i, r in enumerate(results)],
         "usage": _usage(results),
     })
 
@@ -347,12 +394,14 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
             payload["usage"] = usage
         return {"data": json.dumps(payload, ensure_ascii=False)}
 
-    def piece(index: int, text: str | None, finish: str | None = None, first: bool = False) -> dict[str, Any]:
+    def piece(index: int, text: str | None, finish: str | None = None, first: bool = False,
+              entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        wanted = entries if job.logprobs is not None and text is not None and not first else None
         if chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else \
                 ({} if text is None else {"content": text})
-            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+            return {"index": index, "delta": delta, "logprobs": _chat_logprobs(wanted), "finish_reason": finish}
+        return {"index": index, "text": text or "", "logprobs": _completion_logprobs(wanted), "finish_reason": finish}
 
     choices = [_run_choice(request, job, i) for i in range(job.body.n)]
     # Wait for the first event of the first choice before answering, so that a request the
@@ -373,7 +422,7 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
                         results.append(item)
                         yield chunk([piece(index, None, item.finish_reason)])
                     else:
-                        yield chunk([piece(index, item)])
+                        yield chunk([piece(index, item.text, entries=item.logprobs)])
             if include_usage:
                 yield chunk([], _usage(results))
         except OpenAIError as exc:  # after the first byte: an SSE error event, then [DONE]

@@ -1,7 +1,8 @@
 """The server ↔ worker protocol: newline-delimited JSON messages over a Unix socket.
 
 Version 1. Server → worker: ``generate`` {id, request}, ``cancel`` {id}, ``shutdown``.
-Worker → server: ``ready`` {protocol, n_ctx}, ``load_failed`` {message}, ``delta`` {id, text},
+Worker → server: ``ready`` {protocol, n_ctx}, ``load_failed`` {message}, ``started`` {id,
+prompt_tokens}, ``logprob`` {id, logprob} (before the token's text), ``delta`` {id, text},
 ``done`` {id, finish_reason, prompt_tokens, completion_tokens}, ``error`` {id, status, code,
 message, param}. Every message carries ``type``; unknown types are ignored (forward compatible).
 """

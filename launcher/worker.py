@@ -18,7 +18,7 @@ from typing import Any
 from modelyard.compiler.plan import ModelPlan
 
 from .backends import load_backend_class
-from .backends.base import Finish, GenerationRequest, RequestError, Started
+from .backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
 from .ipc import PROTOCOL_VERSION, encode, read_message
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading
             # Runs in a thread: the backend blocks; messages cross back to the loop.
             try:
                 for item in backend.generate(request, cancelled):
-                    if isinstance(item, Started):
+                    if isinstance(item, Logprob):
+                        message = {"type": "logprob", "id": request_id, "logprob": item.to_dict()}
+                    elif isinstance(item, Started):
                         message = {"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens}
                     elif isinstance(item, Finish):
                         message = {"type": "done", "id": request_id, "finish_reason": item.reason,

@@ -29,6 +29,7 @@ class GenerationRequest:
     json_schema: dict[str, Any] | None = None  # response_format json_schema
     json_object: bool = False  # response_format json_object
     stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
+    logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +44,20 @@ class Started:
     """Sent once the prompt is tokenized and accepted."""
 
     prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """The log-probability of the next generated token, sent just before its text."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[str, float, list[int]]]  # (token, logprob, bytes), most likely first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": b} for t, lp, b in self.top]}
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,7 @@ class Backend(Protocol):
     @property
     def context_size(self) -> int: ...
 
-    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Finish]:
-        """Yield ``Started``, text deltas, then exactly one ``Finish``; stop early when ``cancelled``."""
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Logprob | Finish]:
+        """Yield ``Started``, text deltas (each preceded by a ``Logprob`` when asked), then one
+        ``Finish``; stop early when ``cancelled`` is set."""
         ...

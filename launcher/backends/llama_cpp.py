@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
-from .base import Finish, GenerationRequest, RequestError, Started
+from .base import Finish, GenerationRequest, Logprob, RequestError, Started
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class LlamaCppBackend:
     def context_size(self) -> int:
         return self._llm.n_ctx()
 
-    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Finish]:
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Logprob | Finish]:
         llm = self._llm
         prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
         n_prompt = len(prompt_tokens)
@@ -105,6 +105,8 @@ class LlamaCppBackend:
             if not request.ignore_eos and self._llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 reason = "stop"
                 break
+            if request.logprobs is not None:
+                yield self._logprob(token, request.logprobs)
             text = decoder.decode(llm.detokenize([token], prev_tokens=prompt_tokens + generated))
             generated.append(token)
             if text:
@@ -115,6 +117,30 @@ class LlamaCppBackend:
         if tail:
             yield tail
         yield Finish(reason, n_prompt, len(generated))
+
+    def _logprob(self, token: int, top: int) -> Logprob:
+        """From the logits of the last decoded position: those that produced ``token``.
+
+        Read from the context rather than llama-cpp-python's ``scores`` (kept only with
+        ``logits_all``, an n_ctx x n_vocab matrix: 4 GiB for Gemma's 262k vocabulary).
+        """
+        import numpy as np
+
+        llm = self._llm
+        pointer = llm._ctx.get_logits_ith(-1)
+        logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        best = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=int)
+        best = best[np.argsort(-logprobs[best])]
+
+        def piece(token_id: int) -> tuple[str, list[int]]:
+            raw = llm.detokenize([int(token_id)], special=True)
+            return raw.decode("utf-8", errors="replace"), list(raw)
+
+        text, raw = piece(token)
+        return Logprob(text, float(logprobs[token]), raw,
+                       [(*piece(t)[:1], float(logprobs[t]), piece(t)[1]) for t in best])
 
     def _grammar(self, request: GenerationRequest):
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar

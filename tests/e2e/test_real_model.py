@@ -145,6 +145,20 @@ def test_stop_sequence(client) -> None:
     assert free.choices[0].text.startswith(stopped.choices[0].text)
 
 
+def test_logprobs(client) -> None:
+    response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12, temperature=0,
+                                              logprobs=True, top_logprobs=3)
+    entries = response.choices[0].logprobs.content
+    assert len(entries) == response.usage.completion_tokens
+    assert "".join(e.token for e in entries) == response.choices[0].message.content
+    for entry in entries:
+        assert entry.logprob <= 0 and entry.bytes and len(entry.top_logprobs) == 3
+        # greedy decoding picks the most likely token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, logprobs=True, top_logprobs=21)
+
+
 def test_same_seed_same_output(client) -> None:
     kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=24,
                   temperature=1.0, seed=1234)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 from modelyard.compiler.plan import ModelPlan
-from modelyard.launcher.backends.base import Finish, GenerationRequest, RequestError, Started
+from modelyard.launcher.backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
 
 DEFAULT_REPLY = ["Hello", " world", ",", " this", " is", " a", " fake", " model", "."]
 CONTEXT = 256
@@ -32,7 +32,7 @@ class FakeBackend:
     def context_size(self) -> int:
         return CONTEXT
 
-    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Finish]:
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Logprob | Finish]:
         prompt = request.prompt
         if "[fail]" in prompt:
             raise RequestError("the prompt does not fit the context", code="context_length_exceeded",
@@ -55,6 +55,9 @@ class FakeBackend:
             if "[slow]" in prompt or "[crash]" in prompt:
                 time.sleep(0.02)
             produced += 1
+            if request.logprobs is not None:
+                alternatives = [(f"alt{i}", -1.0 - i, list(f"alt{i}".encode())) for i in range(request.logprobs)]
+                yield Logprob(token, -0.5, list(token.encode()), alternatives)
             yield token
         reason = "length" if produced >= limit and produced < len(tokens) else "stop"
         yield Finish(reason, prompt_tokens, produced)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from modelyard.compiler.plan import LaunchPlan
-from modelyard.launcher.backends.base import Finish, GenerationRequest, RequestError, Started
+from modelyard.launcher.backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
 from modelyard.launcher.pool import ModelUnavailable
 
 from .fake_backend import FakeBackend
@@ -30,7 +30,9 @@ class FakePool:
         try:
             for item in self.backends[model].generate(request, cancelled):
                 await asyncio.sleep(0)
-                if isinstance(item, Started):
+                if isinstance(item, Logprob):
+                    yield {"type": "logprob", "logprob": item.to_dict()}
+                elif isinstance(item, Started):
                     yield {"type": "started", "prompt_tokens": item.prompt_tokens}
                 elif isinstance(item, Finish):
                     yield {"type": "done", "finish_reason": item.reason, "prompt_tokens": item.prompt_tokens,

@@ -161,6 +161,33 @@ def test_n_choices(client, pool) -> None:
     assert finishes == [(0, "stop"), (1, "stop")]
 
 
+def test_chat_logprobs(client) -> None:
+    body = chat(client, logprobs=True, top_logprobs=2, stop=[" this"]).json()
+    logprobs = body["choices"][0]["logprobs"]
+    assert logprobs["refusal"] is None
+    assert [e["token"] for e in logprobs["content"]] == ["Hello", " world", ","]  # not the stop's token
+    assert logprobs["content"][0] == {"token": "Hello", "logprob": -0.5, "bytes": list(b"Hello"), "top_logprobs": [
+        {"token": "alt0", "logprob": -1.0, "bytes": list(b"alt0")}, {"token": "alt1", "logprob": -2.0, "bytes": list(b"alt1")}]}
+    assert chat(client).json()["choices"][0]["logprobs"] is None
+    refused = chat(client, top_logprobs=2)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "top_logprobs"
+
+
+def test_streamed_logprobs_follow_their_text(client) -> None:
+    events = sse(client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True, "logprobs": True}))
+    content_chunks = [e["choices"][0] for e in events[:-1] if e["choices"][0]["delta"].get("content")]
+    assert all([x["token"] for x in c["logprobs"]["content"]] == [c["delta"]["content"]] for c in content_chunks)
+    assert events[0]["choices"][0]["logprobs"] is None
+
+
+def test_completion_logprobs_legacy_shape(client) -> None:
+    body = client.post("/v1/completions", json={"model": "chat", "prompt": "x", "max_tokens": 2, "logprobs": 1}).json()
+    assert body["choices"][0]["logprobs"] == {
+        "tokens": ["Hello", " world"], "token_logprobs": [-0.5, -0.5],
+        "top_logprobs": [{"alt0": -1.0}, {"alt0": -1.0}], "text_offset": [0, 5]}
+
+
 def test_completion_and_edit(client, pool) -> None:
     body = client.post("/v1/completions", json={"model": "chat", "prompt": "2+2", "echo": True}).json()
     assert body["object"] == "text_completion"
