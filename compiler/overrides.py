@@ -13,12 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml.nodes import ScalarNode
-from ruamel.yaml.resolver import VersionedResolver
-
 from .paths import Path
 from .plan import ServerPlan
-from .yaml_loader import convert_scalar
+from .yaml_loader import resolve_plain
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:+@-]*$")
 
@@ -38,8 +35,7 @@ def parse_set(text: str) -> SetOverride:
     key, sep, raw = text.partition("=")
     if not sep or not _KEY.match(key) or any(not part for part in key.split(".")):
         raise OverrideSyntaxError(f"--set expects KEY=VALUE with a dotted KEY, got {text!r}")
-    tag = VersionedResolver(version=(1, 2)).resolve(ScalarNode, raw, (True, False))
-    return SetOverride(tuple(key.split(".")), convert_scalar(raw, tag), text)
+    return SetOverride(tuple(key.split(".")), resolve_plain(raw), text)
 
 
 def apply_overrides(items: Iterable[Any], overrides: Iterable[SetOverride], names: set) -> set[tuple[int, Path]]:

@@ -9,6 +9,7 @@ position of the scalar it came from, and a bound on alias expansion ("billion la
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.composer import ReusedAnchorWarning
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.resolver import BaseResolver
 from ruamel.yaml.scanner import Scanner
 
 from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity
@@ -85,10 +86,18 @@ def _compose_all(text: str) -> list[Node]:
     return list(pure.compose_all(text))
 
 
+class _NoImplicitTags(BaseResolver):
+    """Leaves plain scalars untyped: ``resolve_plain`` types them, after interpolation."""
+
+    def __init__(self, version: Any = None, loader: Any = None, loadumper: Any = None) -> None:
+        super().__init__(loadumper=loadumper)
+
+
 @functools.cache
 def _fast_parser() -> YAML | None:
-    # Building a YAML object (resolver tables) costs more than parsing a small file: reuse one.
+    # Building a YAML object costs more than parsing a small file: reuse one.
     fast = YAML(typ="safe", pure=False)
+    fast.Resolver = _NoImplicitTags  # ruamel's resolver per scalar was 60% of compose time
     return fast if "CParser" in fast.Parser.__name__ else None
 
 
@@ -167,7 +176,9 @@ class _Builder:
         first_seen: dict[str, tuple[Position, Node]] = {}
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if str(key_node.tag) == _TAG + "merge":
+            if str(key_node.tag) == _TAG + "merge" or (
+                isinstance(key_node, ScalarNode) and key_node.value == "<<" and not key_node.style
+            ):
                 merged.update(self._merge_sources(value_node, path))
                 continue
             if not isinstance(key_node, ScalarNode):
@@ -211,56 +222,38 @@ class _Builder:
 
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
         text = str(node.value)
-        tag = node.tag
         if "${" in text or "$$" in text:
             text, errors = interpolate(text, self.env)
             for error in errors:
                 self._report(Severity.ERROR, _position(node), path, error.message)
-            if not node.style:  # plain scalar: re-resolve, so ${PORT} can be an int
-                tag = _resolver().resolve(ScalarNode, text, (True, False))
-        return convert_scalar(text, tag)
+        # Plain scalars are typed after interpolation, so an unquoted ${PORT} can be an int;
+        # quoted and block scalars are text. Everything a config holds stays JSON-able.
+        return text if node.style else resolve_plain(text)
 
 
-@functools.cache
-def _resolver() -> VersionedResolver:
-    return VersionedResolver(version=(1, 2))
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), for plain scalars.
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
 
 
-def convert_scalar(text: str, tag: object) -> Any:
-    """Typed value of a scalar per the YAML 1.2 core schema; unknown tags stay text."""
-    tag = str(tag)  # ruamel gives str from the composer, a Tag object from its resolver
-    kind = tag[len(_TAG):] if tag.startswith(_TAG) else "str"
-    if kind == "null":
+def resolve_plain(text: str) -> Any:
+    """The typed value of an unquoted scalar: null, bool, int, float, or the text itself."""
+    if _NULL.match(text):
         return None
-    if kind == "bool":
-        return text.lower() in ("true", "yes", "on")
-    if kind == "int":
-        return _to_int(text)
-    if kind == "float":
-        return _to_float(text)
-    # str, timestamps and binary stay text: everything a config holds must be JSON-able.
+    if _BOOL.match(text):
+        return text.lower() == "true"
+    if _INT.match(text):
+        if text.startswith(("0o", "0x")):
+            return int(text, 0)
+        return int(text, 10)
+    if _FLOAT.match(text):
+        lowered = text.lower()
+        if lowered.endswith(".inf"):
+            return float("-inf") if lowered.startswith("-") else float("inf")
+        return float("nan") if lowered == ".nan" else float(text)
     return text
-
-
-def _to_int(text: str) -> int | str:
-    cleaned = text.replace("_", "")
-    try:
-        if cleaned.lower().startswith(("0x", "-0x", "+0x", "0o", "-0o", "+0o", "0b", "-0b", "+0b")):
-            return int(cleaned, 0)
-        return int(cleaned, 10)
-    except ValueError:
-        return text
-
-
-def _to_float(text: str) -> float | str:
-    lowered = text.lower().replace("_", "")
-    specials = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
-    if lowered in specials:
-        return specials[lowered]
-    try:
-        return float(lowered)
-    except ValueError:
-        return text
 
 
 def _same_node(a: Node, b: Node) -> bool:
