@@ -21,7 +21,7 @@ def test_values_positions_and_interpolation() -> None:
     text = "a: ${N}\nb: '${N}'\nc:\n  - x\n  - &y {k: 1}\nd:\n  <<: *y\n  j: 2\n"
     [document] = load_yaml(text, sink, {"N": "7"})
     assert document.data == {"a": 7, "b": "7", "c": ["x", {"k": 1}], "d": {"k": 1, "j": 2}}
-    assert (document.key_position(("c",)).line, document.value_position(("c", 1, "k")).column) == (3, 9)
+    assert (document.key_position(("c",)).line, document.value_position(("c", 1, "k")).column) == (3, 12)
     assert sink.items == []
 
 
