@@ -6,7 +6,8 @@ the same thread count (the cores this process may use):
 * ``in-process``: llama-cpp-python's ``Llama.create_completion(stream=True)``, no server (anchor;
   requests run one after another, so its concurrency-4 figure is its sequential figure);
 * ``llama_cpp.server``: llama-cpp-python's bundled OpenAI server (anchor);
-* ``modelyard``: ``modelyard launch`` on ``examples/gemma-3-270m.yaml``.
+* ``modelyard``: ``modelyard launch`` on ``benchmarks/configs/gemma-p1.yaml`` (one sequence at
+  a time) and ``gemma-p4.yaml`` (``parallel: 4``, continuous batching).
 
 A load generator runs C concurrent streaming clients against ``/v1/completions`` (the raw prompt,
 so no chat template differs between servers) and reports aggregate output tok/s, TTFT (to the
@@ -191,22 +192,25 @@ def main() -> None:
         sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", "gemma", "--n_ctx", "4096",
         "--n_threads", str(threads()), "--n_threads_batch", str(threads()), "--port", str(port)],
         port, "gemma", "/v1/models", args)
-    port = free_port()
-    results += bench_server("modelyard", [
-        sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "examples" / "gemma-3-270m.yaml"),
-        "--port", str(port), "--preload", "--log-level", "warning"], port, "gemma-3-270m", "/readyz", args)
+    for subject, config in (("modelyard", "gemma-p1"), ("modelyard parallel:4", "gemma-p4")):
+        port = free_port()
+        results += bench_server(subject, [
+            sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "benchmarks" / "configs" / f"{config}.yaml"),
+            "--port", str(port), "--preload", "--log-level", "warning"], port, config, "/readyz", args)
 
-    print(f"{'subject':18} {'conc':>4} {'done':>7} {'tokens':>6} {'tok/s':>7} {'TTFT p50 ms':>11} {'p95 ms':>8}")
+    print(f"{'subject':22} {'conc':>4} {'done':>7} {'tokens':>6} {'tok/s':>7} {'TTFT p50 ms':>11} {'p95 ms':>8}")
     for r in results:
-        print(f"{r.subject:18} {r.concurrency:>4} {r.completed:>3}/{r.requests:<3} {r.tokens:>6} {r.tok_per_s:>7} "
+        print(f"{r.subject:22} {r.concurrency:>4} {r.completed:>3}/{r.requests:<3} {r.tokens:>6} {r.tok_per_s:>7} "
               f"{r.ttft_median_ms:>11} {r.ttft_p95_ms:>8}")
     anchor_in_process = next(r for r in results if r.subject == "in-process")
     for concurrency in args.concurrency:
-        ours = next(r for r in results if r.subject == "modelyard" and r.concurrency == concurrency)
         server = next(r for r in results if r.subject == "llama_cpp.server" and r.concurrency == concurrency)
-        print(f"concurrency {concurrency}: modelyard / in-process = {ours.tok_per_s / anchor_in_process.tok_per_s:.2f}, "
-              f"modelyard / llama_cpp.server = {ours.tok_per_s / server.tok_per_s:.2f} "
-              f"(completed {ours.completed}/{ours.requests} vs {server.completed}/{server.requests})")
+        for subject in ("modelyard", "modelyard parallel:4"):
+            ours = next(r for r in results if r.subject == subject and r.concurrency == concurrency)
+            print(f"concurrency {concurrency}: {subject} / in-process = "
+                  f"{ours.tok_per_s / anchor_in_process.tok_per_s:.2f}, / llama_cpp.server = "
+                  f"{ours.tok_per_s / server.tok_per_s:.2f} (completed {ours.completed}/{ours.requests} "
+                  f"vs {server.completed}/{server.requests})")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 

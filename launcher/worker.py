@@ -3,7 +3,8 @@
 Started by the pool from a ``spawn`` context with its plan entry as JSON. It connects to the
 server's socket, loads the backend, says ``ready`` (or ``load_failed``), then runs requests one
 at a time in a thread, streaming deltas; a ``cancel`` stops the one running or drops a queued
-one. When the server goes away the worker exits, so no orphan survives it.
+one. A backend with ``concurrency`` N (llama-cpp ``parallel: N``) runs N generations at once.
+When the server goes away the worker exits, so no orphan survives it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> Non
 
     queue: asyncio.Queue[tuple[str, GenerationRequest]] = asyncio.Queue()
     cancels: dict[str, threading.Event] = {}
-    runner = asyncio.create_task(_run_queue(backend, queue, cancels, send))
+    # A backend with parallel slots runs that many generations at once; the rest wait here.
+    concurrency = max(1, getattr(backend, "concurrency", 1))
+    runners = [asyncio.create_task(_run_queue(backend, queue, cancels, send)) for _ in range(concurrency)]
     try:
         while (message := await read_message(reader)) is not None:
             kind = message.get("type")
@@ -65,7 +68,8 @@ async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> Non
     finally:
         for event in cancels.values():
             event.set()
-        runner.cancel()
+        for runner in runners:
+            runner.cancel()
         writer.close()
 
 

