@@ -194,6 +194,7 @@ class ChoiceResult:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list[dict[str, Any]] | None = None
+    cached_tokens: int = 0
 
 
 async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
@@ -204,7 +205,7 @@ async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[P
     collected: list[str] = []
     entries: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
     sent_entries: list[dict[str, Any]] = []
-    prompt_tokens = 0
+    prompt_tokens = cached_tokens = 0
     deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
 
     def emit(text: str) -> Piece | None:
@@ -226,7 +227,7 @@ async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[P
             if text:
                 out.append(Piece(text, sent_entries.copy()))
         final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
-                             sent_entries if job.logprobs is not None else None)
+                             sent_entries if job.logprobs is not None else None, cached_tokens)
         return [*out, final]
 
     try:
@@ -246,7 +247,7 @@ async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[P
                         yield item
                     return
             elif kind == "started":
-                prompt_tokens = event["prompt_tokens"]
+                prompt_tokens, cached_tokens = event["prompt_tokens"], event.get("cached_tokens", 0)
             elif kind == "done":
                 if piece := emit(stops.flush()):
                     yield piece
@@ -261,10 +262,11 @@ async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[P
         raise OpenAIError(503, exc.message, code="model_unavailable", retry_after=exc.retry_after) from None
 
 
-def _usage(results: list[ChoiceResult]) -> dict[str, int]:
+def _usage(results: list[ChoiceResult]) -> dict[str, Any]:
     prompt = results[0].prompt_tokens if results else 0
     completion = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": results[0].cached_tokens if results else 0}}
 
 
 async def _collect(request: Request, job: Job) -> list[ChoiceResult]:

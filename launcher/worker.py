@@ -89,7 +89,8 @@ async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading
                     if isinstance(item, Logprob):
                         message = {"type": "logprob", "id": request_id, "logprob": item.to_dict()}
                     elif isinstance(item, Started):
-                        message = {"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens}
+                        message = {"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens,
+                                   "cached_tokens": item.cached_tokens}
                     elif isinstance(item, Finish):
                         message = {"type": "done", "id": request_id, "finish_reason": item.reason,
                                    "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}

@@ -44,6 +44,7 @@ class Started:
     """Sent once the prompt is tokenized and accepted."""
 
     prompt_tokens: int
+    cached_tokens: int = 0  # prompt tokens reused from a cached prefix
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from .base import Finish, GenerationRequest, Logprob, RequestError, Started
-from .llama_slots import Slot, SlotScheduler, iterate
+from .llama_slots import Slot, SlotScheduler, SlotSettings, iterate
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,14 @@ class LlamaCppBackend:
             verbose=False,
         )
         self._context_size = model.context_size or self._llm._model.n_ctx_train()
-        self._slots = self._scheduler(settings)
+        self._shift = settings.context_shift
+        self._slots = self._scheduler(model)
         log.info("loaded %s (context %d per request, %d slot(s), threads=%d)", path, self._context_size,
                  settings.parallel, threads)
 
-    def _scheduler(self, settings) -> SlotScheduler:
+    def _scheduler(self, model: ModelPlan) -> SlotScheduler:
+        settings = model.llama_cpp
+        assert settings is not None
         # Start from Llama's context parameters (attention kernels, KV types, threads, RoPE):
         # only the sizes differ.
         base = self._llm.context_params
@@ -76,8 +79,12 @@ class LlamaCppBackend:
         params.n_batch = params.n_ubatch = settings.batch
         params.n_seq_max = settings.parallel
         params.kv_unified = True  # one pool shared by the slots, each up to the context size
-        return SlotScheduler(self._llama_cpp, self._llm._model, params, settings.parallel, settings.batch,
-                             self._logprob)
+        slots = SlotSettings(
+            parallel=settings.parallel, n_batch=settings.batch, context=self._context_size,
+            prefix_cache=settings.cache_ram_mib != 0, context_shift=settings.context_shift,
+            n_keep=model.sampling.n_keep,
+        )
+        return SlotScheduler(self._llama_cpp, self._llm._model, params, slots, self._logprob)
 
     @property
     def context_size(self) -> int:
@@ -95,12 +102,15 @@ class LlamaCppBackend:
                 f"the prompt is {n_prompt} tokens, which does not fit the model's {self.context_size}-token "
                 "context", code="context_length_exceeded", param="messages",
             )
-        if request.max_tokens is not None and request.max_tokens > room:
+        if request.max_tokens is not None and request.max_tokens > room and not self._shift:
             raise RequestError(
                 f"max_tokens ({request.max_tokens}) plus the prompt ({n_prompt} tokens) exceeds the model's "
                 f"{self.context_size}-token context", code="context_length_exceeded", param="max_tokens",
             )
-        limit = request.max_tokens if request.max_tokens is not None else room
+        # With context_shift a generation may outgrow the context; without a max_tokens it stops
+        # after one context's worth of new tokens.
+        default = self.context_size if self._shift else room
+        limit = request.max_tokens if request.max_tokens is not None else default
         grammar = self._grammar(request)
         slot = Slot(request, prompt_tokens, limit, (grammar._grammar, grammar._root) if grammar else None, cancelled)
         self._slots.submit(slot)

