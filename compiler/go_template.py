@@ -272,11 +272,7 @@ class _Parser:
                 condition = self._parse_pipeline(tokens[2:], terminator.offset)
                 continue
             self._expect_alone(tokens)
-            node.otherwise, terminator = self._parse_block()
-            assert terminator is not None
-            if terminator.tokens[0].value != "end":
-                raise _error(self.source, terminator.offset, "expected {{end}} after {{else}}")
-            self._expect_alone(terminator.tokens)
+            node.otherwise = self._parse_else()
             return node
 
     def _parse_range(self, action: _Action) -> _Range:
@@ -286,14 +282,19 @@ class _Parser:
         body, terminator = self._parse_block()
         node = _Range(pipeline, body)
         assert terminator is not None
-        if terminator.tokens[0].value == "else":
-            self._expect_alone(terminator.tokens)
-            node.otherwise, terminator = self._parse_block()
-            assert terminator is not None
-            if terminator.tokens[0].value != "end":
-                raise _error(self.source, terminator.offset, "expected {{end}} after {{else}}")
         self._expect_alone(terminator.tokens)
+        if terminator.tokens[0].value == "else":
+            node.otherwise = self._parse_else()
         return node
+
+    def _parse_else(self) -> list:
+        """The body after ``{{else}}``, up to its ``{{end}}``."""
+        body, terminator = self._parse_block()
+        assert terminator is not None
+        if terminator.tokens[0].value != "end":
+            raise _error(self.source, terminator.offset, "expected {{end}} after {{else}}")
+        self._expect_alone(terminator.tokens)
+        return body
 
     def _expect_alone(self, tokens: list[_Token]) -> None:
         if len(tokens) > 1:
