@@ -131,9 +131,9 @@ def _misplaced_hint(path: Path, key: str, model: dict) -> str | None:
     top = model["properties"]
     parameters = top["parameters"]["properties"]
     if path == () and key in parameters:
-        return f"has no effect at the top level (LocalAI ignores it here too); move it under 'parameters'"
+        return "has no effect at the top level (LocalAI ignores it here too); move it under 'parameters'"
     if path == ("parameters",) and key in top:
-        return f"has no effect under 'parameters' (LocalAI ignores it here too); move it to the top level"
+        return "has no effect under 'parameters' (LocalAI ignores it here too); move it to the top level"
     return None
 
 

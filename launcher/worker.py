@@ -81,33 +81,35 @@ async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading
         if cancelled.is_set():
             cancels.pop(request_id, None)
             continue
-
-        def produce() -> None:
-            # Runs in a thread: the backend blocks; messages cross back to the loop.
-            try:
-                for item in backend.generate(request, cancelled):
-                    if isinstance(item, Logprob):
-                        message = {"type": "logprob", "id": request_id, "logprob": item.to_dict()}
-                    elif isinstance(item, Started):
-                        message = {"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens,
-                                   "cached_tokens": item.cached_tokens}
-                    elif isinstance(item, Finish):
-                        message = {"type": "done", "id": request_id, "finish_reason": item.reason,
-                                   "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
-                    else:
-                        message = {"type": "delta", "id": request_id, "text": item}
-                    asyncio.run_coroutine_threadsafe(send(message), loop).result()
-            except RequestError as exc:
-                error = {"type": "error", "id": request_id, "status": exc.status, "code": exc.code,
-                         "message": exc.message, "param": exc.param}
-                asyncio.run_coroutine_threadsafe(send(error), loop).result()
-            except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
-                log.exception("generation failed")
-                error = {"type": "error", "id": request_id, "status": 500, "code": "backend_error",
-                         "message": f"the backend failed: {type(exc).__name__}: {exc}", "param": None}
-                asyncio.run_coroutine_threadsafe(send(error), loop).result()
-
         try:
-            await asyncio.to_thread(produce)
+            await asyncio.to_thread(_produce, backend, request_id, request, cancelled, send, loop)
         finally:
             cancels.pop(request_id, None)
+
+
+def _produce(backend, request_id: str, request: GenerationRequest, cancelled: threading.Event, send,
+             loop: asyncio.AbstractEventLoop) -> None:
+    """Run one generation (in a thread: the backend blocks), sending its messages to the loop."""
+
+    def emit(message: dict[str, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(send(message), loop).result()
+
+    try:
+        for item in backend.generate(request, cancelled):
+            if isinstance(item, Logprob):
+                emit({"type": "logprob", "id": request_id, "logprob": item.to_dict()})
+            elif isinstance(item, Started):
+                emit({"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens,
+                      "cached_tokens": item.cached_tokens})
+            elif isinstance(item, Finish):
+                emit({"type": "done", "id": request_id, "finish_reason": item.reason,
+                      "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens})
+            else:
+                emit({"type": "delta", "id": request_id, "text": item})
+    except RequestError as exc:
+        emit({"type": "error", "id": request_id, "status": exc.status, "code": exc.code,
+              "message": exc.message, "param": exc.param})
+    except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
+        log.exception("generation failed")
+        emit({"type": "error", "id": request_id, "status": 500, "code": "backend_error",
+              "message": f"the backend failed: {type(exc).__name__}: {exc}", "param": None})

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Finish, GenerationRequest, Logprob, Started
+from .base import Finish, GenerationRequest, Started
 
 log = logging.getLogger(__name__)
 
