@@ -46,14 +46,18 @@ class ModelContext:
     check_files: bool
     origin_of: Callable[[Path], str]  # YAML path → "file:line:col" or "--set"
     report: Callable[[Path, str, Severity, bool], None]  # path, message, severity, at_key
-    gguf_origin: str = "gguf"
     origins: dict[str, str] = field(default_factory=dict)
+    errors: int = 0
+
+    def add(self, path: Path, message: str, severity: Severity, at_key: bool = False) -> None:
+        self.errors += severity is Severity.ERROR
+        self.report(path, message, severity, at_key)
 
     def error(self, path: Path, message: str, at_key: bool = False) -> None:
-        self.report(path, message, Severity.ERROR, at_key)
+        self.add(path, message, Severity.ERROR, at_key)
 
     def warning(self, path: Path, message: str, at_key: bool = False) -> None:
-        self.report(path, message, Severity.WARNING, at_key)
+        self.add(path, message, Severity.WARNING, at_key)
 
 
 class _Reader:
@@ -90,7 +94,7 @@ def _lookup(raw: Mapping[str, Any], path: Path) -> Any:
 
 def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: str, source: str) -> ModelPlan | None:
     r = _Reader(raw, ctx)
-    errors_before = _ErrorCounter(ctx)
+    errors_before = ctx.errors
 
     model_value = r.get(("parameters", "model"), "model")
     backend = _backend(r, model_value, ctx)
@@ -126,36 +130,17 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
     )
     options, option_problems = parse_options(list(raw.get("options") or []), backend)
     for problem in option_problems:
-        ctx.report(("options", problem.index), problem.message,
-                   Severity.ERROR if problem.is_error else Severity.WARNING, False)
+        ctx.add(("options", problem.index), problem.message, Severity.ERROR if problem.is_error else Severity.WARNING)
     section = _BACKEND_SECTIONS[backend](r, options, ctx)
     if backend == "llama-cpp":
         section = apply_env_overrides(section, options, ctx)
     plan_fields[backend.replace("-", "_")] = section
     plan_fields["origins"] = dict(sorted(ctx.origins.items()))
-    if errors_before.grew():
+    if ctx.errors > errors_before:
         return None
     plan = ModelPlan(**plan_fields)
     check_backend_rules(plan, raw, ctx)
-    return None if errors_before.grew() else plan
-
-
-class _ErrorCounter:
-    """Tells whether normalization reported an error since it was made."""
-
-    def __init__(self, ctx: ModelContext) -> None:
-        self.errors = 0
-        original = ctx.report
-
-        def counting(path: Path, message: str, severity: Severity, at_key: bool) -> None:
-            if severity is Severity.ERROR:
-                self.errors += 1
-            original(path, message, severity, at_key)
-
-        ctx.report = counting
-
-    def grew(self) -> bool:
-        return self.errors > 0
+    return None if ctx.errors > errors_before else plan
 
 
 def _backend(r: _Reader, model_value: str | None, ctx: ModelContext) -> str | None:

@@ -237,7 +237,7 @@ async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[P
             if kind == "logprob":
                 entries.append(event["logprob"])
             elif kind == "delta":
-                deltas += 1
+                deltas += event.get("tokens", 1)
                 if piece := emit(stops.feed(event["text"])):
                     yield piece
                 if stops.stopped:

@@ -34,27 +34,26 @@ def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level
 
 async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> None:
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 * 1024 * 1024)
-    send_lock = asyncio.Lock()
-
-    async def send(message: dict[str, Any]) -> None:
-        async with send_lock:
-            writer.write(encode(message))
-            await writer.drain()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    post = outbox.put_nowait
+    flusher = asyncio.create_task(_flush(outbox, writer))
 
     try:
         backend = await asyncio.to_thread(load_backend_class(backend_import), model)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported, then we exit
         log.exception("loading %s failed", model.name)
-        await send({"type": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
+        post({"type": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
+        await outbox.join()
+        flusher.cancel()
         writer.close()
         return
-    await send({"type": "ready", "protocol": PROTOCOL_VERSION, "n_ctx": backend.context_size, "pid": os.getpid()})
+    post({"type": "ready", "protocol": PROTOCOL_VERSION, "n_ctx": backend.context_size, "pid": os.getpid()})
 
     queue: asyncio.Queue[tuple[str, GenerationRequest]] = asyncio.Queue()
     cancels: dict[str, threading.Event] = {}
     # A backend with parallel slots runs that many generations at once; the rest wait here.
     concurrency = max(1, getattr(backend, "concurrency", 1))
-    runners = [asyncio.create_task(_run_queue(backend, queue, cancels, send)) for _ in range(concurrency)]
+    runners = [asyncio.create_task(_run_queue(backend, queue, cancels, post)) for _ in range(concurrency)]
     try:
         while (message := await read_message(reader)) is not None:
             kind = message.get("type")
@@ -70,10 +69,32 @@ async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> Non
             event.set()
         for runner in runners:
             runner.cancel()
+        flusher.cancel()
         writer.close()
 
 
-async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading.Event], send) -> None:
+async def _flush(outbox: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
+    """Write queued messages, all that are waiting in one write; consecutive text deltas of a
+    request are merged (they only pile up when the server is slower than the decoder)."""
+    while True:
+        batch = [await outbox.get()]
+        while not outbox.empty():
+            batch.append(outbox.get_nowait())
+        merged: list[dict[str, Any]] = []
+        for message in batch:
+            last = merged[-1] if merged else None
+            if (last is not None and message["type"] == "delta" and last["type"] == "delta"
+                    and last["id"] == message["id"]):
+                merged[-1] = {**last, "text": last["text"] + message["text"], "tokens": last.get("tokens", 1) + 1}
+            else:
+                merged.append(message)
+        writer.write(b"".join(encode(m) for m in merged))
+        for _ in batch:
+            outbox.task_done()
+        await writer.drain()
+
+
+async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading.Event], post) -> None:
     loop = asyncio.get_running_loop()
     while True:
         request_id, request = await queue.get()
@@ -82,17 +103,17 @@ async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading
             cancels.pop(request_id, None)
             continue
         try:
-            await asyncio.to_thread(_produce, backend, request_id, request, cancelled, send, loop)
+            await asyncio.to_thread(_produce, backend, request_id, request, cancelled, post, loop)
         finally:
             cancels.pop(request_id, None)
 
 
-def _produce(backend, request_id: str, request: GenerationRequest, cancelled: threading.Event, send,
+def _produce(backend, request_id: str, request: GenerationRequest, cancelled: threading.Event, post,
              loop: asyncio.AbstractEventLoop) -> None:
-    """Run one generation (in a thread: the backend blocks), sending its messages to the loop."""
+    """Run one generation (in a thread: the backend blocks), posting its messages to the loop."""
 
     def emit(message: dict[str, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(send(message), loop).result()
+        loop.call_soon_threadsafe(post, message)  # callbacks run in order: so do messages
 
     try:
         for item in backend.generate(request, cancelled):

@@ -56,7 +56,8 @@ def test_worker_crash_mid_stream_gives_an_error_event_then_recovers(served) -> N
     assert lines[-1] == "[DONE]"
     error = json.loads(lines[-2])["error"]
     assert error["code"] == "worker_crashed" and "stopped unexpectedly" in error["message"]
-    assert sum(1 for line in lines[:-2] if json.loads(line)["choices"][0]["delta"].get("content")) == 3
+    # The fake dies after 3 tokens; one may still be in the worker's outbox when it does.
+    assert 2 <= sum(1 for line in lines[:-2] if json.loads(line)["choices"][0]["delta"].get("content")) <= 3
     assert ask(client, "hi").status_code == 200  # restarted on the next request
     assert pool.workers["m"].restarts == 1
 
