@@ -11,8 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -23,21 +22,15 @@ from starlette.routing import Route
 
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
-from .backends.base import GenerationRequest
 from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
-from .output import StopFilter, apply_rules, has_rules
-from .pool import ModelUnavailable
+from .generation import (
+    ChoiceResult, Job, Pool, chat_logprobs, collect, completion_logprobs, run_choice, usage,
+)
 from .prompts import chat_prompt, completion_prompt, edit_prompt
 from .protocol import ChatCompletionRequest, CompletionRequest, EditRequest, Sampling, parse_body
 
 FINGERPRINT = "modelyard-0.1"
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
-
-
-class Pool(Protocol):
-    def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]: ...
-    async def preload(self) -> None: ...
-    async def close(self) -> None: ...
 
 
 def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False) -> Starlette:
@@ -144,164 +137,6 @@ async def _read_body(request: Request) -> bytes:
 # --- generation ------------------------------------------------------------------------------
 
 
-@dataclass
-class Job:
-    """Everything one request needs to run its choices."""
-
-    model: ModelPlan
-    prompt: str
-    body: Sampling
-    max_tokens: int | None
-    json_schema: dict[str, Any] | None = None
-    json_object: bool = False
-    logprobs: int | None = None  # None: off; N: with the N most likely alternatives
-
-    def generation(self, choice: int) -> GenerationRequest:
-        s, b = self.model.sampling, self.body
-        seed = b.seed if b.seed is not None else s.seed
-        return GenerationRequest(
-            prompt=self.prompt, max_tokens=self.max_tokens,
-            temperature=_pick(b.temperature, s.temperature), top_p=_pick(b.top_p, s.top_p),
-            top_k=_pick(b.top_k, s.top_k), min_p=_pick(b.min_p, s.min_p), typical_p=_pick(b.typical_p, s.typical_p),
-            repeat_penalty=_pick(b.repeat_penalty, s.repeat_penalty),
-            presence_penalty=_pick(b.presence_penalty, s.presence_penalty),
-            frequency_penalty=_pick(b.frequency_penalty, s.frequency_penalty),
-            seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
-            ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
-            stop=tuple(self.stops()), logprobs=self.logprobs,
-        )
-
-    def stops(self) -> list[str]:
-        return [*self.model.output.stopwords, *self.body.stops()]
-
-
-def _pick(request_value, default):
-    return default if request_value is None else request_value
-
-
-@dataclass
-class Piece:
-    """Text ready to send, with the logprob entries of the tokens that made it."""
-
-    text: str
-    logprobs: list[dict[str, Any]]
-
-
-@dataclass
-class ChoiceResult:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    logprobs: list[dict[str, Any]] | None = None
-    cached_tokens: int = 0
-
-
-async def _run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
-    """Pieces of text (stop sequences removed), then one ChoiceResult. Errors before any text raise."""
-    pool: Pool = request.app.state.pool
-    stops = StopFilter(job.stops())
-    buffered = has_rules(job.model.output)  # rules need the whole text: send it at the end
-    collected: list[str] = []
-    entries: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
-    sent_entries: list[dict[str, Any]] = []
-    prompt_tokens = cached_tokens = 0
-    deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
-
-    def emit(text: str) -> Piece | None:
-        if not text:
-            return None
-        collected.append(text)
-        if buffered:
-            return None
-        piece = Piece(text, entries.copy())
-        sent_entries.extend(entries)
-        entries.clear()
-        return piece
-
-    def result(reason: str, completion_tokens: int) -> list[Piece | ChoiceResult]:
-        out: list[Piece | ChoiceResult] = []
-        if buffered:
-            text = apply_rules("".join(collected), job.model.output)
-            sent_entries.extend(entries)
-            if text:
-                out.append(Piece(text, sent_entries.copy()))
-        final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
-                             sent_entries if job.logprobs is not None else None, cached_tokens)
-        return [*out, final]
-
-    try:
-        events = pool.generate(job.model.name, job.generation(index))
-        async for event in events:
-            kind = event["type"]
-            if kind == "logprob":
-                entries.append(event["logprob"])
-            elif kind == "delta":
-                deltas += event.get("tokens", 1)
-                if piece := emit(stops.feed(event["text"])):
-                    yield piece
-                if stops.stopped:
-                    await events.aclose()  # tells the worker to stop generating
-                    entries.clear()  # the tokens of the stop sequence itself
-                    for item in result("stop", deltas):
-                        yield item
-                    return
-            elif kind == "started":
-                prompt_tokens, cached_tokens = event["prompt_tokens"], event.get("cached_tokens", 0)
-            elif kind == "done":
-                if piece := emit(stops.flush()):
-                    yield piece
-                reason = "length" if event["finish_reason"] == "length" else "stop"
-                for item in result(reason, event["completion_tokens"]):
-                    yield item
-                return
-            elif kind == "error":
-                raise OpenAIError(event.get("status", 500), event["message"], param=event.get("param"),
-                                  code=event.get("code"))
-    except ModelUnavailable as exc:
-        raise OpenAIError(503, exc.message, code="model_unavailable", retry_after=exc.retry_after) from None
-
-
-def _usage(results: list[ChoiceResult]) -> dict[str, Any]:
-    prompt = results[0].prompt_tokens if results else 0
-    completion = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": results[0].cached_tokens if results else 0}}
-
-
-async def _collect(request: Request, job: Job) -> list[ChoiceResult]:
-    results = []
-    for index in range(job.body.n):
-        result = None
-        pieces = []
-        async for item in _run_choice(request, job, index):
-            if isinstance(item, ChoiceResult):
-                result = item
-            else:
-                pieces.append(item.text)
-        assert result is not None
-        result.text = "".join(pieces)  # what was sent: after stop sequences and output rules
-        results.append(result)
-    return results
-
-
-def _chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-    return None if entries is None else {"content": entries, "refusal": None}
-
-
-def _completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
-    """The legacy completions shape: parallel lists, top alternatives as {token: logprob}."""
-    if entries is None:
-        return None
-    offsets = []
-    for entry in entries:
-        offsets.append(offset)
-        offset += len(entry["token"])
-    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
-            "text_offset": offsets}
-
-
 def _check_n(request: Request, body: Sampling) -> None:
     max_n = request.app.state.plan.server.max_n
     if body.n > max_n:
@@ -331,14 +166,14 @@ async def chat_completions(request: Request) -> Response:
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=True)
-    results = await _collect(request, job)
+    results = await collect(request, job)
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
         "choices": [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None},
-                     "logprobs": _chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
+                     "logprobs": chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
                     for i, r in enumerate(results)],
-        "usage": _usage(results),
+        "usage": usage(results),
     })
 
 
@@ -356,14 +191,14 @@ async def completions(request: Request) -> Response:
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=False, echo=body.prompt if body.echo else "")
-    results = await _collect(request, job)
+    results = await collect(request, job)
     echo = body.prompt if body.echo else ""
     return JSONResponse({
         "id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": i, "text": echo + r.text, "logprobs": _completion_logprobs(r.logprobs, len(echo)),
+        "choices": [{"index": i, "text": echo + r.text, "logprobs": completion_logprobs(r.logprobs, len(echo)),
                      "finish_reason": r.finish_reason} for i, r in enumerate(results)],
-        "usage": _usage(results),
+        "usage": usage(results),
     })
 
 
@@ -374,10 +209,10 @@ async def edits(request: Request) -> Response:
         raise OpenAIError(400, "edits do not stream", param="stream", code="unsupported")
     model = _select_model(request, body, "edit")
     job = Job(model, edit_prompt(model, body.instruction, body.input), body, _max_tokens(model, None, None))
-    results = await _collect(request, job)
+    results = await collect(request, job)
     return JSONResponse({"object": "edit", "created": int(time.time()),
                          "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],
-                         "usage": _usage(results)})
+                         "usage": usage(results)})
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -402,10 +237,10 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
         if chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else \
                 ({} if text is None else {"content": text})
-            return {"index": index, "delta": delta, "logprobs": _chat_logprobs(wanted), "finish_reason": finish}
-        return {"index": index, "text": text or "", "logprobs": _completion_logprobs(wanted), "finish_reason": finish}
+            return {"index": index, "delta": delta, "logprobs": chat_logprobs(wanted), "finish_reason": finish}
+        return {"index": index, "text": text or "", "logprobs": completion_logprobs(wanted), "finish_reason": finish}
 
-    choices = [_run_choice(request, job, i) for i in range(job.body.n)]
+    choices = [run_choice(request, job, i) for i in range(job.body.n)]
     # Wait for the first event of the first choice before answering, so that a request the
     # backend refuses (prompt too long, model failing to load) gets a real HTTP error status.
     first = await anext(choices[0])
@@ -426,7 +261,7 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
                     else:
                         yield chunk([piece(index, item.text, entries=item.logprobs)])
             if include_usage:
-                yield chunk([], _usage(results))
+                yield chunk([], usage(results))
         except OpenAIError as exc:  # after the first byte: an SSE error event, then [DONE]
             yield {"data": json.dumps(exc.body())}
         finally:

@@ -1,0 +1,182 @@
+"""Running one request's choices on the pool: sampling settings merged, stop sequences and
+output rules applied, token usage and logprobs gathered in OpenAI's shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.requests import Request
+
+from modelyard.compiler.plan import ModelPlan
+
+from .backends.base import GenerationRequest
+from .errors import OpenAIError
+from .output import StopFilter, apply_rules, has_rules
+from .pool import ModelUnavailable
+from .protocol import Sampling
+
+
+class Pool(Protocol):
+    def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]: ...
+    async def preload(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Job:
+    """Everything one request needs to run its choices."""
+
+    model: ModelPlan
+    prompt: str
+    body: Sampling
+    max_tokens: int | None
+    json_schema: dict[str, Any] | None = None
+    json_object: bool = False
+    logprobs: int | None = None  # None: off; N: with the N most likely alternatives
+
+    def generation(self, choice: int) -> GenerationRequest:
+        s, b = self.model.sampling, self.body
+        seed = b.seed if b.seed is not None else s.seed
+        return GenerationRequest(
+            prompt=self.prompt, max_tokens=self.max_tokens,
+            temperature=_pick(b.temperature, s.temperature), top_p=_pick(b.top_p, s.top_p),
+            top_k=_pick(b.top_k, s.top_k), min_p=_pick(b.min_p, s.min_p), typical_p=_pick(b.typical_p, s.typical_p),
+            repeat_penalty=_pick(b.repeat_penalty, s.repeat_penalty),
+            presence_penalty=_pick(b.presence_penalty, s.presence_penalty),
+            frequency_penalty=_pick(b.frequency_penalty, s.frequency_penalty),
+            seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
+            ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
+            stop=tuple(self.stops()), logprobs=self.logprobs,
+        )
+
+    def stops(self) -> list[str]:
+        return [*self.model.output.stopwords, *self.body.stops()]
+
+
+def _pick(request_value, default):
+    return default if request_value is None else request_value
+
+
+@dataclass
+class Piece:
+    """Text ready to send, with the logprob entries of the tokens that made it."""
+
+    text: str
+    logprobs: list[dict[str, Any]]
+
+
+@dataclass
+class ChoiceResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[dict[str, Any]] | None = None
+    cached_tokens: int = 0
+
+
+async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
+    """Pieces of text (stop sequences removed), then one ChoiceResult. Errors before any text raise."""
+    pool: Pool = request.app.state.pool
+    stops = StopFilter(job.stops())
+    buffered = has_rules(job.model.output)  # rules need the whole text: send it at the end
+    collected: list[str] = []
+    entries: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
+    sent_entries: list[dict[str, Any]] = []
+    prompt_tokens = cached_tokens = 0
+    deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
+
+    def emit(text: str) -> Piece | None:
+        if not text:
+            return None
+        collected.append(text)
+        if buffered:
+            return None
+        piece = Piece(text, entries.copy())
+        sent_entries.extend(entries)
+        entries.clear()
+        return piece
+
+    def result(reason: str, completion_tokens: int) -> list[Piece | ChoiceResult]:
+        out: list[Piece | ChoiceResult] = []
+        if buffered:
+            text = apply_rules("".join(collected), job.model.output)
+            sent_entries.extend(entries)
+            if text:
+                out.append(Piece(text, sent_entries.copy()))
+        final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
+                             sent_entries if job.logprobs is not None else None, cached_tokens)
+        return [*out, final]
+
+    try:
+        events = pool.generate(job.model.name, job.generation(index))
+        async for event in events:
+            kind = event["type"]
+            if kind == "logprob":
+                entries.append(event["logprob"])
+            elif kind == "delta":
+                deltas += event.get("tokens", 1)
+                if piece := emit(stops.feed(event["text"])):
+                    yield piece
+                if stops.stopped:
+                    await events.aclose()  # tells the worker to stop generating
+                    entries.clear()  # the tokens of the stop sequence itself
+                    for item in result("stop", deltas):
+                        yield item
+                    return
+            elif kind == "started":
+                prompt_tokens, cached_tokens = event["prompt_tokens"], event.get("cached_tokens", 0)
+            elif kind == "done":
+                if piece := emit(stops.flush()):
+                    yield piece
+                reason = "length" if event["finish_reason"] == "length" else "stop"
+                for item in result(reason, event["completion_tokens"]):
+                    yield item
+                return
+            elif kind == "error":
+                raise OpenAIError(event.get("status", 500), event["message"], param=event.get("param"),
+                                  code=event.get("code"))
+    except ModelUnavailable as exc:
+        raise OpenAIError(503, exc.message, code="model_unavailable", retry_after=exc.retry_after) from None
+
+
+def usage(results: list[ChoiceResult]) -> dict[str, Any]:
+    prompt = results[0].prompt_tokens if results else 0
+    completion = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": results[0].cached_tokens if results else 0}}
+
+
+async def collect(request: Request, job: Job) -> list[ChoiceResult]:
+    results = []
+    for index in range(job.body.n):
+        result = None
+        pieces = []
+        async for item in run_choice(request, job, index):
+            if isinstance(item, ChoiceResult):
+                result = item
+            else:
+                pieces.append(item.text)
+        assert result is not None
+        result.text = "".join(pieces)  # what was sent: after stop sequences and output rules
+        results.append(result)
+    return results
+
+
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
+def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions shape: parallel lists, top alternatives as {token: logprob}."""
+    if entries is None:
+        return None
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+            "text_offset": offsets}
