@@ -122,9 +122,16 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on.  [default: 8080]")
 @click.option("--preload", is_flag=True, help="Load every model at start instead of on its first request.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a value, as for compile.")
+@click.option("--api-key-env", metavar="NAME", help="Require API keys, read (comma-separated) from this environment "
+              "variable. MODELYARD_API_KEYS is used when set and no key source is given.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False), help="Require API keys, read from this file "
+              "(one per line).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser requests from ORIGIN (repeatable; CORS is off by default).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def launch_command(paths, models_dir, plan_file, host, port, preload, sets, log_level) -> None:
+def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_key_env, api_key_file, cors_origins,
+                   log_level) -> None:
     """Serve models behind the OpenAI API (/v1/chat/completions, /v1/completions, ...).
 
     PATHS are model YAML files, GGUF files, or directories of them; configs are compiled first
@@ -134,7 +141,7 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, log_
     import logging
 
     from modelyard.launcher.backends import missing_backend_message
-    from modelyard.launcher.server import serve
+    from modelyard.launcher.server import KeySourceError, resolve_api_keys, serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if plan_file:
@@ -152,16 +159,25 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, log_
         if result.plan is None:
             sys.exit(EXIT_INVALID)
         plan = result.plan
-    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if not (api_key_env or api_key_file or plan.server.api_key_env or plan.server.api_key_file) \
+            and os.environ.get("MODELYARD_API_KEYS"):
+        api_key_env = "MODELYARD_API_KEYS"
+    updates = {k: v for k, v in (("host", host), ("port", port), ("api_key_env", api_key_env),
+                                 ("api_key_file", api_key_file), ("cors_origins", cors_origins or None)) if v is not None}
     if updates:
         plan = plan.model_copy(update={"server": plan.server.model_copy(update=updates)})
+    try:
+        api_keys = resolve_api_keys(plan, os.environ)
+    except KeySourceError as exc:
+        click.echo(f"cannot launch: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
     refusals = [f"model {m.name!r}: {why}" for m in plan.models if (why := missing_backend_message(m.backend))]
     if refusals:
         click.echo("cannot launch:\n  " + "\n  ".join(refusals), err=True)
         sys.exit(EXIT_INVALID)
     if not plan.models:
         raise click.UsageError("the plan has no models to serve")
-    serve(plan, preload=preload, log_level=log_level)
+    serve(plan, api_keys=api_keys, preload=preload, log_level=log_level)
 
 
 def _default_model_file() -> Path:

@@ -147,7 +147,9 @@ class ModelPlan(_Frozen):
 class ServerPlan(_Frozen):
     host: str = "127.0.0.1"
     port: int = 8080
-    api_key_env: str | None = Field(default=None, description="Name of the env var holding API keys (never the keys).")
+    api_key_env: str | None = Field(default=None, description="Name of the env var holding API keys, comma-separated "
+                                    "(the plan never holds the keys).")
+    api_key_file: str | None = Field(default=None, description="A file holding API keys, one per line.")
     max_body_bytes: int = 8 * 1024 * 1024
     max_n: int = 8
     max_tokens_cap: int | None = None

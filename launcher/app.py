@@ -9,31 +9,41 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from modelyard.compiler.plan import LaunchPlan, ModelPlan
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from modelyard.compiler.plan import LaunchPlan, ModelPlan
-
 from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
 from .generation import (
-    ChoiceResult, Job, Pool, chat_logprobs, collect, completion_logprobs, run_choice, usage,
+    ChoiceResult,
+    Job,
+    Pool,
+    chat_logprobs,
+    collect,
+    completion_logprobs,
+    run_choice,
+    usage,
 )
 from .prompts import chat_prompt, completion_prompt, edit_prompt
 from .protocol import ChatCompletionRequest, CompletionRequest, EditRequest, Sampling, parse_body
+from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
 
 FINGERPRINT = "modelyard-0.1"
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
 
-def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False) -> Starlette:
+def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = ()) -> Starlette:
+    """The app; ``api_keys`` are the resolved keys (the plan holds only where they come from)."""
     @asynccontextmanager
     async def lifespan(app: Starlette):
         if preload:
@@ -54,11 +64,19 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False) -> Starle
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
         ]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
+    keys = ApiKeys(api_keys)
+    middleware = [Middleware(RequestIdMiddleware)]
+    if plan.server.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(plan.server.cors_origins),
+                                     allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["x-request-id"]))
+    if keys:
+        middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
     app = Starlette(
-        routes=routes, lifespan=lifespan,
+        routes=routes, lifespan=lifespan, middleware=middleware,
         exception_handlers={OpenAIError: openai_error_handler, HTTPException: http_error_handler,
                             Exception: unexpected_error_handler},
     )
+    app.state.auth = bool(keys)
     app.state.plan = plan
     app.state.pool = pool
     app.state.ready = False
@@ -101,11 +119,12 @@ def _find_model(plan: LaunchPlan, name: str) -> ModelPlan:
 
 
 def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
-    """Body ``model``; else a model named by the bearer token; else the only model."""
+    """Body ``model``; else a model named by the bearer token (only when API keys are off: then
+    the token is the key); else the only model."""
     plan: LaunchPlan = request.app.state.plan
     name = body.model
     if not name:
-        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        token = "" if request.app.state.auth else request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if token and plan.model(token) is not None:
             name = token
         elif len(plan.models) == 1:

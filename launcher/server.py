@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 
 import uvicorn
 
@@ -14,14 +16,41 @@ from .pool import WorkerPool
 log = logging.getLogger(__name__)
 
 
-def serve(plan: LaunchPlan, *, preload: bool = False, log_level: str = "info") -> None:
+class KeySourceError(Exception):
+    pass
+
+
+def resolve_api_keys(plan: LaunchPlan, env: Mapping[str, str]) -> list[str]:
+    """The keys the plan's key sources hold. A configured source that yields no key is an error:
+    a server meant to be protected must not start open."""
+    server = plan.server
+    keys: list[str] = []
+    if server.api_key_env:
+        value = env.get(server.api_key_env, "")
+        if not value.strip():
+            raise KeySourceError(f"API keys are configured from ${server.api_key_env}, which is unset or empty")
+        keys += [k.strip() for k in value.split(",") if k.strip()]
+    if server.api_key_file:
+        try:
+            lines = Path(server.api_key_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise KeySourceError(f"cannot read the API key file {server.api_key_file}: {exc.strerror}") from None
+        found = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not found:
+            raise KeySourceError(f"the API key file {server.api_key_file} holds no key")
+        keys += found
+    return keys
+
+
+def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; shutting down stops every worker (no orphans)."""
     pool = WorkerPool(plan)
-    app = create_app(plan, pool=pool, preload=preload)
+    app = create_app(plan, pool=pool, preload=preload, api_keys=api_keys)
     server = plan.server
     names = ", ".join(f"{m.name} ({m.backend})" for m in plan.models)
     log.info("serving %d model(s): %s", len(plan.models), names)
-    log.info("OpenAI API at http://%s:%d/v1", server.host, server.port)
+    log.info("OpenAI API at http://%s:%d/v1 (%s)", server.host, server.port,
+             f"{len(api_keys)} API key(s) required" if api_keys else "no API key required")
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level,
                             timeout_graceful_shutdown=10, limit_concurrency=1024, timeout_keep_alive=30)
     uvicorn.Server(config).run()
