@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from modelyard.compiler import CompileOptions, CompileResult, LocalProbe, compile_sources, discover, format_report
 from modelyard.compiler.explain import explain_model
 from modelyard.compiler.overrides import OverrideSyntaxError, SetOverride, parse_set

@@ -21,7 +21,15 @@ from .gguf_metadata import GgufMetadata
 from .options import parse_options
 from .paths import SAFE_NAME, Path
 from .plan import (
-    Exllama2, LlamaCpp, ModelPlan, OutputRules, Sampling, Template, Templates, Transformers, Vllm,
+    Exllama2,
+    LlamaCpp,
+    ModelPlan,
+    OutputRules,
+    Sampling,
+    Template,
+    Templates,
+    Transformers,
+    Vllm,
 )
 from .sources import PACKAGE_SCHEME, HostProbe
 from .templates import resolve_template, tokenizer_template

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+
 from .paths import Path
 from .plan import ServerPlan
 from .yaml_loader import resolve_plain

@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from jinja2 import Undefined

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from starlette.requests import Request
-
 from modelyard.compiler.plan import ModelPlan
+from starlette.requests import Request
 
 from .backends.base import GenerationRequest
 from .errors import OpenAIError

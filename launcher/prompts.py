@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from jinja2 import TemplateError
-
 from modelyard.compiler.plan import ModelPlan, Template
 from modelyard.compiler.template_env import template_environment
 

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import uvicorn
-
 from modelyard.compiler.plan import LaunchPlan
 
 from .app import create_app
