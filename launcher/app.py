@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
+from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,6 +35,7 @@ from .generation import (
     run_choice,
     usage,
 )
+from .metrics import Metrics, MetricsMiddleware
 from .prompts import chat_prompt, completion_prompt, edit_prompt
 from .protocol import ChatCompletionRequest, CompletionRequest, EditRequest, Sampling, parse_body
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
@@ -63,9 +65,10 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
             Route(f"{prefix}/models", list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
         ]
-    routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
+    routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint)]
     keys = ApiKeys(api_keys)
-    middleware = [Middleware(RequestIdMiddleware)]
+    metrics = Metrics(pool.stats)
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)]
     if plan.server.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(plan.server.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["x-request-id"]))
@@ -77,6 +80,7 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
                             Exception: unexpected_error_handler},
     )
     app.state.auth = bool(keys)
+    app.state.metrics = metrics
     app.state.plan = plan
     app.state.pool = pool
     app.state.ready = False
@@ -94,6 +98,10 @@ async def readyz(request: Request) -> Response:
     if not request.app.state.ready:
         return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _model_card(model: ModelPlan) -> dict[str, Any]:

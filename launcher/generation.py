@@ -3,6 +3,7 @@ output rules applied, token usage and logprobs gathered in OpenAI's shapes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from .protocol import Sampling
 
 class Pool(Protocol):
     def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]: ...
+    def stats(self) -> dict[str, dict[str, int]]: ...
     async def preload(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -87,9 +89,14 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
     prompt_tokens = cached_tokens = 0
     deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
 
+    metrics, model = request.app.state.metrics, job.model.name
+    started = time.perf_counter()
+
     def emit(text: str) -> Piece | None:
         if not text:
             return None
+        if not collected:
+            metrics.ttft.labels(model).observe(time.perf_counter() - started)
         collected.append(text)
         if buffered:
             return None
@@ -107,6 +114,8 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
                 out.append(Piece(text, sent_entries.copy()))
         final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
                              sent_entries if job.logprobs is not None else None, cached_tokens)
+        metrics.prompt_tokens.labels(model).inc(prompt_tokens)
+        metrics.completion_tokens.labels(model).inc(completion_tokens)
         return [*out, final]
 
     try:

@@ -219,6 +219,11 @@ class WorkerPool:
     async def preload(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers.values()), return_exceptions=True)
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per model: worker up (1/0), generations in flight, restarts after crashes."""
+        return {name: {"loaded": int(w.alive), "in_flight": len(w.streams), "restarts": w.restarts}
+                for name, w in self.workers.items()}
+
     def worker_pid(self, model: str) -> int | None:
         process = self.workers[model].process
         return process.pid if process is not None and process.is_alive() else None

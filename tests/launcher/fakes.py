@@ -45,6 +45,9 @@ class FakePool:
         finally:
             cancelled.set()
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {name: {"loaded": 1, "in_flight": 0, "restarts": 0} for name in self.backends}
+
     async def preload(self) -> None:
         self.preloaded = True
 

@@ -60,6 +60,7 @@ def test_worker_crash_mid_stream_gives_an_error_event_then_recovers(served) -> N
     assert 2 <= sum(1 for line in lines[:-2] if json.loads(line)["choices"][0]["delta"].get("content")) <= 3
     assert ask(client, "hi").status_code == 200  # restarted on the next request
     assert pool.workers["m"].restarts == 1
+    assert 'modelyard_worker_restarts_total{model="m"} 1.0' in client.get("/metrics").text
 
 
 def test_client_disconnect_cancels_generation(served) -> None:
