@@ -152,7 +152,9 @@ class ServerPlan(_Frozen):
     api_key_file: str | None = Field(default=None, description="A file holding API keys, one per line.")
     max_body_bytes: int = 8 * 1024 * 1024
     max_n: int = 8
-    max_tokens_cap: int | None = None
+    max_tokens_cap: int | None = Field(default=None, description="Largest max_tokens a request may ask for.")
+    max_queue_per_model: int = Field(default=64, description="Generations queued or running per model; more: 429.")
+    max_in_flight: int = Field(default=256, description="Generations in the whole server; more: 503.")
     cors_origins: tuple[str, ...] = ()
     models_dir: str | None = None
 

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
 from .generation import (
+    Admission,
     ChoiceResult,
     Job,
     Pool,
@@ -80,6 +81,7 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
                             Exception: unexpected_error_handler},
     )
     app.state.auth = bool(keys)
+    app.state.admission = Admission(plan.server.max_queue_per_model, plan.server.max_in_flight)
     app.state.metrics = metrics
     app.state.plan = plan
     app.state.pool = pool
@@ -170,9 +172,38 @@ def _check_n(request: Request, body: Sampling) -> None:
         raise OpenAIError(400, f"n must be at most {max_n}", param="n", code="invalid_value")
 
 
-def _max_tokens(model: ModelPlan, requested: int | None, default: int | None) -> int | None:
-    cap = model.sampling.max_tokens if requested is None else requested
-    return default if cap is None else cap
+def _max_tokens(request: Request, model: ModelPlan, requested: int | None, default: int | None) -> int | None:
+    """The request's value, else the YAML's, else ``default``; never above the server's cap."""
+    cap = request.app.state.plan.server.max_tokens_cap
+    if cap is not None and requested is not None and requested > cap:
+        raise OpenAIError(400, f"max_tokens must be at most {cap} on this server", param="max_tokens",
+                          code="invalid_value")
+    chosen = model.sampling.max_tokens if requested is None else requested
+    chosen = default if chosen is None else chosen
+    return cap if cap is not None and (chosen is None or chosen > cap) else chosen
+
+
+class _Ticket:
+    """A place in the admission counts, given back exactly once."""
+
+    def __init__(self, request: Request, job: Job) -> None:
+        self.admission: Admission = request.app.state.admission
+        self.model, self.n = job.model.name, job.body.n
+        self.admission.enter(self.model, self.n)
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.admission.leave(self.model, self.n)
+
+
+async def _complete(request: Request, job: Job) -> list[ChoiceResult]:
+    ticket = _Ticket(request, job)
+    try:
+        return await collect(request, job)
+    finally:
+        ticket.release()
 
 
 async def chat_completions(request: Request) -> Response:
@@ -186,14 +217,14 @@ async def chat_completions(request: Request) -> Response:
     prompt = chat_prompt(model, [(m.role, m.text()) for m in body.messages])
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
-    job = Job(model, prompt, body, _max_tokens(model, requested, None),
+    job = Job(model, prompt, body, _max_tokens(request, model, requested, None),
               json_schema=(fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None,
               json_object=bool(fmt and fmt.type == "json_object"),
               logprobs=(body.top_logprobs or 0) if body.logprobs else None)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=True)
-    results = await collect(request, job)
+    results = await _complete(request, job)
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
@@ -213,12 +244,12 @@ async def completions(request: Request) -> Response:
         body.prompt = body.prompt[0]
     model = _select_model(request, body, "completion")
     prompt = completion_prompt(model, body.prompt)
-    job = Job(model, prompt, body, _max_tokens(model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
+    job = Job(model, prompt, body, _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
               logprobs=body.logprobs)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=False, echo=body.prompt if body.echo else "")
-    results = await collect(request, job)
+    results = await _complete(request, job)
     echo = body.prompt if body.echo else ""
     return JSONResponse({
         "id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model.name,
@@ -235,8 +266,8 @@ async def edits(request: Request) -> Response:
     if body.stream:
         raise OpenAIError(400, "edits do not stream", param="stream", code="unsupported")
     model = _select_model(request, body, "edit")
-    job = Job(model, edit_prompt(model, body.instruction, body.input), body, _max_tokens(model, None, None))
-    results = await collect(request, job)
+    job = Job(model, edit_prompt(model, body.instruction, body.input), body, _max_tokens(request, model, None, None))
+    results = await _complete(request, job)
     return JSONResponse({"object": "edit", "created": int(time.time()),
                          "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],
                          "usage": usage(results)})
@@ -267,10 +298,15 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
             return {"index": index, "delta": delta, "logprobs": chat_logprobs(wanted), "finish_reason": finish}
         return {"index": index, "text": text or "", "logprobs": completion_logprobs(wanted), "finish_reason": finish}
 
+    ticket = _Ticket(request, job)
     choices = [run_choice(request, job, i) for i in range(job.body.n)]
     # Wait for the first event of the first choice before answering, so that a request the
     # backend refuses (prompt too long, model failing to load) gets a real HTTP error status.
-    first = await anext(choices[0])
+    try:
+        first = await anext(choices[0])
+    except BaseException:
+        ticket.release()
+        raise
 
     async def events() -> AsyncIterator[dict[str, str]]:
         results: list[ChoiceResult] = []
@@ -294,6 +330,7 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
         finally:
             for items in choices:
                 await items.aclose()
+            ticket.release()
         yield {"data": "[DONE]"}
 
     return EventSourceResponse(events(), sep="\n", ping=15)

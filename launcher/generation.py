@@ -60,6 +60,29 @@ def _pick(request_value, default):
     return default if request_value is None else request_value
 
 
+class Admission:
+    """Bounded queues: a request beyond its model's queue gets 429, beyond the server's limit 503,
+    both with Retry-After, instead of piling up. Counts generations queued or running."""
+
+    def __init__(self, max_per_model: int, max_total: int) -> None:
+        self.max_per_model, self.max_total = max_per_model, max_total
+        self.per_model: dict[str, int] = {}
+        self.total = 0
+
+    def enter(self, model: str, n: int) -> None:
+        if self.total + n > self.max_total:
+            raise OpenAIError(503, "the server is at capacity; retry shortly", code="server_busy", retry_after=2)
+        if self.per_model.get(model, 0) + n > self.max_per_model:
+            raise OpenAIError(429, f"too many requests queued for model {model!r}; retry shortly",
+                              code="rate_limit_exceeded", retry_after=1)
+        self.per_model[model] = self.per_model.get(model, 0) + n
+        self.total += n
+
+    def leave(self, model: str, n: int) -> None:
+        self.per_model[model] -= n
+        self.total -= n
+
+
 @dataclass
 class Piece:
     """Text ready to send, with the logprob entries of the tokens that made it."""

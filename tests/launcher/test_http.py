@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from starlette.testclient import TestClient
-
 from modelyard.launcher.app import create_app
 from modelyard.launcher.pool import ModelUnavailable
+from starlette.testclient import TestClient
 
 from ..compiler.fakes import compile_yaml, default_probe
 from .fakes import FakePool
@@ -300,3 +299,35 @@ def test_metrics(client) -> None:
     assert 'modelyard_time_to_first_token_seconds_count{model="chat"} 1.0' in text
     assert 'modelyard_model_loaded{model="chat"} 1.0' in text
     assert "whatever-a-client-sends" not in text
+
+
+def test_bounded_queues_answer_429_and_503_with_retry_after() -> None:
+    plan = make_plan()
+    plan = plan.model_copy(update={"server": plan.server.model_copy(update={"max_queue_per_model": 2, "max_in_flight": 3})})
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:
+        admission = client.app.state.admission
+        admission.enter("chat", 2)  # two generations already queued for "chat"
+        busy = chat(client)
+        assert (busy.status_code, busy.headers["retry-after"], busy.json()["error"]["code"]) == \
+            (429, "1", "rate_limit_exceeded")
+        assert client.post("/v1/completions", json={"model": "plain", "prompt": "x"}).status_code == 200
+        admission.enter("plain", 1)  # the server is now full
+        full = client.post("/v1/completions", json={"model": "rules", "prompt": "x"})
+        assert (full.status_code, full.headers["retry-after"]) == (503, "2")
+        admission.leave("chat", 2)
+        admission.leave("plain", 1)
+        assert chat(client).status_code == 200
+        events = sse(client.post("/v1/chat/completions", json={**{"model": "chat", "stream": True},
+                                                                "messages": [{"role": "user", "content": "x"}]}))
+        assert events[-1] == "[DONE]"
+        assert (admission.total, admission.per_model) == (0, {"chat": 0, "plain": 0})  # every place given back
+
+
+def test_max_tokens_cap() -> None:
+    plan = make_plan()
+    plan = plan.model_copy(update={"server": plan.server.model_copy(update={"max_tokens_cap": 5})})
+    pool = FakePool(plan)
+    with TestClient(create_app(plan, pool=pool)) as client:
+        assert chat(client, max_tokens=6).json()["error"]["param"] == "max_tokens"
+        chat(client)
+        assert pool.requests[-1][1].max_tokens == 5  # the YAML's 64 is capped too

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hmac
 
 import pytest
-from starlette.testclient import TestClient
-
 from modelyard.compiler.plan import LaunchPlan
 from modelyard.launcher.app import create_app
 from modelyard.launcher.security import ApiKeys
 from modelyard.launcher.server import KeySourceError, resolve_api_keys
+from starlette.testclient import TestClient
 
 from .fakes import FakePool
 from .test_http import make_plan
