@@ -37,6 +37,7 @@ from .generation import (
     usage,
 )
 from .metrics import Metrics, MetricsMiddleware
+from .openapi import openapi_document
 from .prompts import chat_prompt, completion_prompt, edit_prompt
 from .protocol import ChatCompletionRequest, CompletionRequest, EditRequest, Sampling, parse_body
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
@@ -66,7 +67,8 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
             Route(f"{prefix}/models", list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
         ]
-    routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint)]
+    routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint),
+               Route("/openapi.json", openapi_endpoint)]
     keys = ApiKeys(api_keys)
     metrics = Metrics(pool.stats)
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)]
@@ -100,6 +102,11 @@ async def readyz(request: Request) -> Response:
     if not request.app.state.ready:
         return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready"})
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    plan: LaunchPlan = request.app.state.plan
+    return JSONResponse(openapi_document(tuple(m.name for m in plan.models), plan.server.max_n))
 
 
 async def metrics_endpoint(request: Request) -> Response:
