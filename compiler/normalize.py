@@ -332,8 +332,9 @@ def _usecases(r: _Reader, templates: Templates, roles: dict, embeddings: bool, c
     can_chat = bool(templates.chat or templates.chat_message or templates.use_tokenizer_template or roles)
     declared = r.get(("known_usecases",), "usecases")
     if declared is None:
+        # An embeddings model serves embeddings unless it declares more.
         inferred = ["completion"] if not embeddings else []
-        if can_chat:
+        if can_chat and not embeddings:
             inferred += ["chat", "edit"]
         if embeddings:
             inferred.append("embeddings")

@@ -6,7 +6,10 @@ each also without ``/v1``; ``/healthz`` and ``/readyz``. State lives on ``app.st
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -38,8 +41,16 @@ from .generation import (
 )
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import openapi_document
+from .pool import ModelUnavailable
 from .prompts import chat_prompt, completion_prompt, edit_prompt
-from .protocol import ChatCompletionRequest, CompletionRequest, EditRequest, Sampling, parse_body
+from .protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EditRequest,
+    EmbeddingRequest,
+    Sampling,
+    parse_body,
+)
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
 
 FINGERPRINT = "modelyard-0.1"
@@ -64,6 +75,7 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
             Route(f"{prefix}/completions", completions, methods=["POST"]),
             Route(f"{prefix}/edits", edits, methods=["POST"]),
+            Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
         ]
@@ -278,6 +290,36 @@ async def edits(request: Request) -> Response:
     return JSONResponse({"object": "edit", "created": int(time.time()),
                          "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],
                          "usage": usage(results)})
+
+
+async def embeddings(request: Request) -> Response:
+    body = parse_body(await _read_body(request), EmbeddingRequest)
+    model = _select_model(request, body, "embeddings")
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    try:
+        reply = await request.app.state.pool.embed(model.name, inputs)
+    except ModelUnavailable as exc:
+        raise OpenAIError(503, exc.message, code="model_unavailable", retry_after=exc.retry_after) from None
+    if reply["type"] == "error":
+        raise OpenAIError(reply.get("status", 500), reply["message"], param=reply.get("param"), code=reply.get("code"))
+    data = []
+    for index, vector in enumerate(reply["vectors"]):
+        if body.dimensions is not None:
+            if body.dimensions > len(vector):
+                raise OpenAIError(400, f"dimensions must be at most {len(vector)} for model {model.name!r}",
+                                  param="dimensions", code="invalid_value")
+            vector = _unit(vector[:body.dimensions])  # shortened, then made unit length again
+        encoded: Any = vector
+        if body.encoding_format == "base64":  # little-endian float32, as OpenAI encodes it
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return JSONResponse({"object": "list", "data": data, "model": model.name,
+                         "usage": {"prompt_tokens": reply["tokens"], "total_tokens": reply["tokens"]}})
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else vector
 
 
 # --- streaming -------------------------------------------------------------------------------

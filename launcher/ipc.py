@@ -1,10 +1,12 @@
 """The server ↔ worker protocol: newline-delimited JSON messages over a Unix socket.
 
-Version 1. Server → worker: ``generate`` {id, request}, ``cancel`` {id}, ``shutdown``.
+Version 1. Server → worker: ``generate`` {id, request}, ``embed`` {id, inputs}, ``cancel`` {id},
+``shutdown``.
 Worker → server: ``ready`` {protocol, n_ctx}, ``load_failed`` {message}, ``started`` {id,
 prompt_tokens}, ``logprob`` {id, logprob} (before the token's text), ``delta`` {id, text,
 tokens (how many tokens the text covers; 1 when absent)},
-``done`` {id, finish_reason, prompt_tokens, completion_tokens}, ``error`` {id, status, code,
+``done`` {id, finish_reason, prompt_tokens, completion_tokens}, ``embeddings`` {id, vectors, tokens},
+``error`` {id, status, code,
 message, param}. Every message carries ``type``; unknown types are ignored (forward compatible).
 """
 

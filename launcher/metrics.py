@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ROUTES = ("/chat/completions", "/completions", "/edits", "/models", "/models/{id}", "/healthz", "/readyz", "/metrics", "/openapi.json")
+ROUTES = ("/chat/completions", "/completions", "/edits", "/embeddings", "/models", "/models/{id}", "/healthz", "/readyz", "/metrics", "/openapi.json")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 

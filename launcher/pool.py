@@ -181,6 +181,20 @@ class ModelWorker:
             if not finished and self.writer is not None:  # the client went away, or a stop matched
                 self.writer.write(encode({"type": "cancel", "id": request_id}))
 
+    async def embed(self, inputs: list[str]) -> dict[str, Any]:
+        """The worker's ``embeddings`` or ``error`` message for ``inputs``."""
+        await self.start()
+        if self.writer is None:
+            raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
+        request_id = f"e{next(self._ids)}"
+        stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.streams[request_id] = stream
+        try:
+            self.writer.write(encode({"type": "embed", "id": request_id, "inputs": inputs}))
+            return await stream.get()
+        finally:
+            self.streams.pop(request_id, None)
+
     async def stop(self) -> None:
         if self.writer is not None:
             try:
@@ -215,6 +229,9 @@ class WorkerPool:
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
         async for event in self.workers[model].generate(request):
             yield event
+
+    async def embed(self, model: str, inputs: list[str]) -> dict[str, Any]:
+        return await self.workers[model].embed(inputs)
 
     async def preload(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers.values()), return_exceptions=True)

@@ -116,6 +116,22 @@ class EditRequest(Sampling):
     input: str = ""
 
 
+class EmbeddingRequest(_Request):
+    model: str | None = None
+    input: str | list[str] = Field(description="A string or a list of strings (token arrays are not supported yet).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        if isinstance(value, list) and len(value) > 2048:
+            raise ValueError("input may hold at most 2048 items")
+        return value
+
+
 # pydantic names the union branch it tried ("str", "list[ContentPart]"): not part of the field path.
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|\w+\[.*\]|function-.*)$")
 

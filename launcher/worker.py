@@ -54,12 +54,15 @@ async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> Non
     # A backend with parallel slots runs that many generations at once; the rest wait here.
     concurrency = max(1, getattr(backend, "concurrency", 1))
     runners = [asyncio.create_task(_run_queue(backend, queue, cancels, post)) for _ in range(concurrency)]
+    embed_lock = asyncio.Lock()  # a backend embeds one batch of inputs at a time
     try:
         while (message := await read_message(reader)) is not None:
             kind = message.get("type")
             if kind == "generate":
                 cancels[message["id"]] = threading.Event()
                 await queue.put((message["id"], GenerationRequest.from_dict(message["request"])))
+            elif kind == "embed":
+                runners.append(asyncio.create_task(_embed(backend, message, embed_lock, post)))
             elif kind == "cancel" and message["id"] in cancels:
                 cancels[message["id"]].set()
             elif kind == "shutdown":
@@ -92,6 +95,21 @@ async def _flush(outbox: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
         for _ in batch:
             outbox.task_done()
         await writer.drain()
+
+
+async def _embed(backend, message: dict[str, Any], lock: asyncio.Lock, post) -> None:
+    request_id = message["id"]
+    try:
+        async with lock:
+            vectors, tokens = await asyncio.to_thread(backend.embed, message["inputs"])
+        post({"type": "embeddings", "id": request_id, "vectors": vectors, "tokens": tokens})
+    except RequestError as exc:
+        post({"type": "error", "id": request_id, "status": exc.status, "code": exc.code, "message": exc.message,
+              "param": exc.param})
+    except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
+        log.exception("embedding failed")
+        post({"type": "error", "id": request_id, "status": 500, "code": "backend_error",
+              "message": f"the backend failed: {type(exc).__name__}: {exc}", "param": None})
 
 
 async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading.Event], post) -> None:

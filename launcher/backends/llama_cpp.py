@@ -45,13 +45,17 @@ class LlamaCppBackend:
         threads = model.threads or physical_cores()
         self.concurrency = settings.parallel
         # Decoding happens in the scheduler's own multi-sequence context; Llama's context (one
-        # sequence only) is kept minimal: Llama only loads the model and tokenizes.
+        # sequence only) is kept minimal: Llama only loads the model and tokenizes. An embeddings
+        # model instead embeds in Llama's context, sized to hold a whole input in one batch.
+        self._embedding = model.embeddings
+        context = model.context_size or 0
         self._llm = llama_cpp.Llama(
             model_path=path,
-            n_ctx=64,
+            n_ctx=context if self._embedding else 64,
             n_threads=threads,
             n_threads_batch=threads,
-            n_batch=settings.batch,
+            n_batch=context if self._embedding else settings.batch,
+            n_ubatch=context if self._embedding else settings.batch,
             n_gpu_layers=-1 if settings.gpu_layers is None else settings.gpu_layers,
             main_gpu=settings.main_gpu,
             use_mmap=settings.mmap,
@@ -64,7 +68,7 @@ class LlamaCppBackend:
         )
         self._context_size = model.context_size or self._llm._model.n_ctx_train()
         self._shift = settings.context_shift
-        self._slots = self._scheduler(model)
+        self._slots = None if self._embedding else self._scheduler(model)
         log.info("loaded %s (context %d per request, %d slot(s), threads=%d)", path, self._context_size,
                  settings.parallel, threads)
 
@@ -111,10 +115,38 @@ class LlamaCppBackend:
         # after one context's worth of new tokens.
         default = self.context_size if self._shift else room
         limit = request.max_tokens if request.max_tokens is not None else default
+        if self._slots is None:
+            raise RequestError("this model serves embeddings only", param="model", code="unsupported_usecase")
         grammar = self._grammar(request)
         slot = Slot(request, prompt_tokens, limit, (grammar._grammar, grammar._root) if grammar else None, cancelled)
         self._slots.submit(slot)
         yield from iterate(slot)
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Unit-length embeddings and the token count. Models without a pooling type of their own
+        (generative GGUFs) return one vector a token: those are mean-pooled here."""
+        import numpy as np
+
+        if not self._embedding:
+            raise RequestError("this model does not serve embeddings (set 'embeddings: true')",
+                               param="model", code="unsupported_usecase")
+        for index, text in enumerate(texts):
+            n = len(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+            if n > self.context_size:
+                raise RequestError(f"input {index} is {n} tokens, more than the model's {self.context_size}",
+                                   param="input", code="context_length_exceeded")
+        # One input at a time: llama-cpp-python's multi-input batch gives a text a different vector
+        # than it gets alone for models without pooling (tests/e2e/test_embeddings.py).
+        vectors, tokens = [], 0
+        for text in texts:
+            [item], count = self._llm.embed([text], normalize=False, truncate=False, return_count=True)
+            tokens += count
+            array = np.asarray(item, dtype=np.float64)
+            if array.ndim == 2:
+                array = array.mean(axis=0)
+            norm = np.linalg.norm(array)
+            vectors.append((array / norm if norm else array).tolist())
+        return vectors, tokens
 
     def _logprob(self, pointer, token: int, top: int) -> Logprob:
         """From the logits row that produced ``token`` (read from the context, not copied

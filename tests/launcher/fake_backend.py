@@ -61,3 +61,12 @@ class FakeBackend:
             yield token
         reason = "length" if produced >= limit and produced < len(tokens) else "stop"
         yield Finish(reason, prompt_tokens, produced)
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Deterministic unit vectors of dimension 4: [1, 0, 0, 0] rotated by the text length."""
+        vectors = []
+        for text in texts:
+            axis = len(text) % 4
+            vectors.append([1.0 if i == axis else 0.0 for i in range(4)] if not text.startswith("[mix]")
+                           else [0.5, 0.5, 0.5, 0.5])
+        return vectors, sum(max(1, len(t) // 4) for t in texts)

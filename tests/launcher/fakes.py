@@ -45,6 +45,10 @@ class FakePool:
         finally:
             cancelled.set()
 
+    async def embed(self, model: str, inputs: list[str]) -> dict[str, Any]:
+        vectors, tokens = self.backends[model].embed(inputs)
+        return {"type": "embeddings", "vectors": vectors, "tokens": tokens}
+
     def stats(self) -> dict[str, dict[str, int]]:
         return {name: {"loaded": 1, "in_flight": 0, "restarts": 0} for name in self.backends}
 

@@ -331,3 +331,35 @@ def test_max_tokens_cap() -> None:
         assert chat(client, max_tokens=6).json()["error"]["param"] == "max_tokens"
         chat(client)
         assert pool.requests[-1][1].max_tokens == 5  # the YAML's 64 is capped too
+
+
+def test_embeddings(client) -> None:
+    import base64
+    import struct
+
+    body = client.post("/v1/embeddings", json={"model": "embed", "input": ["abcd", "[mix] x"]}).json()
+    assert body == {"object": "list", "model": "embed", "usage": {"prompt_tokens": 2, "total_tokens": 2}, "data": [
+        {"object": "embedding", "index": 0, "embedding": [1.0, 0.0, 0.0, 0.0]},
+        {"object": "embedding", "index": 1, "embedding": [0.5, 0.5, 0.5, 0.5]}]}
+    encoded = client.post("/embeddings", json={"model": "embed", "input": "[mix] x", "encoding_format": "base64"})
+    raw = base64.b64decode(encoded.json()["data"][0]["embedding"])
+    assert list(struct.unpack("<4f", raw)) == [0.5, 0.5, 0.5, 0.5]
+    short = client.post("/v1/embeddings", json={"model": "embed", "input": "[mix]", "dimensions": 2}).json()
+    assert short["data"][0]["embedding"] == pytest.approx([2 ** -0.5, 2 ** -0.5])
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"model": "chat", "input": "x"}, 400, "model"),  # a chat model serves no embeddings
+    ({"model": "embed", "input": []}, 400, "input"),
+    ({"model": "embed", "input": "x", "dimensions": 5}, 400, "dimensions"),
+    ({"model": "embed", "input": "x", "encoding_format": "hex"}, 400, "encoding_format"),
+    ({"model": "nope", "input": "x"}, 404, "model"),
+])
+def test_embedding_mistakes(client, body, status, param) -> None:
+    response = client.post("/v1/embeddings", json=body)
+    assert (response.status_code, response.json()["error"]["param"]) == (status, param)
+
+
+def test_generation_refused_by_an_embeddings_model(client) -> None:
+    response = client.post("/v1/completions", json={"model": "embed", "prompt": "x"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_usecase"
