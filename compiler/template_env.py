@@ -28,8 +28,6 @@ from jinja2 import Undefined
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-DIALECTS = ("go", "jinja", "tokenizer")
-
 
 @functools.cache
 def template_environment(dialect: str) -> ImmutableSandboxedEnvironment:

@@ -159,14 +159,19 @@ class ModelWorker:
             self._server.close()
         log.error("model %s: %s", self.model.name, reason)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
-        """Events for one generation: ``delta``..., then ``done`` or ``error``."""
+    async def _open_stream(self) -> tuple[str, asyncio.Queue[dict[str, Any]]]:
+        """Start the worker if needed; a new request id and the queue its replies arrive on."""
         await self.start()
         if self.writer is None:
             raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
         request_id = f"r{next(self._ids)}"
         stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.streams[request_id] = stream
+        return request_id, stream
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        """Events for one generation: ``delta``..., then ``done`` or ``error``."""
+        request_id, stream = await self._open_stream()
         finished = False
         try:
             self.writer.write(encode({"type": "generate", "id": request_id, "request": request.to_dict()}))
@@ -183,12 +188,7 @@ class ModelWorker:
 
     async def embed(self, inputs: list[str]) -> dict[str, Any]:
         """The worker's ``embeddings`` or ``error`` message for ``inputs``."""
-        await self.start()
-        if self.writer is None:
-            raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
-        request_id = f"e{next(self._ids)}"
-        stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.streams[request_id] = stream
+        request_id, stream = await self._open_stream()
         try:
             self.writer.write(encode({"type": "embed", "id": request_id, "inputs": inputs}))
             return await stream.get()

@@ -12,10 +12,6 @@ BACKENDS: dict[str, str] = {
 }
 
 
-class BackendUnavailable(Exception):
-    pass
-
-
 def load_backend_class(import_string: str) -> type:
     module_name, _, attribute = import_string.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
