@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from jinja2 import Undefined
+from jinja2 import Template, Undefined
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -52,6 +52,12 @@ def template_environment(dialect: str) -> ImmutableSandboxedEnvironment:
     env.globals["raise_exception"] = _raise_exception
     env.filters["tojson"] = _hf_tojson
     return env
+
+
+@functools.lru_cache(maxsize=256)
+def compiled_template(dialect: str, source: str) -> Template:
+    """A template compiled once: plans hold a fixed set, and prompts render on every request."""
+    return template_environment(dialect).from_string(source)
 
 
 def _raise_exception(message: str) -> None:

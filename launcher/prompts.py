@@ -10,15 +10,14 @@ from typing import Any
 
 from jinja2 import TemplateError
 from modelyard.compiler.plan import ModelPlan, Template
-from modelyard.compiler.template_env import template_environment
+from modelyard.compiler.template_env import compiled_template
 
 from .errors import OpenAIError
 
 
 def _render(model: ModelPlan, kind: str, template: Template, variables: dict[str, Any]) -> str:
     try:
-        compiled = template_environment(template.dialect).from_string(template.source)
-        return compiled.render(**variables)
+        return compiled_template(template.dialect, template.source).render(**variables)
     except TemplateError as exc:
         raise OpenAIError(500, f"model {model.name!r}: template.{kind} failed to render: {exc}",
                           code="template_error") from None
