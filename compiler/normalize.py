@@ -12,7 +12,7 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from .backend_rules import check_backend_rules
 from .diagnostics import Severity
@@ -29,13 +29,14 @@ from .plan import (
     Template,
     Templates,
     Transformers,
+    Usecase,
     Vllm,
 )
-from .sources import PACKAGE_SCHEME, HostProbe
+from .schema_validation import model_schema
+from .sources import GGML_DEPRECATED, PACKAGE_SCHEME, HostProbe
 from .templates import resolve_template, tokenizer_template
 
-BACKEND_ALIASES = {"llama": "llama-cpp", "llama.cpp": "llama-cpp", "llamacpp": "llama-cpp", "exllamav2": "exllama2"}
-TEXT_USECASES = ("chat", "completion", "edit", "embeddings")
+TEXT_USECASES = get_args(Usecase)
 GGUF_CONTEXT_CAP = 8192
 DEFAULT_CONTEXT = 4096
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -74,9 +75,6 @@ class _Reader:
     def __init__(self, raw: Mapping[str, Any], ctx: ModelContext) -> None:
         self.raw = raw
         self.ctx = ctx
-
-    def has(self, path: Path) -> bool:
-        return _lookup(self.raw, path) is not None
 
     def get(self, path: Path, dest: str, default: Any = None, default_origin: str = "default") -> Any:
         value = _lookup(self.raw, path)
@@ -154,7 +152,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
 def _backend(r: _Reader, model_value: str | None, ctx: ModelContext) -> str | None:
     given = r.get(("backend",), "backend")
     if given is not None:
-        return BACKEND_ALIASES.get(given, given)
+        return model_schema()["properties"]["backend"]["x-aliases"].get(given, given)
     if isinstance(model_value, str) and (model_value.lower().endswith(".gguf") or model_value.startswith(PACKAGE_SCHEME)):
         return r.set("backend", "llama-cpp", "inferred from parameters.model (.gguf)")
     if isinstance(model_value, str) and ctx.probe.is_dir(os.path.join(ctx.models_dir, model_value)):
@@ -219,15 +217,9 @@ def _model_path(value: str | None, backend: str | None, ctx: ModelContext) -> tu
         ctx.error(where, f"{value!r} is a link to a file outside the models directory {models_dir!r}")
         return None, True
     if candidate.lower().endswith(".bin") and backend == "llama-cpp":
-        ctx.error(where, _GGML_DEPRECATED)
+        ctx.error(where, GGML_DEPRECATED)
         return None, True
     return candidate, True
-
-
-_GGML_DEPRECATED = (
-    "old ggml .bin files are no longer supported by llama.cpp; convert it to GGUF with llama.cpp's "
-    "convert_llama_ggml_to_gguf.py, or download a GGUF build of the model"
-)
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -287,12 +279,11 @@ def _sampling(r: _Reader) -> Sampling:
 
 
 def _output_rules(r: _Reader, ctx: ModelContext) -> OutputRules:
-    for kind in ("cutstrings",):
-        for index, pattern in enumerate(r.raw.get(kind) or []):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                ctx.error((kind, index), f"invalid regular expression: {exc}")
+    for index, pattern in enumerate(r.raw.get("cutstrings") or []):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            ctx.error(("cutstrings", index), f"invalid regular expression: {exc}")
     return OutputRules(**{
         key: tuple(r.get((key,), f"output.{key}", ()))
         for key in ("stopwords", "cutstrings", "trimspace", "trimsuffix")

@@ -20,7 +20,7 @@ from .overrides import SetOverride, apply_overrides, server_settings
 from .paths import Path, display_path
 from .plan import LaunchPlan, ModelPlan, ServerPlan
 from .schema_validation import validate_model
-from .sources import HostProbe, Source
+from .sources import GGML_DEPRECATED, HostProbe, Source
 from .yaml_loader import LoadedDocument, load_yaml
 
 SUPPORTED_BACKENDS = ("llama-cpp", "transformers", "vllm", "exllama2")
@@ -79,6 +79,7 @@ def compile_sources(sources: Sequence[Source], options: CompileOptions) -> Compi
             for document in load_yaml(source.text, sink, options.env):
                 items.extend(_split_models(source, document, sink))
             diagnostics.extend(sink.items)
+            sink.items.clear()  # the sink is shared by this file's models, read again per model
 
     names = {name for i in items if isinstance(name := i.raw.get("name"), str)}
     set_paths = apply_overrides(items, options.overrides, names)
@@ -187,7 +188,7 @@ def _implicit_gguf_models(
         if source.kind == "yaml" or options.probe.real_path(source.path) in claimed:
             continue
         if source.kind == "ggml":
-            diagnostics.append(Diagnostic(source.path, Position(), "", _GGML_MESSAGE))
+            diagnostics.append(Diagnostic(source.path, Position(), "", GGML_DEPRECATED))
             continue
         name = PurePath(source.path).name
         if name in names:
@@ -211,8 +212,3 @@ def _implicit_gguf_models(
             implicit.append((plan.model_copy(update={"origins": origins, "source": f"{source.path}:1"}), item))
     return implicit
 
-
-_GGML_MESSAGE = (
-    "old ggml model file: llama.cpp reads only GGUF now; convert it with llama.cpp's "
-    "convert_llama_ggml_to_gguf.py, or download a GGUF build of the model"
-)

@@ -24,6 +24,10 @@ YAML_SUFFIXES = (".yaml", ".yml")
 # Editors' and tools' leftovers that must never be loaded as live configs (LocalAI #9442).
 _BACKUP_MARKERS = (".bak", ".orig", ".swp", ".tmp", "~")
 _GGML_MAGICS = (b"lmgg", b"fmgg", b"tjgg", b"ggml", b"ggmf", b"ggjt")
+GGML_DEPRECATED = (
+    "old ggml model file: llama.cpp reads only GGUF now; convert it with llama.cpp's "
+    "convert_llama_ggml_to_gguf.py, or download a GGUF build of the model"
+)
 
 # Python packages each backend needs in its worker, and the extra that installs them.
 BACKEND_REQUIREMENTS = {
@@ -140,7 +144,7 @@ def discover(paths: Iterable[str], models_dir: str | None) -> tuple[list[Source]
                     if source is not None:
                         sources.append(source)
         elif path.is_file():
-            source = _classify(path, models_dir or str(path.parent), explicit=True)
+            source = _classify(path, models_dir or str(path.parent))
             if source is None:
                 diagnostics.append(_file_error(given, "not a model file (expected .yaml, .yml or .gguf)"))
             else:
@@ -164,7 +168,7 @@ def discover(paths: Iterable[str], models_dir: str | None) -> tuple[list[Source]
     return loaded, diagnostics
 
 
-def _classify(path: Path, models_dir: str, explicit: bool = False) -> Source | None:
+def _classify(path: Path, models_dir: str) -> Source | None:
     suffix = path.suffix.lower()
     if suffix in YAML_SUFFIXES:
         return Source(str(path), "yaml", models_dir=models_dir)

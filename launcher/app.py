@@ -41,7 +41,6 @@ from .generation import (
 )
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import openapi_document
-from .pool import ModelUnavailable
 from .prompts import chat_prompt, completion_prompt, edit_prompt
 from .protocol import (
     ChatCompletionRequest,
@@ -296,12 +295,9 @@ async def embeddings(request: Request) -> Response:
     body = parse_body(await _read_body(request), EmbeddingRequest)
     model = _select_model(request, body, "embeddings")
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    try:
-        reply = await request.app.state.pool.embed(model.name, inputs)
-    except ModelUnavailable as exc:
-        raise OpenAIError(503, exc.message, code="model_unavailable", retry_after=exc.retry_after) from None
+    reply = await request.app.state.pool.embed(model.name, inputs)
     if reply["type"] == "error":
-        raise OpenAIError(reply.get("status", 500), reply["message"], param=reply.get("param"), code=reply.get("code"))
+        raise OpenAIError.from_worker(reply)
     data = []
     for index, vector in enumerate(reply["vectors"]):
         if body.dimensions is not None:

@@ -21,6 +21,11 @@ class OpenAIError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
 
+    @classmethod
+    def from_worker(cls, event: dict) -> OpenAIError:
+        """A worker's ``error`` message (launcher/ipc.py) as the error the client gets."""
+        return cls(event.get("status", 500), event["message"], param=event.get("param"), code=event.get("code"))
+
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": _TYPES.get(self.status, "server_error"),
                           "param": self.param, "code": self.code}}

@@ -14,7 +14,6 @@ from starlette.requests import Request
 from .backends.base import GenerationRequest
 from .errors import OpenAIError
 from .output import StopFilter, apply_rules, has_rules
-from .pool import ModelUnavailable
 from .protocol import Sampling
 
 
@@ -142,36 +141,32 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
         metrics.completion_tokens.labels(model).inc(completion_tokens)
         return [*out, final]
 
-    try:
-        events = pool.generate(job.model.name, job.generation(index))
-        async for event in events:
-            kind = event["type"]
-            if kind == "logprob":
-                entries.append(event["logprob"])
-            elif kind == "delta":
-                deltas += event.get("tokens", 1)
-                if piece := emit(stops.feed(event["text"])):
-                    yield piece
-                if stops.stopped:
-                    await events.aclose()  # tells the worker to stop generating
-                    entries.clear()  # the tokens of the stop sequence itself
-                    for item in result("stop", deltas):
-                        yield item
-                    return
-            elif kind == "started":
-                prompt_tokens, cached_tokens = event["prompt_tokens"], event.get("cached_tokens", 0)
-            elif kind == "done":
-                if piece := emit(stops.flush()):
-                    yield piece
-                reason = "length" if event["finish_reason"] == "length" else "stop"
-                for item in result(reason, event["completion_tokens"]):
+    events = pool.generate(job.model.name, job.generation(index))
+    async for event in events:
+        kind = event["type"]
+        if kind == "logprob":
+            entries.append(event["logprob"])
+        elif kind == "delta":
+            deltas += event.get("tokens", 1)
+            if piece := emit(stops.feed(event["text"])):
+                yield piece
+            if stops.stopped:
+                await events.aclose()  # tells the worker to stop generating
+                entries.clear()  # the tokens of the stop sequence itself
+                for item in result("stop", deltas):
                     yield item
                 return
-            elif kind == "error":
-                raise OpenAIError(event.get("status", 500), event["message"], param=event.get("param"),
-                                  code=event.get("code"))
-    except ModelUnavailable as exc:
-        raise OpenAIError(503, exc.message, code="model_unavailable", retry_after=exc.retry_after) from None
+        elif kind == "started":
+            prompt_tokens, cached_tokens = event["prompt_tokens"], event.get("cached_tokens", 0)
+        elif kind == "done":
+            if piece := emit(stops.flush()):
+                yield piece
+            reason = "length" if event["finish_reason"] == "length" else "stop"
+            for item in result(reason, event["completion_tokens"]):
+                yield item
+            return
+        elif kind == "error":
+            raise OpenAIError.from_worker(event)
 
 
 def usage(results: list[ChoiceResult]) -> dict[str, Any]:

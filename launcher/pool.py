@@ -24,19 +24,18 @@ from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
 from .backends import BACKENDS
 from .backends.base import GenerationRequest
+from .errors import OpenAIError
 from .ipc import PROTOCOL_VERSION, encode, read_message
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
 
 
-class ModelUnavailable(Exception):
-    """The model cannot take requests right now (loading, cooling down after failures)."""
+class ModelUnavailable(OpenAIError):
+    """The model cannot take requests right now (loading, cooling down after failures): 503."""
 
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
+        super().__init__(503, message, code="model_unavailable", retry_after=retry_after)
 
 
 @dataclass(frozen=True)

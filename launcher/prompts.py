@@ -31,33 +31,29 @@ def chat_prompt(model: ModelPlan, messages: list[tuple[str, str]]) -> str:
     system = next((text for role, text in messages if role == "system"), "")
     hf_messages = [{"role": role, "content": text} for role, text in messages]
     templates = model.templates
-    if templates.chat_message is not None or model.roles:
-        rendered = []
-        for index, (role, text) in enumerate(messages):
-            if templates.chat_message is not None:
-                rendered.append(_render(model, "chat_message", templates.chat_message, {
-                    "RoleName": role, "Role": model.roles.get(role, role), "Content": text, "FunctionCall": None,
-                    "FunctionName": "", "MessageIndex": index, "LastMessage": index == len(messages) - 1,
-                    "SystemPrompt": system, "Function": False, "ReasoningEffort": "",
-                }))
-            else:  # LocalAI's legacy role prefixes
-                rendered.append(model.roles.get(role, "") + text)
-        joined = templates.join_chat_messages_by_character.join(rendered)
-        if templates.chat is None:
-            return joined
-        return _render(model, "chat", templates.chat, {
-            "Input": joined, "SystemPrompt": system, "Functions": [], "ReasoningEffort": "",
-            "messages": hf_messages, "add_generation_prompt": True,
-        })
-    if templates.chat is not None:
-        joined = "\n".join(text for _, text in messages)
-        return _render(model, "chat", templates.chat, {"Input": joined, "SystemPrompt": system, "Functions": [],
-                                                       "messages": hf_messages, "add_generation_prompt": True})
-    if templates.tokenizer_template is not None:
-        return _render(model, "tokenizer", templates.tokenizer_template, {
-            "messages": hf_messages, "add_generation_prompt": True, "bos_token": "", "eos_token": ""})
-    raise OpenAIError(400, f"model {model.name!r} has no chat template, so it cannot serve chat completions; "
-                           "use /v1/completions", param="model", code="chat_not_supported")
+    if templates.chat_message is None and templates.chat is None and not model.roles:
+        if templates.tokenizer_template is not None:
+            return _render(model, "tokenizer", templates.tokenizer_template, {
+                "messages": hf_messages, "add_generation_prompt": True, "bos_token": "", "eos_token": ""})
+        raise OpenAIError(400, f"model {model.name!r} has no chat template, so it cannot serve chat completions; "
+                               "use /v1/completions", param="model", code="chat_not_supported")
+    rendered = []
+    for index, (role, text) in enumerate(messages):
+        if templates.chat_message is not None:
+            rendered.append(_render(model, "chat_message", templates.chat_message, {
+                "RoleName": role, "Role": model.roles.get(role, role), "Content": text, "FunctionCall": None,
+                "FunctionName": "", "MessageIndex": index, "LastMessage": index == len(messages) - 1,
+                "SystemPrompt": system, "Function": False, "ReasoningEffort": "",
+            }))
+        else:  # LocalAI's legacy role prefixes (none: the text alone)
+            rendered.append(model.roles.get(role, "") + text)
+    joined = templates.join_chat_messages_by_character.join(rendered)
+    if templates.chat is None:
+        return joined
+    return _render(model, "chat", templates.chat, {
+        "Input": joined, "SystemPrompt": system, "Functions": [], "ReasoningEffort": "",
+        "messages": hf_messages, "add_generation_prompt": True,
+    })
 
 
 def completion_prompt(model: ModelPlan, prompt: str) -> str:

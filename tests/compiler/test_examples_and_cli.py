@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from modelyard.cli.main import main
 from modelyard.compiler.plan import plan_json_schema
+from modelyard.compiler.sources import GGML_DEPRECATED
 
 from ..conftest import REPO, assert_golden
 
@@ -108,7 +108,8 @@ def test_no_inputs_is_a_usage_error(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = run("compile")
     assert result.exit_code == 2
-    assert "nothing to compile" in result.output
+    assert result.output.splitlines()[-1] == ("Error: nothing to compile: give model files or directories, or "
+                                              "--models-dir (./models is used when it exists)")
 
 
 def test_plan_out_file(in_repo, tmp_path) -> None:
@@ -130,7 +131,10 @@ def test_bare_gguf_becomes_an_implicit_model(tmp_path) -> None:
     (tmp_path / "old.bin").write_bytes(b"tjgg" + b"\0" * 16)
     result = run("compile", str(tmp_path), "--plan-out", "-")
     assert result.exit_code == 1  # the ggml file is refused...
-    assert "old ggml model file" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"{tmp_path}/old.bin:1:1: {GGML_DEPRECATED}",
+        "error: 1 problem in 1 file",
+    ]
     (tmp_path / "old.bin").unlink()
     plan = json.loads(run("compile", str(tmp_path), "--plan-out", "-").stdout)
     [model] = plan["models"]

@@ -13,11 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from modelyard.compiler.go_template import TranslationError, looks_like_go_template, translate
+from modelyard.compiler.diagnostics import DiagnosticSink
+from modelyard.compiler.go_template import (
+    TranslationError,
+    looks_like_go_template,
+    translate,
+)
 from modelyard.compiler.template_env import template_environment
 from modelyard.compiler.yaml_loader import load_yaml
-from modelyard.compiler.diagnostics import DiagnosticSink
 
 from .localai_corpus import base_configs
 

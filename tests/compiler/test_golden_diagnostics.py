@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from modelyard.compiler import format_report
 
 from ..conftest import assert_golden

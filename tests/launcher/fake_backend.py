@@ -16,7 +16,13 @@ import time
 from collections.abc import Iterator
 
 from modelyard.compiler.plan import ModelPlan
-from modelyard.launcher.backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
+from modelyard.launcher.backends.base import (
+    Finish,
+    GenerationRequest,
+    Logprob,
+    RequestError,
+    Started,
+)
 
 DEFAULT_REPLY = ["Hello", " world", ",", " this", " is", " a", " fake", " model", "."]
 CONTEXT = 256

@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from modelyard.compiler.plan import LaunchPlan
-from modelyard.launcher.backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
+from modelyard.launcher.backends.base import (
+    Finish,
+    GenerationRequest,
+    Logprob,
+    RequestError,
+    Started,
+)
 from modelyard.launcher.pool import ModelUnavailable
 
 from .fake_backend import FakeBackend
