@@ -16,6 +16,8 @@ from modelyard.compiler.explain import explain_model
 from modelyard.compiler.overrides import OverrideSyntaxError, SetOverride, parse_set
 from modelyard.compiler.plan import ServerPlan
 
+from .gallery import galleries_from, gallery_group, gallery_option
+
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODELS_DIR = "models"
 
@@ -26,8 +28,12 @@ def main() -> None:
     """modelyard: a local OpenAI-compatible text-generation server.
 
     Models are declared in YAML files (LocalAI's format), or dropped in as bare GGUF files.
-    `modelyard compile` lints them and emits a launch plan; `modelyard launch` serves it.
+    `modelyard compile` lints them and emits a launch plan; `modelyard launch` serves it;
+    `modelyard gallery` installs models from galleries.
     """
+
+
+main.add_command(gallery_group)
 
 
 def _parse_sets(values: tuple[str, ...]) -> tuple[SetOverride, ...]:
@@ -127,10 +133,20 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
               "(one per line).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser requests from ORIGIN (repeatable; CORS is off by default).")
+@click.option("--models", "install_refs", multiple=True, metavar="GALLERY@NAME",
+              help="Install this gallery model into the models directory if it is missing, then serve it "
+                   "(/readyz answers 503 until installs are done). Repeatable; default: MODELYARD_MODELS "
+                   "(comma-separated).")
+@gallery_option
+@click.option("--allow-unverified", is_flag=True, help="Let installs fetch files that have no sha256.")
+@click.option("--on-demand-install", is_flag=True, help="A request naming a gallery entry that is not installed "
+              "starts its install (503 + Retry-After until it is served). Off by default.")
+@click.option("--no-gallery-api", is_flag=True, help="Do not serve /models/apply, /models/available, "
+              "/models/jobs and /models/delete (which write to the models directory).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_key_env, api_key_file, cors_origins,
-                   log_level) -> None:
+                   install_refs, galleries, allow_unverified, on_demand_install, no_gallery_api, log_level) -> None:
     """Serve models behind the OpenAI API (/v1/chat/completions, /v1/completions, ...).
 
     PATHS are model YAML files, GGUF files, or directories of them; configs are compiled first
@@ -149,6 +165,11 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
         plan = LaunchPlan.from_json(Path(plan_file).read_text(encoding="utf-8"))
     else:
         inputs = paths or ((models_dir,) if models_dir else ())
+        install_refs = install_refs or tuple(r.strip() for r in os.environ.get("MODELYARD_MODELS", "").split(",")
+                                             if r.strip())
+        if install_refs and not inputs:  # serve what is (or will be) installed, not the default model
+            Path(DEFAULT_MODELS_DIR).mkdir(exist_ok=True)
+            inputs = (DEFAULT_MODELS_DIR,)
         if not _inputs(inputs, None):
             inputs = (str(_default_model_file()),)
             click.echo("no models given and no ./models directory: serving the embedded default model", err=True)
@@ -174,9 +195,16 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
     if refusals:
         click.echo("cannot launch:\n  " + "\n  ".join(refusals), err=True)
         sys.exit(EXIT_INVALID)
-    if not plan.models:
+    installer = None
+    if not no_gallery_api or install_refs or on_demand_install:
+        from modelyard.launcher.installer import Installer
+
+        installer = Installer(Path(models_dir or DEFAULT_MODELS_DIR), galleries_from(galleries), os.environ,
+                              allow_unverified=allow_unverified)
+    if not plan.models and installer is None:
         raise click.UsageError("the plan has no models to serve")
-    serve(plan, api_keys=api_keys, preload=preload, log_level=log_level)
+    serve(plan, api_keys=api_keys, preload=preload, log_level=log_level, installer=installer,
+          install_on_start=install_refs, on_demand_installs=on_demand_install, gallery_api=not no_gallery_api)
 
 
 def _default_model_file() -> Path:

@@ -60,10 +60,13 @@ class Finding:
         self.at_key = at_key
 
 
+def describe_errors(validator: Draft202012Validator, instance: Any) -> list[Finding]:
+    """Every schema problem of ``instance`` as findings (shared by models and gallery entries)."""
+    return [finding for error in validator.iter_errors(instance) for finding in _describe(error)]
+
+
 def validate_model(model: Any) -> list[Finding]:
-    findings: list[Finding] = []
-    for error in _model_validator().iter_errors(model):
-        findings.extend(_describe(error))
+    findings = describe_errors(_model_validator(), model)
     if isinstance(model, dict):
         findings.extend(_not_implemented(model, model_schema(), ()))
     return findings

@@ -6,13 +6,14 @@ each also without ``/v1``; ``/healthz`` and ``/readyz``. State lives on ``app.st
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .backends import missing_backend_message
 from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
 from .generation import (
     Admission,
@@ -39,6 +41,8 @@ from .generation import (
     run_choice,
     usage,
 )
+from .gallery_api import GalleryService
+from .installer import Installer
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import openapi_document
 from .prompts import chat_prompt, completion_prompt, edit_prompt
@@ -49,6 +53,7 @@ from .protocol import (
     EmbeddingRequest,
     Sampling,
     parse_body,
+    read_body,
 )
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
 
@@ -56,19 +61,29 @@ FINGERPRINT = "modelyard-0.1"
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
 
-def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = ()) -> Starlette:
-    """The app; ``api_keys`` are the resolved keys (the plan holds only where they come from)."""
+def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = (),
+               installer: Installer | None = None, install_on_start: Sequence[str] = (),
+               on_demand_installs: bool = False, gallery_api: bool = True) -> Starlette:
+    """The app; ``api_keys`` are the resolved keys (the plan holds only where they come from).
+
+    With an ``installer`` the gallery API is served and installed models join without a
+    restart (``gallery_api=False`` keeps the installer for ``install_on_start`` and on-demand
+    installs only); ``install_on_start`` entries are installed first (``/readyz``: 503 until then).
+    """
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        if preload:
-            await pool.preload()
-        app.state.ready = True
+        starting = asyncio.create_task(_start(app, preload, install_on_start))
         try:
             yield
         finally:
+            starting.cancel()
             await pool.close()
 
-    routes = []
+    gallery = None
+    if installer is not None:
+        gallery = GalleryService(installer, lambda model: _add_model(app, model), lambda name: _remove_model(app, name),
+                                 on_demand=on_demand_installs)
+    routes = gallery.routes() if gallery and gallery_api else []  # before /models/{id}, which shadows them
     for prefix in ("/v1", ""):
         routes += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
@@ -95,11 +110,43 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
     )
     app.state.auth = bool(keys)
     app.state.admission = Admission(plan.server.max_queue_per_model, plan.server.max_in_flight)
+    app.state.gallery = gallery
     app.state.metrics = metrics
     app.state.plan = plan
     app.state.pool = pool
     app.state.ready = False
     return app
+
+
+async def _start(app: Starlette, preload: bool, install_on_start: Sequence[str]) -> None:
+    """Installs asked for at launch, then preloading; ready after both (failures are logged and
+    leave the server serving what it has)."""
+    gallery: GalleryService | None = app.state.gallery
+    if install_on_start and gallery is not None:
+        jobs = [gallery.submit(ref) for ref in install_on_start]
+        await asyncio.gather(*(job.done.wait() for job in jobs))
+    if preload:
+        await app.state.pool.preload()
+    app.state.ready = True
+
+
+async def _add_model(app: Starlette, model: ModelPlan) -> None:
+    plan: LaunchPlan = app.state.plan
+    if plan.model(model.name) is not None:
+        return  # already served (installed earlier, or a YAML of the same name)
+    why = missing_backend_message(model.backend)
+    if why:
+        raise OpenAIError(409, f"{model.name} is installed but cannot be served here: {why}")
+    app.state.pool.add(model)
+    app.state.plan = plan.model_copy(update={"models": (*plan.models, model)})
+
+
+async def _remove_model(app: Starlette, name: str) -> None:
+    plan: LaunchPlan = app.state.plan
+    if plan.model(name) is None:
+        return
+    app.state.plan = plan.model_copy(update={"models": tuple(m for m in plan.models if m.name != name)})
+    await app.state.pool.remove(name)
 
 
 # --- health and models -----------------------------------------------------------------------
@@ -137,8 +184,15 @@ async def get_model(request: Request) -> Response:
     return JSONResponse(_model_card(_find_model(request.app.state.plan, request.path_params["model_id"])))
 
 
-def _find_model(plan: LaunchPlan, name: str) -> ModelPlan:
+def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = None) -> ModelPlan:
     model = plan.model(name)
+    if model is None and gallery is not None and gallery.on_demand:
+        entry = gallery.entry_for_model(name)
+        if entry is not None:
+            job = gallery.submit(entry)
+            raise OpenAIError(503, f"model {name!r} is being installed from the gallery ({entry}); "
+                                   f"progress: /models/jobs/{job.id}", param="model", code="model_installing",
+                              retry_after=10)
     if model is None:
         available = ", ".join(m.name for m in plan.models) or "none"
         raise OpenAIError(404, f"model {name!r} not found; available models: {available}",
@@ -160,7 +214,7 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
         else:
             raise OpenAIError(400, "model is required: name one of " + ", ".join(m.name for m in plan.models),
                               param="model", code="missing_model")
-    model = _find_model(plan, name)
+    model = _find_model(plan, name, request.app.state.gallery)
     if usecase not in model.usecases:
         raise OpenAIError(400, f"model {model.name!r} does not serve {usecase} requests "
                                f"(it serves: {', '.join(model.usecases) or 'nothing'})",
@@ -169,16 +223,7 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
 
 
 async def _read_body(request: Request) -> bytes:
-    limit: int = request.app.state.plan.server.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
-    return bytes(body)
+    return await read_body(request, request.app.state.plan.server.max_body_bytes)
 
 
 # --- generation ------------------------------------------------------------------------------

@@ -219,11 +219,22 @@ class WorkerPool:
 
     def __init__(self, plan: LaunchPlan, *, backends: dict[str, str] | None = None,
                  settings: PoolSettings | None = None) -> None:
-        registry = BACKENDS if backends is None else backends
+        self._registry = BACKENDS if backends is None else backends
         self._socket_dir = tempfile.mkdtemp(prefix="modelyard-")
         self.settings = settings or PoolSettings()
-        self.workers = {m.name: ModelWorker(m, registry[m.backend], self._socket_dir, self.settings)
-                        for m in plan.models}
+        self.workers: dict[str, ModelWorker] = {}
+        for model in plan.models:
+            self.add(model)
+
+    def add(self, model: ModelPlan) -> None:
+        """Serve one more model (a gallery install); its worker starts on first use."""
+        self.workers[model.name] = ModelWorker(model, self._registry[model.backend], self._socket_dir, self.settings)
+
+    async def remove(self, name: str) -> None:
+        """Stop serving ``name``: its worker stops; requests in flight get the worker's error."""
+        worker = self.workers.pop(name, None)
+        if worker is not None:
+            await worker.stop()
 
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
         async for event in self.workers[model].generate(request):

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from starlette.requests import Request
+
 from .errors import OpenAIError
 
 
@@ -133,6 +135,14 @@ class EmbeddingRequest(_Request):
 
 
 # pydantic names the union branch it tried ("str", "list[ContentPart]"): not part of the field path.
+class ApplyRequest(_Request):
+    """``POST /models/apply`` (LocalAI's shape; ``url`` installs are not supported)."""
+
+    id: str = Field(min_length=1, description="A gallery entry: GALLERY@NAME or NAME.")
+    name: str | None = Field(default=None, min_length=1, description="Install under this model name.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Model YAML keys merged over the entry's.")
+
+
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|\w+\[.*\]|function-.*)$")
 
 
@@ -153,3 +163,16 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         message = error["msg"].removeprefix("Value error, ")
         raise OpenAIError(400, f"{param}: {message}" if param else message, param=param,
                           code="invalid_value") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+    return bytes(body)

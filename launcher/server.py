@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import uvicorn
 from modelyard.compiler.plan import LaunchPlan
 
 from .app import create_app
+from .installer import Installer
 from .pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,20 @@ def resolve_api_keys(plan: LaunchPlan, env: Mapping[str, str]) -> list[str]:
     return keys
 
 
-def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_level: str = "info") -> None:
+def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_level: str = "info",
+          installer: Installer | None = None, install_on_start: Sequence[str] = (),
+          on_demand_installs: bool = False, gallery_api: bool = True) -> None:
     """Serve until SIGINT/SIGTERM; shutting down stops every worker (no orphans)."""
     pool = WorkerPool(plan)
-    app = create_app(plan, pool=pool, preload=preload, api_keys=api_keys)
+    app = create_app(plan, pool=pool, preload=preload, api_keys=api_keys, installer=installer,
+                     install_on_start=install_on_start, on_demand_installs=on_demand_installs,
+                     gallery_api=gallery_api)
     server = plan.server
     names = ", ".join(f"{m.name} ({m.backend})" for m in plan.models)
-    log.info("serving %d model(s): %s", len(plan.models), names)
+    log.info("serving %d model(s): %s", len(plan.models), names or "none yet")
+    if installer is not None and gallery_api:
+        log.info("gallery API on (models directory %s)%s", installer.models_dir,
+                 "; on-demand installs on" if on_demand_installs else "")
     log.info("OpenAI API at http://%s:%d/v1 (%s)", server.host, server.port,
              f"{len(api_keys)} API key(s) required" if api_keys else "no API key required")
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level,

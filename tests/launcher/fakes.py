@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from modelyard.compiler.plan import LaunchPlan
+from modelyard.compiler.plan import LaunchPlan, ModelPlan
 from modelyard.launcher.backends.base import (
     Finish,
     GenerationRequest,
@@ -27,6 +28,12 @@ class FakePool:
         self.unavailable: ModelUnavailable | None = None
         self.closed = False
         self.preloaded = False
+
+    def add(self, model: ModelPlan) -> None:
+        self.backends[model.name] = FakeBackend(model)
+
+    async def remove(self, name: str) -> None:
+        self.backends.pop(name, None)
 
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
         if self.unavailable is not None:
@@ -63,3 +70,13 @@ class FakePool:
 
     async def close(self) -> None:
         self.closed = True
+
+
+def wait_until_ready(client, timeout_s: float = 5.0) -> dict[str, Any]:
+    """``/readyz``'s body once it answers 200 (start-up work runs after the server starts)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response.json()
+        time.sleep(0.02)

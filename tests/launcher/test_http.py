@@ -10,7 +10,7 @@ from modelyard.launcher.pool import ModelUnavailable
 from starlette.testclient import TestClient
 
 from ..compiler.fakes import compile_yaml, default_probe
-from .fakes import FakePool
+from .fakes import FakePool, wait_until_ready
 
 MODELS = """
 - name: chat
@@ -284,7 +284,7 @@ def test_health_and_readiness(pool) -> None:
     app = create_app(make_plan(), pool=pool, preload=True)
     with TestClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        assert client.get("/readyz").json() == {"status": "ready"}
+        assert wait_until_ready(client) == {"status": "ready"}  # preloading runs after startup
         assert pool.preloaded
     assert pool.closed
 

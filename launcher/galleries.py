@@ -1,0 +1,151 @@
+"""The configured galleries: where their indexes live, reading them, and finding entries.
+
+The built-in gallery (``modelyard``, the packaged ``gallery/index.yaml``) is always there.
+More come from ``--gallery [NAME=]PATH|URL`` (repeatable) or ``MODELYARD_GALLERIES``, which
+takes the same comma-separated list or LocalAI's JSON form ``[{"name": ..., "url": ...}]``.
+Entries are addressed as ``gallery@name``, or by ``name`` alone (the first gallery holding it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from modelyard.compiler.gallery import Gallery, GalleryEntry, GalleryError, parse_gallery
+from modelyard.compiler.suggestions import did_you_mean
+
+from .downloads import fetch_text
+
+GALLERIES_ENV = "MODELYARD_GALLERIES"
+BUILTIN = "modelyard"
+
+
+@dataclass(frozen=True)
+class GallerySpec:
+    name: str
+    location: str  # a local path or a URL (any scheme downloads.fetch_text reads)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.location and not self.location.startswith("github:")
+
+
+def builtin_spec() -> GallerySpec:
+    return GallerySpec(BUILTIN, str(resources.files("modelyard.gallery").joinpath("index.yaml")))
+
+
+def parse_specs(given: Sequence[str], env: Mapping[str, str]) -> list[GallerySpec]:
+    """The built-in gallery, then ``given`` (else the environment variable's list)."""
+    specs = [builtin_spec()]
+    raw = list(given)
+    if not raw and env.get(GALLERIES_ENV, "").strip():
+        raw = _env_list(env[GALLERIES_ENV])
+    for item in raw:
+        name, sep, location = item.partition("=")
+        if not sep or "/" in name or ":" in name:
+            name, location = _default_name(item), item
+        if any(s.name == name for s in specs):
+            raise GalleryError(f"two galleries are named {name!r}: name one with NAME=PATH|URL")
+        specs.append(GallerySpec(name, location))
+    return specs
+
+
+def _env_list(value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("["):  # LocalAI's GALLERIES form
+        try:
+            items = json.loads(value)
+            return [f"{i['name']}={i['url']}" for i in items]
+        except (ValueError, KeyError, TypeError):
+            raise GalleryError(f"{GALLERIES_ENV}: expected [{{\"name\": ..., \"url\": ...}}, ...]") from None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _default_name(location: str) -> str:
+    """``.../localai-gallery/index.yaml`` → ``localai-gallery``; ``mine.yaml`` → ``mine``."""
+    path = urllib.parse.urlparse(location).path if "://" in location else location
+    stem = Path(path).stem
+    parent = Path(path).parent.name
+    return (parent if stem == "index" and parent else stem) or "gallery"
+
+
+class Galleries:
+    """Loads each index once (thread-safe: installs run in threads), resolves bases."""
+
+    def __init__(self, specs: Iterable[GallerySpec], env: Mapping[str, str]) -> None:
+        self.specs = list(specs)
+        self.env = dict(env)
+        self._loaded: dict[str, Gallery] = {}
+        self._bases: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def gallery(self, spec: GallerySpec) -> Gallery:
+        with self._lock:
+            if spec.name not in self._loaded:
+                location = spec.location if not spec.is_local else os.path.abspath(spec.location)
+                text = fetch_text(Path(location).as_uri() if spec.is_local else location, self.env)
+                self._loaded[spec.name] = parse_gallery(text, location, spec.name)
+            return self._loaded[spec.name]
+
+    def all(self) -> list[Gallery]:
+        return [self.gallery(spec) for spec in self.specs]
+
+    def find(self, ref: str) -> GalleryEntry:
+        """The entry ``gallery@name`` or ``name``; GalleryError with suggestions when absent."""
+        gallery_name, sep, name = ref.partition("@")
+        if not sep:
+            gallery_name, name = "", ref
+        specs = [s for s in self.specs if s.name == gallery_name] if gallery_name else self.specs
+        if gallery_name and not specs:
+            raise GalleryError(f"no gallery named {gallery_name!r} (galleries: {', '.join(s.name for s in self.specs)})")
+        names: list[str] = []
+        for spec in specs:
+            gallery = self.gallery(spec)
+            entry = gallery.find(name)
+            if entry is not None:
+                return entry
+            names += [e.name for e in gallery.entries]
+        raise GalleryError(f"no gallery entry {ref!r}{did_you_mean(name, names)}")
+
+    def load_base(self, entry: GalleryEntry, url: str) -> str:
+        """The text of ``entry``'s base config ``url``.
+
+        Relative references resolve against the index. For an index read from disk, a
+        ``github:`` base whose file sits beside the index (or in its ``bases/`` folder) is read
+        from there: LocalAI's index works offline from a checkout of its gallery folder.
+        """
+        spec = next(s for s in self.specs if s.name == entry.gallery)
+        key = (spec.name, url)
+        with self._lock:
+            cached = self._bases.get(key)
+        if cached is not None:
+            return cached
+        text = fetch_text(self._base_location(spec, url), self.env)
+        with self._lock:
+            self._bases[key] = text
+        return text
+
+    def _base_location(self, spec: GallerySpec, url: str) -> str:
+        relative = "://" not in url and not url.startswith("github:")
+        if spec.is_local:
+            root = Path(os.path.abspath(spec.location)).parent
+            if relative:
+                path = (root / url).resolve()
+                if not path.is_relative_to(root.resolve()):
+                    raise GalleryError(f"base config {url!r} leads outside the gallery's folder")
+                return path.as_uri()
+            if url.startswith("github:"):
+                basename = url.partition("@")[0].rsplit("/", 1)[-1]
+                for candidate in (root / basename, root / "bases" / basename):
+                    if candidate.is_file():
+                        return candidate.as_uri()
+            return url
+        if relative:
+            return urllib.parse.urljoin(spec.location, url)
+        return url

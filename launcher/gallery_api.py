@@ -1,0 +1,165 @@
+"""The gallery install API on the running server, LocalAI's routes and shapes.
+
+``GET /models/available`` (entries, with ``installed``), ``POST /models/apply``
+(``{"id": "gallery@name"}`` with optional ``name`` and ``overrides``) → ``{"uuid", "status"}``,
+``GET /models/jobs/{uuid}`` (progress, error), ``POST /models/delete/{name}``.
+
+Installs run one at a time in a worker thread (downloads block); the queue is bounded. A
+finished install is compiled into a ``ModelPlan`` and handed to ``on_installed``, which adds it
+to the served models: no restart. The same jobs serve ``launch --models`` (installed before
+``/readyz`` turns ready) and on-demand installs (a request naming a gallery entry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.compiler.gallery import GalleryError
+from modelyard.compiler.plan import ModelPlan
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import OpenAIError
+from .installer import Installer, InstallProgress
+from .protocol import ApplyRequest, parse_body, read_body
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_JOBS = 16
+MAX_KEPT_JOBS = 256
+MAX_APPLY_BODY = 64 * 1024  # finished jobs stay visible for polling; the oldest go first
+
+
+@dataclass
+class InstallJob:
+    id: str
+    ref: str
+    name: str | None
+    overrides: dict[str, Any]
+    progress: InstallProgress = field(default_factory=InstallProgress)
+    state: str = "queued"  # queued, running, done, failed
+    error: str | None = None
+    model: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status(self) -> dict[str, Any]:
+        p = self.progress
+        return {"uuid": self.id, "id": self.ref, "state": self.state, "processed": self.state in ("done", "failed"),
+                "message": self.error or p.message, "progress": 100.0 if self.state == "done" else p.percent,
+                "file_name": p.file_name, "file_size": p.file_total, "downloaded_size": p.file_done,
+                "files_done": p.files_done, "files_total": p.files_total, "error": self.error, "model": self.model}
+
+
+class GalleryService:
+    def __init__(self, installer: Installer, on_installed: Callable[[ModelPlan], Awaitable[None]],
+                 on_removed: Callable[[str], Awaitable[None]], *, on_demand: bool = False) -> None:
+        self.installer = installer
+        self.on_installed = on_installed
+        self.on_removed = on_removed
+        self.on_demand = on_demand
+        self.jobs: dict[str, InstallJob] = {}
+        self._by_ref: dict[str, InstallJob] = {}  # the live job per entry: one install at a time each
+        self._lock = asyncio.Lock()  # one install at a time: they share the disk and the network
+
+    def submit(self, ref: str, *, name: str | None = None, overrides: dict[str, Any] | None = None) -> InstallJob:
+        """A job installing ``ref``; the running one if ``ref`` is already being installed."""
+        live = self._by_ref.get(ref)
+        if live is not None and live.state in ("queued", "running") and name is None and not overrides:
+            return live
+        pending = sum(job.state in ("queued", "running") for job in self.jobs.values())
+        if pending >= MAX_PENDING_JOBS:
+            raise OpenAIError(429, f"{pending} installs are queued already; try again later",
+                              code="too_many_installs", retry_after=30)
+        job = InstallJob(uuid.uuid4().hex, ref, name, overrides or {})
+        self.jobs[job.id] = job
+        self._by_ref[ref] = job
+        self._forget_old_jobs()
+        asyncio.get_running_loop().create_task(self._run(job))
+        return job
+
+    async def _run(self, job: InstallJob) -> None:
+        async with self._lock:
+            job.state = "running"
+            try:
+                result = await asyncio.to_thread(self.installer.install, job.ref, name=job.name,
+                                                 overrides=job.overrides, progress=job.progress,
+                                                 skip_installed=True)
+                job.model = result.name
+                if result.model is not None:
+                    await self.on_installed(result.model)
+                job.state = "done"
+                log.info("installed %s as %s", job.ref, result.name)
+            except (GalleryError, OpenAIError) as exc:
+                job.state, job.error = "failed", str(exc)
+                log.error("install of %s failed: %s", job.ref, exc)
+            except Exception as exc:  # a bug: the job reports it rather than hanging forever
+                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+                log.exception("install of %s failed", job.ref)
+            finally:
+                job.done.set()
+
+    def _forget_old_jobs(self) -> None:
+        finished = [j for j in self.jobs.values() if j.state in ("done", "failed")]
+        for job in finished[: max(0, len(self.jobs) - MAX_KEPT_JOBS)]:
+            del self.jobs[job.id]
+
+    def entry_for_model(self, model: str) -> str | None:
+        """The gallery entry a request's unknown ``model`` names, for on-demand installs."""
+        try:
+            return self.installer.galleries.find(model).id
+        except GalleryError:
+            return None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/models/available", self.available, methods=["GET"]),
+            Route("/models/apply", self.apply, methods=["POST"]),
+            Route("/models/jobs", self.list_jobs, methods=["GET"]),
+            Route("/models/jobs/{uuid}", self.job_status, methods=["GET"]),
+            Route("/models/delete/{name}", self.delete, methods=["POST", "DELETE"]),
+        ]
+
+    # --- routes ------------------------------------------------------------------------------
+
+    async def available(self, request: Request) -> Response:
+        try:
+            galleries = await asyncio.to_thread(self.installer.galleries.all)
+            installed = set(self.installer.installed().values())
+        except GalleryError as exc:
+            raise OpenAIError(502, f"cannot read the galleries: {exc}", code="gallery_unavailable") from None
+        return JSONResponse([{**entry.summary(), "installed": entry.id in installed}
+                             for gallery in galleries for entry in gallery.entries])
+
+    async def apply(self, request: Request) -> Response:
+        body = parse_body(await read_body(request, MAX_APPLY_BODY), ApplyRequest)
+        try:  # resolve and compile now: a bad id or override is the client's 400, not a failed job
+            entry_id = self.installer.galleries.find(body.id).id
+            await asyncio.to_thread(self.installer.resolve, entry_id, name=body.name, overrides=body.overrides)
+        except GalleryError as exc:
+            raise OpenAIError(400, str(exc), param="id") from None
+        job = self.submit(entry_id, name=body.name, overrides=body.overrides)
+        return JSONResponse({"uuid": job.id, "status": str(request.url_for("job_status", uuid=job.id))})
+
+    async def list_jobs(self, request: Request) -> Response:
+        return JSONResponse([job.status() for job in self.jobs.values()])
+
+    async def job_status(self, request: Request) -> Response:
+        job = self.jobs.get(request.path_params["uuid"])
+        if job is None:
+            raise OpenAIError(404, "no such install job", param="uuid", code="job_not_found")
+        return JSONResponse(job.status())
+
+    async def delete(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            removed = await asyncio.to_thread(self.installer.remove, name)
+        except GalleryError as exc:
+            raise OpenAIError(404 if "no installed model" in str(exc) else 400, str(exc), param="name") from None
+        await self.on_removed(name)
+        return JSONResponse({"deleted": name, "files": len(removed)})

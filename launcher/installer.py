@@ -1,0 +1,256 @@
+"""Installing gallery entries into a models directory, and removing them.
+
+The order is what keeps a failed install from leaving a half-made model behind (LocalAI's
+gallery can write a YAML without its weights, or one its loader cannot read):
+
+1. resolve the entry (base config, overrides, name) and render its model YAML;
+2. compile that YAML with the real compiler, before any byte is downloaded;
+3. download every file, each verified by SHA-256 and renamed into place only once it matches;
+4. write the prompt templates and compile again, now reading the files (a foreign or corrupt
+   GGUF fails here, and the templates are taken back);
+5. write the model YAML last, atomically.
+
+The YAML is what makes a model exist, so until step 5 nothing is served. A record of what was
+installed (``.gallery-<name>.json``: entry, files, checksums) lets ``remove`` delete exactly it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.compiler import CompileOptions, LocalProbe, Severity, Source, compile_sources, format_report
+from modelyard.compiler.gallery import (
+    GalleryError,
+    GalleryFile,
+    ResolvedModel,
+    iter_unverified,
+    model_yaml,
+    resolve_entry,
+    safe_relative_path,
+)
+from modelyard.compiler.paths import SAFE_NAME
+from modelyard.compiler.plan import ModelPlan
+
+from .downloads import FileProgress, RetryPolicy, download, target_path
+from .galleries import Galleries
+
+
+class InstallError(GalleryError):
+    pass
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    name: str
+    yaml_path: Path
+    files: tuple[Path, ...]
+    fetched_bytes: int
+    model: ModelPlan | None = None  # the compiled model, ready to serve (None when already installed)
+    already_installed: bool = False
+
+
+@dataclass
+class InstallProgress:
+    """What an install is doing, for progress bars and ``GET /models/jobs/{uuid}``."""
+
+    message: str = "queued"
+    file_name: str = ""
+    file_done: int = 0
+    file_total: int | None = None
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0  # over all files, including ones already present
+    listeners: list[Callable[[InstallProgress], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def percent(self) -> float:
+        if self.files_total == 0:
+            return 0.0
+        within = (self.file_done / self.file_total) if self.file_total else 0.0
+        return round(100.0 * min(1.0, (self.files_done + within) / self.files_total), 1)
+
+    def update(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        for listener in self.listeners:
+            listener(self)
+
+
+def metadata_path(models_dir: Path, name: str) -> Path:
+    return models_dir / f".gallery-{name}.json"  # hidden: never mistaken for a model file
+
+
+class Installer:
+    def __init__(self, models_dir: Path, galleries: Galleries, env: Mapping[str, str], *,
+                 allow_unverified: bool = False, retry: RetryPolicy = RetryPolicy()) -> None:
+        self.models_dir = Path(models_dir)
+        self.galleries = galleries
+        self.env = dict(env)
+        self.allow_unverified = allow_unverified
+        self.retry = retry
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def yaml_path(self, name: str) -> Path:
+        _check_name(name)
+        return self.models_dir / f"{name}.yaml"
+
+    def installed(self) -> dict[str, str]:
+        """Models installed from a gallery: name → entry id."""
+        found = {}
+        for path in sorted(self.models_dir.glob(".gallery-*.json")) if self.models_dir.is_dir() else ():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                found[record["name"]] = record["entry"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged record only hides that model from listings
+        return found
+
+    # --- install -----------------------------------------------------------------------------
+
+    def resolve(self, ref: str, *, name: str | None = None, overrides: Mapping[str, Any] | None = None
+                ) -> tuple[ResolvedModel, str]:
+        """Steps 1-2: the resolved entry and its YAML text, compiled without its files."""
+        entry = self.galleries.find(ref)
+        resolved = resolve_entry(entry, lambda url: self.galleries.load_base(entry, url),
+                                 name=name, overrides=overrides)
+        text = model_yaml(resolved, f"Installed by modelyard from gallery entry {entry.id}.")
+        self._compile(resolved.name, text, check_files=False)
+        return resolved, text
+
+    def install(self, ref: str, *, name: str | None = None, overrides: Mapping[str, Any] | None = None,
+                progress: InstallProgress | None = None, allow_unverified: bool | None = None,
+                skip_installed: bool = False) -> InstallResult:
+        progress = progress or InstallProgress()
+        progress.update(message=f"resolving {ref}")
+        resolved, text = self.resolve(ref, name=name, overrides=overrides)
+        yaml_path = self.yaml_path(resolved.name)
+        if yaml_path.exists():
+            if skip_installed:
+                progress.update(message=f"{resolved.name} is already installed")
+                return InstallResult(resolved.name, yaml_path, (), 0, already_installed=True)
+            raise InstallError(f"a model named {resolved.name!r} already exists ({yaml_path}); remove it first "
+                               "or install under another name")
+        unverified = [f.filename for f in iter_unverified(resolved)]
+        if unverified and not (self.allow_unverified if allow_unverified is None else allow_unverified):
+            raise InstallError(f"{ref}: no sha256 for {', '.join(unverified)}; pass --allow-unverified to "
+                               "install without checking them")
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        paths, fetched = self._download_all(resolved.files, progress)
+        progress.update(message=f"checking {resolved.name}")
+        templates = [target_path(self.models_dir, f"{n}.tmpl") for n, _ in resolved.prompt_templates]
+        for path, (_, content) in zip(templates, resolved.prompt_templates):
+            _write_atomic(path, content)  # before the check: the YAML may name them
+        try:
+            model = self._compile(resolved.name, text, check_files=True)
+        except InstallError:
+            for path in templates:
+                path.unlink(missing_ok=True)
+            raise
+        record = {"name": resolved.name, "entry": self.galleries.find(ref).id,
+                  "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "files": [{"filename": f.filename, "uri": f.uri, "sha256": f.sha256} for f in resolved.files],
+                  "templates": [f"{n}.tmpl" for n, _ in resolved.prompt_templates]}
+        _write_atomic(metadata_path(self.models_dir, resolved.name), json.dumps(record, indent=2) + "\n")
+        _write_atomic(yaml_path, text)
+        progress.update(message=f"installed {resolved.name}")
+        return InstallResult(resolved.name, yaml_path, tuple(paths), fetched, model)
+
+    def _download_all(self, files: tuple[GalleryFile, ...], progress: InstallProgress) -> tuple[list[Path], int]:
+        paths, fetched, done_before = [], 0, 0
+        progress.update(files_total=len(files), files_done=0)
+        for file in files:
+            progress.update(message=f"downloading {file.filename}", file_name=file.filename,
+                            file_done=0, file_total=None)
+
+            def report(event: FileProgress, before: int = done_before) -> None:
+                progress.update(file_done=event.done, file_total=event.total, bytes_done=before + event.done)
+
+            path, was_fetched = download(file, self.models_dir, self.env, on_progress=report, policy=self.retry)
+            size = path.stat().st_size
+            fetched += size if was_fetched else 0
+            done_before += size
+            paths.append(path)
+            progress.update(files_done=progress.files_done + 1, bytes_done=done_before)
+        return paths, fetched
+
+    def _compile(self, name: str, text: str, *, check_files: bool) -> ModelPlan:
+        source = Source(str(self.models_dir / f"{name}.yaml"), "yaml", text, str(self.models_dir))
+        result = compile_sources([source], CompileOptions(env=self.env, probe=LocalProbe(), check_files=check_files))
+        errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
+        if errors:
+            stage = "after downloading its files" if check_files else "before downloading anything"
+            raise InstallError(f"the model YAML for {name!r} does not compile ({stage}; nothing was written):\n"
+                               + format_report(errors, "text"))
+        assert result.plan is not None
+        return result.plan.models[0]
+
+    # --- remove ------------------------------------------------------------------------------
+
+    def remove(self, name: str) -> list[Path]:
+        """Delete a gallery-installed model: its YAML, templates, files and record."""
+        yaml_path = self.yaml_path(name)
+        record_path = metadata_path(self.models_dir, name)
+        if not record_path.is_file():
+            if yaml_path.exists():
+                raise InstallError(f"{name!r} was not installed from a gallery; delete {yaml_path} and its "
+                                   "files yourself")
+            raise InstallError(f"no installed model named {name!r}")
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            relative = [f["filename"] for f in record.get("files", [])] + list(record.get("templates", []))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InstallError(f"the install record {record_path} is damaged ({exc}); delete the model by hand") \
+                from None
+        removed = []
+        yaml_path.unlink(missing_ok=True)  # first: the model stops existing before its files go
+        removed.append(yaml_path)
+        for filename in relative:
+            try:
+                path = target_path(self.models_dir, safe_relative_path(filename, what="file name"))
+            except GalleryError:
+                continue  # a record edited to point elsewhere deletes nothing outside
+            if path.is_file() and not self._used_by_other_install(filename, name):
+                path.unlink()
+                removed.append(path)
+        record_path.unlink()
+        removed.append(record_path)
+        return removed
+
+    def _used_by_other_install(self, filename: str, name: str) -> bool:
+        for path in self.models_dir.glob(".gallery-*.json"):
+            if path == metadata_path(self.models_dir, name):
+                continue
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if any(f.get("filename") == filename for f in record.get("files", [])):
+                return True
+        return False
+
+
+def _check_name(name: str) -> None:
+    if not SAFE_NAME.match(name) or "/" in name:
+        raise InstallError(f"{name!r} is not a model name")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
