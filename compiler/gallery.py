@@ -211,6 +211,12 @@ def resolve_entry(
     return ResolvedModel(model_name, config, _last_per_filename(files), tuple(dict(templates).items()))
 
 
+# Keys only a model YAML has at its top level: a base without ``config_file`` holding one of
+# them is a plain model YAML; one without (LocalAI's virtual.yaml: name, description, license)
+# is LocalAI's outer form with an empty config.
+_MODEL_KEYS = frozenset({"backend", "parameters", "template", "context_size", "stopwords", "known_usecases"})
+
+
 @dataclass(frozen=True)
 class _Base:
     config: dict[str, Any]
@@ -222,7 +228,7 @@ def _parse_base(text: str, url: str) -> _Base:
     """A base is LocalAI's form (``config_file:`` holding the model YAML, maybe as a string,
     plus ``prompt_templates`` and ``files``) or simply a model YAML mapping (modelyard's bases)."""
     outer = _yaml_mapping(text, f"base config {url}")
-    if "config_file" not in outer:
+    if "config_file" not in outer and outer.keys() & _MODEL_KEYS:
         return _Base(outer, [], [])
     config = _config_mapping(outer.get("config_file") or {}, f"base config {url}")
     templates = [(str(t["name"]), str(t["content"])) for t in outer.get("prompt_templates") or ()

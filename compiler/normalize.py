@@ -110,7 +110,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         return None
 
     metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model else None
-    templates = _templates(r, ctx, metadata)
+    templates = _templates(r, ctx, metadata, backend)
     embeddings = bool(r.get(("embeddings",), "embeddings", False))
     declared = [str(u).lower().removeprefix("flag_") for u in raw.get("known_usecases") or []]
     if not embeddings and "embeddings" in declared:
@@ -290,7 +290,7 @@ def _output_rules(r: _Reader, ctx: ModelContext) -> OutputRules:
     })
 
 
-def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None) -> Templates:
+def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str) -> Templates:
     resolved: dict[str, Template | None] = {}
     for kind in _TEMPLATE_KINDS:
         value = r.get(("template", kind), f"templates.{kind}")
@@ -304,6 +304,12 @@ def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None) -> 
             ctx.warning(("template", kind), result.warning)
         resolved[kind] = result.template
     use_tokenizer = bool(r.get(("template", "use_tokenizer_template"), "templates.use_tokenizer_template", False))
+    if backend == "llama-cpp" and not use_tokenizer and not any(resolved.values()) and not r.raw.get("roles") \
+            and (metadata.chat_template if metadata is not None else not ctx.check_files):
+        # No template at all: LocalAI uses the chat template the GGUF carries, and so do we
+        # (without the file at hand, it is checked once the file is there).
+        use_tokenizer = r.set("templates.use_tokenizer_template", True,
+                              "guessed: no template in the YAML, the GGUF's tokenizer.chat_template is used")
     tokenizer = None
     if use_tokenizer and metadata is not None:
         if metadata.chat_template:

@@ -15,7 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity, sorted_diagnostics
-from .normalize import ModelContext, normalize_model
+from .normalize import TEXT_USECASES, ModelContext, normalize_model
 from .overrides import SetOverride, apply_overrides, server_settings
 from .paths import Path, display_path
 from .plan import LaunchPlan, ModelPlan, ServerPlan
@@ -131,6 +131,13 @@ def _compile_item(item: _Item, options: CompileOptions, set_paths: set[tuple[int
     backend = item.raw.get("backend")
     if isinstance(backend, str) and (backend in NON_TEXT_BACKENDS or backend in OTHER_TEXT_BACKENDS):
         report(("backend",), _refusal(backend), Severity.ERROR, False)
+        return None
+    usecases = item.raw.get("known_usecases")
+    if isinstance(usecases, list) and usecases and all(isinstance(u, str) for u in usecases) and not any(
+            u.lower().removeprefix("flag_") in TEXT_USECASES for u in usecases):
+        # A text backend running something else (LocalAI serves text-to-speech through transformers).
+        report(("known_usecases",), f"not a text-generation model (known_usecases: {', '.join(usecases)}): "
+                                    f"modelyard serves {', '.join(TEXT_USECASES)}", Severity.ERROR, False)
         return None
 
     findings = validate_model(item.raw)

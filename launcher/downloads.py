@@ -151,7 +151,7 @@ def download(
         except _Retryable as exc:
             if attempt + 1 == policy.attempts:
                 raise DownloadError(f"cannot download {file.filename} from {location}: {exc} "
-                                    f"(after {policy.attempts} attempts; run the install again to resume)") from None
+                                    f"(attempts: {policy.attempts}; run the install again to resume)") from None
             time.sleep(policy.backoff_s * 2 ** attempt)
         except OSError as exc:  # disk full, permissions: the partial file is no use
             partial.unlink(missing_ok=True)
@@ -188,7 +188,7 @@ def _fetch_once(location: str | Path, partial: Path, filename: str, report: Prog
             length = response.headers.get("content-length")
             total = have + int(length) if length and length.isdigit() else None
             with partial.open("ab" if have else "wb") as out:
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as received: a dropped connection loses nothing
                     out.write(chunk)
                     hasher.update(chunk)
                     have += len(chunk)

@@ -143,7 +143,7 @@ class Installer:
             raise InstallError(f"{ref}: no sha256 for {', '.join(unverified)}; pass --allow-unverified to "
                                "install without checking them")
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        paths, fetched = self._download_all(resolved.files, progress)
+        paths, fetched_paths = self._download_all(resolved.files, progress)
         progress.update(message=f"checking {resolved.name}")
         templates = [target_path(self.models_dir, f"{n}.tmpl") for n, _ in resolved.prompt_templates]
         for path, (_, content) in zip(templates, resolved.prompt_templates):
@@ -151,9 +151,10 @@ class Installer:
         try:
             model = self._compile(resolved.name, text, check_files=True)
         except InstallError:
-            for path in templates:
+            for path in templates + fetched_paths:  # what this install wrote is of no use
                 path.unlink(missing_ok=True)
             raise
+        fetched = sum(path.stat().st_size for path in fetched_paths)
         record = {"name": resolved.name, "entry": self.galleries.find(ref).id,
                   "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "files": [{"filename": f.filename, "uri": f.uri, "sha256": f.sha256} for f in resolved.files],
@@ -163,8 +164,9 @@ class Installer:
         progress.update(message=f"installed {resolved.name}")
         return InstallResult(resolved.name, yaml_path, tuple(paths), fetched, model)
 
-    def _download_all(self, files: tuple[GalleryFile, ...], progress: InstallProgress) -> tuple[list[Path], int]:
-        paths, fetched, done_before = [], 0, 0
+    def _download_all(self, files: tuple[GalleryFile, ...], progress: InstallProgress) -> tuple[list[Path], list[Path]]:
+        """Every file in place and verified: (all their paths, the ones fetched now)."""
+        paths, fetched, done_before = [], [], 0
         progress.update(files_total=len(files), files_done=0)
         for file in files:
             progress.update(message=f"downloading {file.filename}", file_name=file.filename,
@@ -174,10 +176,10 @@ class Installer:
                 progress.update(file_done=event.done, file_total=event.total, bytes_done=before + event.done)
 
             path, was_fetched = download(file, self.models_dir, self.env, on_progress=report, policy=self.retry)
-            size = path.stat().st_size
-            fetched += size if was_fetched else 0
-            done_before += size
+            done_before += path.stat().st_size
             paths.append(path)
+            if was_fetched:
+                fetched.append(path)
             progress.update(files_done=progress.files_done + 1, bytes_done=done_before)
         return paths, fetched
 

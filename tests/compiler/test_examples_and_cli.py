@@ -71,11 +71,11 @@ def test_env_and_set_origins_show_in_explain(in_repo) -> None:
 
 def test_invalid_config_exits_1_with_sorted_report(tmp_path) -> None:
     (tmp_path / "b.yaml").write_text("name: b\nbackend: nope\nparameters: {model: x.gguf}\n")
-    (tmp_path / "a.yaml").write_text("name: a\nbackend: llama-cpp\nparameters: {model: x.gguf, top_k: -1}\n")
+    (tmp_path / "a.yaml").write_text("name: a\nbackend: llama-cpp\nparameters: {model: x.gguf, top_k: -2}\n")
     result = run("compile", str(tmp_path))
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        f"{tmp_path}/a.yaml:3:36: a.parameters.top_k: must be at least 0, got -1",
+        f"{tmp_path}/a.yaml:3:36: a.parameters.top_k: must be at least -1, got -2",
         f"{tmp_path}/b.yaml:2:10: b.backend: 'nope' is not one of 'llama-cpp', 'transformers', 'vllm', 'exllama2'",
         "error: 2 problems in 2 files",
     ]

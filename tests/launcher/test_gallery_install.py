@@ -1,0 +1,339 @@
+"""Gallery installs against a loopback HTTP server: success, checksums, resume, faults, safety."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pathlib
+import time
+from pathlib import Path
+
+import pytest
+from modelyard.compiler.gallery import GalleryError
+from modelyard.launcher.app import create_app
+from modelyard.launcher.downloads import RetryPolicy
+from modelyard.launcher.galleries import Galleries, GallerySpec, builtin_spec
+from modelyard.launcher.installer import Installer, InstallError, InstallProgress
+from starlette.testclient import TestClient
+
+from .fakes import FakePool, wait_until_ready
+from .file_server import FileServer, tiny_gguf
+from .test_http import make_plan
+
+BASE = """\
+backend: llama-cpp
+context_size: 1024
+known_usecases: [completion]
+template:
+  completion: "{{.Input}}"
+"""
+
+
+@pytest.fixture
+def server():
+    with FileServer() as running:
+        yield running
+
+
+@pytest.fixture
+def gguf_bytes(tmp_path) -> bytes:
+    return tiny_gguf(tmp_path / "source.gguf")
+
+
+def write_index(directory: Path, entries: list[dict]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bases").mkdir(exist_ok=True)
+    (directory / "bases" / "base.yaml").write_text(BASE)
+    index = directory / "index.yaml"
+    index.write_text(json.dumps(entries))  # JSON is YAML
+    return index
+
+
+def entry(name: str, uri: str, sha256: str | None, filename: str = "tiny.gguf", **extra) -> dict:
+    file = {"filename": filename, "uri": uri}
+    if sha256 is not None:
+        file["sha256"] = sha256
+    return {"name": name, "url": "bases/base.yaml", "overrides": {"parameters": {"model": filename}},
+            "files": [file], **extra}
+
+
+def make_installer(tmp_path: Path, entries: list[dict], **kwargs) -> Installer:
+    index = write_index(tmp_path / "gallery", entries)
+    galleries = Galleries([builtin_spec(), GallerySpec("test", str(index))], {})
+    return Installer(tmp_path / "models", galleries, {}, retry=RetryPolicy(attempts=3, backoff_s=0.01), **kwargs)
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")) if directory.exists() else []
+
+
+# --- installs ------------------------------------------------------------------------------------
+
+
+def test_install_downloads_verifies_and_writes_the_model_last(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    progress = InstallProgress()
+    seen: list[str] = []
+    progress.listeners.append(lambda p: seen.append(p.message))
+    result = installer.install("test@tiny", progress=progress)
+    models = tmp_path / "models"
+    assert listing(models) == [".gallery-tiny.json", "tiny.gguf", "tiny.yaml"]
+    assert (models / "tiny.gguf").read_bytes() == gguf_bytes
+    assert result.model is not None and result.model.name == "tiny" and result.fetched_bytes == len(gguf_bytes)
+    assert result.model.context_size == 1024
+    assert seen[0] == "resolving test@tiny" and seen[-1] == "installed tiny" and progress.percent == 100.0
+    assert installer.installed() == {"tiny": "test@tiny"}
+    # Installing again under another name finds the file already there, verified: no download.
+    before = len(server.served.requests)
+    again = installer.install("tiny", name="tiny-copy")
+    assert again.fetched_bytes == 0 and len(server.served.requests) == before
+
+
+def test_checksum_mismatch_leaves_nothing_behind(tmp_path, server, gguf_bytes) -> None:
+    server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", "0" * 64)])
+    with pytest.raises(GalleryError, match="SHA-256 mismatch for tiny.gguf: expected 0000"):
+        installer.install("tiny")
+    assert listing(tmp_path / "models") == []
+
+
+def test_an_interrupted_download_resumes_from_where_it_stopped(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    server.served.cut_after["/tiny.gguf"] = 100
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    installer.retry = RetryPolicy(attempts=1, backoff_s=0.01)
+    with pytest.raises(GalleryError, match=r"received 100 bytes.*\(attempts: 1; run the install again to resume\)"):
+        installer.install("tiny")
+    assert listing(tmp_path / "models") == ["tiny.gguf.partial"]  # kept for the resume; no model YAML
+    installer.install("tiny")
+    assert server.served.requests[-1] == ("/tiny.gguf", "bytes=100-")
+    assert (tmp_path / "models" / "tiny.gguf").read_bytes() == gguf_bytes
+
+
+def test_transient_failures_are_retried_within_one_install(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    server.served.fail_first["/tiny.gguf"] = 1
+    server.served.cut_after["/tiny.gguf"] = 10
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    installer.install("tiny")
+    assert [r for _, r in server.served.requests] == [None, None, "bytes=10-"]
+
+
+def test_not_found_and_connection_errors_are_reported_clearly(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("gone", f"{server.base}/missing.gguf", sha),
+                                          entry("down", "http://127.0.0.1:9/tiny.gguf", sha)])
+    with pytest.raises(GalleryError, match=r"/missing.gguf: HTTP 404 Not Found"):
+        installer.install("gone")
+    assert len(server.served.requests) == 1  # a 404 is not retried
+    with pytest.raises(GalleryError, match=r"cannot download tiny.gguf from http://127.0.0.1:9/tiny.gguf: .*attempts: 3"):
+        installer.install("down")
+    assert not (tmp_path / "models" / "gone.yaml").exists() and not (tmp_path / "models" / "down.yaml").exists()
+
+
+def test_a_failing_disk_write_cleans_up_and_says_why(tmp_path, server, gguf_bytes, monkeypatch) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    real_open = pathlib.Path.open
+
+    class FullDisk:
+        def __init__(self, handle) -> None:
+            self.handle = handle
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.handle.close()
+
+    def open_with_full_disk(self, mode="r", *args, **kwargs):
+        handle = real_open(self, mode, *args, **kwargs)
+        return FullDisk(handle) if self.name.endswith(".partial") and "b" in mode and mode[0] in "wa" else handle
+
+    monkeypatch.setattr(pathlib.Path, "open", open_with_full_disk)
+    with pytest.raises(GalleryError, match="cannot write tiny.gguf: No space left on device"):
+        installer.install("tiny")
+    assert listing(tmp_path / "models") == []
+
+
+def test_a_file_that_is_not_a_gguf_fails_the_install_before_the_yaml(tmp_path, server) -> None:
+    sha = server.add("/page.gguf", b"<html>a login page, not a model</html>")
+    installer = make_installer(tmp_path, [entry("html", f"{server.base}/page.gguf", sha)])
+    with pytest.raises(InstallError, match="(?s)after downloading its files.*not a readable GGUF file"):
+        installer.install("html")
+    assert listing(tmp_path / "models") == []  # the useless download is gone too
+
+
+def test_a_config_that_does_not_compile_downloads_nothing(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("typo", f"{server.base}/tiny.gguf", sha,
+                                                overrides={"parameters": {"model": "tiny.gguf"},
+                                                           "context_lenght": 4096})])
+    with pytest.raises(InstallError, match=r"(?s)before downloading anything.*context_lenght: unknown key "
+                                           r"\(did you mean 'context_size'\?\)"):
+        installer.install("typo")
+    assert server.served.requests == [] and listing(tmp_path / "models") == []
+
+
+def test_files_without_checksums_need_allow_unverified(tmp_path, server, gguf_bytes) -> None:
+    server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("loose", f"{server.base}/tiny.gguf", None)])
+    with pytest.raises(InstallError, match="no sha256 for tiny.gguf; pass --allow-unverified"):
+        installer.install("loose")
+    assert server.served.requests == []
+    assert installer.install("loose", allow_unverified=True).model is not None
+
+
+def test_remove_deletes_what_the_install_wrote_and_keeps_shared_files(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    installer.install("tiny")
+    installer.install("tiny", name="twin")
+    installer.remove("tiny")
+    assert listing(tmp_path / "models") == [".gallery-twin.json", "tiny.gguf", "twin.yaml"]
+    installer.remove("twin")
+    assert listing(tmp_path / "models") == []
+    with pytest.raises(InstallError, match="no installed model named 'twin'"):
+        installer.remove("twin")
+
+
+# --- safety ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filename", ["../escape.gguf", "/etc/escape.gguf", "a/../../escape.gguf", ".hidden.gguf",
+                                      "a\\..\\escape.gguf"])
+def test_file_names_cannot_leave_the_models_directory(tmp_path, server, gguf_bytes, filename) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("evil", f"{server.base}/tiny.gguf", sha, filename=filename)])
+    with pytest.raises(GalleryError):
+        installer.install("evil")
+    assert server.served.requests == []
+    assert not (tmp_path / "escape.gguf").exists()
+
+
+def test_symlinks_out_of_the_models_directory_are_refused(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("evil", f"{server.base}/tiny.gguf", sha, filename="out/tiny.gguf")])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "out").symlink_to(outside)
+    with pytest.raises(GalleryError, match="leads outside the models directory"):
+        installer.install("evil")
+    assert list(outside.iterdir()) == []
+
+
+def test_unsupported_schemes_names_and_bases_are_refused(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [
+        entry("ftp", "ftp://example.com/tiny.gguf", sha),
+        {**entry("outside-base", f"{server.base}/tiny.gguf", sha), "url": "../../../../etc/passwd"},
+        entry("fine", f"{server.base}/tiny.gguf", sha),
+    ])
+    # The scheme fails the index's schema: the entry is left out, with a diagnostic.
+    gallery = installer.galleries.all()[1]
+    assert [d.message for d in gallery.diagnostics if d.path == "ftp.files[0].uri"] == [
+        "'ftp://example.com/tiny.gguf' is not valid: one of the supported schemes: https://, http://, file://, "
+        "huggingface://, hf://, github:, package://"]
+    with pytest.raises(GalleryError, match="no gallery entry 'ftp'"):
+        installer.install("ftp")
+    with pytest.raises(GalleryError, match="leads outside the gallery's folder"):
+        installer.install("outside-base")
+    with pytest.raises(GalleryError, match="cannot name a model"):
+        installer.install("test@fine", name="../../x")
+    assert server.served.requests == []
+
+
+# --- the HTTP API ------------------------------------------------------------------------------
+
+
+def api_client(installer: Installer, **kwargs) -> tuple[TestClient, FakePool]:
+    plan = make_plan()
+    pool = FakePool(plan)
+    return TestClient(create_app(plan, pool=pool, installer=installer, **kwargs)), pool
+
+
+def poll(client: TestClient, status_url: str, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(status_url).json()
+        if job["processed"] or time.monotonic() > deadline:
+            return job
+        time.sleep(0.02)
+
+
+def test_install_api_job_runs_to_completion_and_the_model_serves_without_restart(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    client, _ = api_client(installer)
+    with client:
+        available = {e["id"]: e for e in client.get("/models/available").json()}
+        assert available["test@tiny"]["installed"] is False and "modelyard@gemma-3-270m" in available
+        reply = client.post("/models/apply", json={"id": "test@tiny", "overrides": {"context_size": 512}})
+        assert reply.status_code == 200
+        assert reply.json()["status"].endswith(f"/models/jobs/{reply.json()['uuid']}")
+        job = poll(client, reply.json()["status"])
+        assert job["state"] == "done" and job["progress"] == 100.0 and job["model"] == "tiny", job
+        assert job["downloaded_size"] == len(gguf_bytes) == job["file_size"]
+        assert "tiny" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        completion = client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 3})
+        assert completion.status_code == 200 and completion.json()["model"] == "tiny"
+        assert client.get("/models/available").json()[-1]["installed"] is True
+        deleted = client.post("/models/delete/tiny")
+        assert deleted.json() == {"deleted": "tiny", "files": 3}
+        assert "tiny" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi"}).status_code == 404
+
+
+def test_install_api_client_errors_are_400s_and_failed_jobs_say_why(tmp_path, server, gguf_bytes) -> None:
+    server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("bad-sum", f"{server.base}/tiny.gguf", "1" * 64)])
+    client, _ = api_client(installer)
+    with client:
+        unknown = client.post("/models/apply", json={"id": "test@nope"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["message"] == "no gallery entry 'test@nope'"
+        missing = client.post("/models/apply", json={"url": "https://example.com/x.yaml"})
+        assert missing.status_code == 400 and missing.json()["error"]["param"] == "id"
+        bad_override = client.post("/models/apply", json={"id": "bad-sum", "overrides": {"parameters": {"temperature": "hot"}}})
+        assert bad_override.status_code == 400 and "before downloading anything" in bad_override.json()["error"]["message"]
+        job = poll(client, client.post("/models/apply", json={"id": "bad-sum"}).json()["status"])
+        assert job["state"] == "failed" and "SHA-256 mismatch" in job["error"]
+        assert client.get("/models/jobs/nope").status_code == 404
+        assert client.post("/models/delete/never-installed").status_code == 404
+        # The server still serves its other models.
+        assert client.post("/v1/completions", json={"model": "plain", "prompt": "hi"}).status_code == 200
+
+
+def test_launch_installs_wait_for_readiness_and_on_demand_installs_answer_503(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha),
+                                          entry("later", f"{server.base}/tiny.gguf", sha)])
+    client, _ = api_client(installer, install_on_start=["test@tiny"], on_demand_installs=True)
+    with client:
+        assert wait_until_ready(client) == {"status": "ready"}
+        assert "tiny" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        first = client.post("/v1/completions", json={"model": "later", "prompt": "hi"})
+        assert first.status_code == 503 and first.headers["retry-after"] == "10"
+        error = first.json()["error"]
+        assert error["code"] == "model_installing" and "/models/jobs/" in error["message"]
+        job_url = "/models/jobs/" + error["message"].rsplit("/models/jobs/", 1)[1]
+        assert poll(client, job_url)["state"] == "done"
+        assert client.post("/v1/completions", json={"model": "later", "prompt": "hi"}).status_code == 200
+
+
+def test_without_on_demand_installs_an_unknown_model_is_404(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    client, _ = api_client(installer, gallery_api=False)
+    with client:
+        assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi"}).status_code == 404
+        assert client.get("/models/available").status_code == 404
+    assert server.served.requests == []
