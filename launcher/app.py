@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import math
 import struct
 import time
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from modelyard.compiler.gallery import GalleryError
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette.sse import EventSourceResponse
@@ -56,6 +58,8 @@ from .protocol import (
     read_body,
 )
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
+
+log = logging.getLogger(__name__)
 
 FINGERPRINT = "modelyard-0.1"
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
@@ -122,6 +126,11 @@ async def _start(app: Starlette, preload: bool, install_on_start: Sequence[str])
     """Installs asked for at launch, then preloading; ready after both (failures are logged and
     leave the server serving what it has)."""
     gallery: GalleryService | None = app.state.gallery
+    if gallery is not None and gallery.on_demand:  # read the indexes now, not inside a request
+        try:
+            await asyncio.to_thread(gallery.installer.galleries.all)
+        except GalleryError as exc:
+            log.warning("cannot read the galleries for on-demand installs: %s", exc)
     if install_on_start and gallery is not None:
         jobs = [gallery.submit(ref) for ref in install_on_start]
         await asyncio.gather(*(job.done.wait() for job in jobs))
@@ -185,14 +194,13 @@ async def get_model(request: Request) -> Response:
 
 
 def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = None) -> ModelPlan:
-    model = plan.model(name)
+    model = plan.model(gallery.served_name(name) if gallery is not None else name)
     if model is None and gallery is not None and gallery.on_demand:
-        entry = gallery.entry_for_model(name)
-        if entry is not None:
-            job = gallery.submit(entry)
-            raise OpenAIError(503, f"model {name!r} is being installed from the gallery ({entry}); "
-                                   f"progress: /models/jobs/{job.id}", param="model", code="model_installing",
-                              retry_after=10)
+        ref = gallery.on_demand_ref(name)
+        if ref is not None:
+            job = gallery.submit(ref)
+            raise OpenAIError(503, f"model {name!r} is being installed ({ref}); progress: /models/jobs/{job.id}",
+                              param="model", code="model_installing", retry_after=10)
     if model is None:
         available = ", ".join(m.name for m in plan.models) or "none"
         raise OpenAIError(404, f"model {name!r} not found; available models: {available}",

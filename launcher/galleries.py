@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +25,9 @@ from .downloads import fetch_text
 
 GALLERIES_ENV = "MODELYARD_GALLERIES"
 BUILTIN = "modelyard"
+HUGGINGFACE = "huggingface"
+# A GGUF file in a Hugging Face repository, as a request's model may name it (LocalAI does the same).
+_HF_FILE = re.compile(r"^(?:huggingface://|hf://)?([\w.-]+)/([\w.-]+)/((?:[\w.-]+/)*[\w.-]+\.gguf)(?:@([\w.-]+))?$")
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,14 @@ class Galleries:
         return [self.gallery(spec) for spec in self.specs]
 
     def find(self, ref: str) -> GalleryEntry:
-        """The entry ``gallery@name`` or ``name``; GalleryError with suggestions when absent."""
+        """The entry ``gallery@name`` or ``name``; GalleryError with suggestions when absent.
+
+        ``owner/repo/file.gguf`` (a Hugging Face file) makes an entry of its own: llama-cpp with
+        the GGUF's chat template, and no checksum to verify it with (``--allow-unverified``).
+        """
+        hf_entry = huggingface_file_entry(ref)
+        if hf_entry is not None:
+            return hf_entry
         gallery_name, sep, name = ref.partition("@")
         if not sep:
             gallery_name, name = "", ref
@@ -149,3 +160,18 @@ class Galleries:
         if relative:
             return urllib.parse.urljoin(spec.location, url)
         return url
+
+
+def huggingface_file_entry(ref: str) -> GalleryEntry | None:
+    match = _HF_FILE.match(ref)
+    if match is None:
+        return None
+    owner, repo, path, revision = match.groups()
+    filename = path.rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", filename.removesuffix(".gguf"))
+    uri = f"huggingface://{owner}/{repo}/{path}" + (f"@{revision}" if revision else "")
+    return GalleryEntry(HUGGINGFACE, name, {
+        "name": name, "description": f"{filename} from the Hugging Face repository {owner}/{repo}",
+        "config_file": {"backend": "llama-cpp", "parameters": {"model": filename}},
+        "files": [{"filename": filename, "uri": uri}],
+    })

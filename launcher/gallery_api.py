@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import OpenAIError
+from .galleries import HUGGINGFACE
 from .installer import Installer, InstallProgress
 from .protocol import ApplyRequest, parse_body, read_body
 
@@ -66,6 +67,7 @@ class GalleryService:
         self.jobs: dict[str, InstallJob] = {}
         self._by_ref: dict[str, InstallJob] = {}  # the live job per entry: one install at a time each
         self._lock = asyncio.Lock()  # one install at a time: they share the disk and the network
+        self.aliases: dict[str, str] = {}  # a request's model name → the model its install made
 
     def submit(self, ref: str, *, name: str | None = None, overrides: dict[str, Any] | None = None) -> InstallJob:
         """A job installing ``ref``; the running one if ``ref`` is already being installed."""
@@ -91,6 +93,8 @@ class GalleryService:
                                                  overrides=job.overrides, progress=job.progress,
                                                  skip_installed=True)
                 job.model = result.name
+                if job.ref != result.name and job.name is None:
+                    self.aliases[job.ref] = result.name
                 if result.model is not None:
                     await self.on_installed(result.model)
                 job.state = "done"
@@ -109,12 +113,24 @@ class GalleryService:
         for job in finished[: max(0, len(self.jobs) - MAX_KEPT_JOBS)]:
             del self.jobs[job.id]
 
-    def entry_for_model(self, model: str) -> str | None:
-        """The gallery entry a request's unknown ``model`` names, for on-demand installs."""
+    def on_demand_ref(self, model: str) -> str | None:
+        """What to install for a request's unknown ``model``: a gallery entry's id, or the
+        Hugging Face file it names; None when it names neither."""
         try:
-            return self.installer.galleries.find(model).id
+            entry = self.installer.galleries.find(model)
         except GalleryError:
             return None
+        if entry.gallery == HUGGINGFACE:
+            if not self.installer.allow_unverified:
+                raise OpenAIError(400, f"model {model!r} is not installed; installing Hugging Face files on demand "
+                                       "needs the server's --allow-unverified (they come without a checksum)",
+                                  param="model", code="model_not_found")
+            return model
+        return entry.id
+
+    def served_name(self, requested: str) -> str:
+        """The model name an on-demand install gave ``requested`` (``owner/repo/file.gguf`` → ``file``)."""
+        return self.aliases.get(requested, requested)
 
     def routes(self) -> list[Route]:
         return [

@@ -337,3 +337,21 @@ def test_without_on_demand_installs_an_unknown_model_is_404(tmp_path, server, gg
         assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi"}).status_code == 404
         assert client.get("/models/available").status_code == 404
     assert server.served.requests == []
+
+
+def test_on_demand_install_of_a_hugging_face_file_needs_allow_unverified(tmp_path, server, gguf_bytes) -> None:
+    server.add("/someone/tiny-GGUF/resolve/main/tiny-q4.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [])
+    installer.env = {"HF_ENDPOINT": server.base}
+    client, _ = api_client(installer, on_demand_installs=True)
+    with client:
+        refused = client.post("/v1/completions", json={"model": "someone/tiny-GGUF/tiny-q4.gguf", "prompt": "hi"})
+        assert refused.status_code == 400 and "--allow-unverified" in refused.json()["error"]["message"]
+        installer.allow_unverified = True
+        first = client.post("/v1/completions", json={"model": "someone/tiny-GGUF/tiny-q4.gguf", "prompt": "hi"})
+        assert first.status_code == 503
+        job_url = "/models/jobs/" + first.json()["error"]["message"].rsplit("/models/jobs/", 1)[1]
+        assert poll(client, job_url)["model"] == "tiny-q4"
+        served = client.post("/v1/completions", json={"model": "someone/tiny-GGUF/tiny-q4.gguf", "prompt": "hi"})
+        assert served.status_code == 200 and served.json()["model"] == "tiny-q4"
+    assert (tmp_path / "models" / "tiny-q4.gguf").read_bytes() == gguf_bytes
