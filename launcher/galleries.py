@@ -131,7 +131,9 @@ class Galleries:
         ``github:`` base whose file sits beside the index (or in its ``bases/`` folder) is read
         from there: LocalAI's index works offline from a checkout of its gallery folder.
         """
-        spec = next(s for s in self.specs if s.name == entry.gallery)
+        spec = next((s for s in self.specs if s.name == entry.gallery), None)
+        if spec is None:  # an entry made from a URL: its base is that URL, absolute
+            return fetch_text(url, self.env)
         key = (spec.name, url)
         with self._lock:
             cached = self._bases.get(key)
@@ -175,3 +177,15 @@ def huggingface_file_entry(ref: str) -> GalleryEntry | None:
         "config_file": {"backend": "llama-cpp", "parameters": {"model": filename}},
         "files": [{"filename": filename, "uri": uri}],
     })
+
+
+URL_GALLERY = "url"
+REMOTE_SCHEMES = ("https://", "http://", "github:", "huggingface://", "hf://")
+
+
+def url_entry(url: str, name: str, overrides: dict, files: list) -> GalleryEntry:
+    """An entry for ``POST /models/apply {"url": ...}``: a base config fetched from ``url``
+    (remote schemes only: a client must not make the server read its own files)."""
+    if not url.startswith(REMOTE_SCHEMES):
+        raise GalleryError(f"url {url!r}: installs from a URL take {', '.join(REMOTE_SCHEMES)}")
+    return GalleryEntry(URL_GALLERY, name, {"name": name, "url": url, "overrides": overrides, "files": files})

@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.compiler.gallery import GalleryError
+from modelyard.compiler.gallery import GalleryEntry, GalleryError
 from modelyard.compiler.plan import ModelPlan
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import OpenAIError
-from .galleries import HUGGINGFACE
+from .galleries import HUGGINGFACE, url_entry
 from .installer import Installer, InstallProgress
 from .protocol import ApplyRequest, parse_body, read_body
 
@@ -43,6 +43,7 @@ class InstallJob:
     ref: str
     name: str | None
     overrides: dict[str, Any]
+    target: str | GalleryEntry
     progress: InstallProgress = field(default_factory=InstallProgress)
     state: str = "queued"  # queued, running, done, failed
     error: str | None = None
@@ -69,8 +70,11 @@ class GalleryService:
         self._lock = asyncio.Lock()  # one install at a time: they share the disk and the network
         self.aliases: dict[str, str] = {}  # a request's model name → the model its install made
 
-    def submit(self, ref: str, *, name: str | None = None, overrides: dict[str, Any] | None = None) -> InstallJob:
-        """A job installing ``ref``; the running one if ``ref`` is already being installed."""
+    def submit(self, target: str | GalleryEntry, *, name: str | None = None,
+               overrides: dict[str, Any] | None = None) -> InstallJob:
+        """A job installing ``target`` (an entry reference, or an entry made from a URL); the
+        running one if that entry is already being installed."""
+        ref = target.id if isinstance(target, GalleryEntry) else target
         live = self._by_ref.get(ref)
         if live is not None and live.state in ("queued", "running") and name is None and not overrides:
             return live
@@ -78,7 +82,7 @@ class GalleryService:
         if pending >= MAX_PENDING_JOBS:
             raise OpenAIError(429, f"{pending} installs are queued already; try again later",
                               code="too_many_installs", retry_after=30)
-        job = InstallJob(uuid.uuid4().hex, ref, name, overrides or {})
+        job = InstallJob(uuid.uuid4().hex, ref, name, overrides or {}, target)
         self.jobs[job.id] = job
         self._by_ref[ref] = job
         self._forget_old_jobs()
@@ -89,7 +93,7 @@ class GalleryService:
         async with self._lock:
             job.state = "running"
             try:
-                result = await asyncio.to_thread(self.installer.install, job.ref, name=job.name,
+                result = await asyncio.to_thread(self.installer.install, job.target, name=job.name,
                                                  overrides=job.overrides, progress=job.progress,
                                                  skip_installed=True)
                 job.model = result.name
@@ -155,11 +159,15 @@ class GalleryService:
     async def apply(self, request: Request) -> Response:
         body = parse_body(await read_body(request, MAX_APPLY_BODY), ApplyRequest)
         try:  # resolve and compile now: a bad id or override is the client's 400, not a failed job
-            entry_id = self.installer.galleries.find(body.id).id
-            await asyncio.to_thread(self.installer.resolve, entry_id, name=body.name, overrides=body.overrides)
+            if body.url is not None:
+                ref: str | GalleryEntry = url_entry(body.url, body.name, body.overrides, body.files)
+                name, overrides = None, None  # already in the entry
+            else:
+                ref, name, overrides = self.installer.galleries.find(body.id).id, body.name, body.overrides
+            await asyncio.to_thread(self.installer.resolve, ref, name=name, overrides=overrides)
         except GalleryError as exc:
-            raise OpenAIError(400, str(exc), param="id") from None
-        job = self.submit(entry_id, name=body.name, overrides=body.overrides)
+            raise OpenAIError(400, str(exc), param="url" if body.url else "id") from None
+        job = self.submit(ref, name=name, overrides=overrides)
         return JSONResponse({"uuid": job.id, "status": str(request.url_for("job_status", uuid=job.id))})
 
     async def list_jobs(self, request: Request) -> Response:

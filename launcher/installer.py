@@ -27,6 +27,7 @@ from typing import Any
 
 from modelyard.compiler import CompileOptions, LocalProbe, Severity, Source, compile_sources, format_report
 from modelyard.compiler.gallery import (
+    GalleryEntry,
     GalleryError,
     GalleryFile,
     ResolvedModel,
@@ -115,22 +116,24 @@ class Installer:
 
     # --- install -----------------------------------------------------------------------------
 
-    def resolve(self, ref: str, *, name: str | None = None, overrides: Mapping[str, Any] | None = None
-                ) -> tuple[ResolvedModel, str]:
-        """Steps 1-2: the resolved entry and its YAML text, compiled without its files."""
-        entry = self.galleries.find(ref)
+    def resolve(self, ref: str | GalleryEntry, *, name: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> tuple[ResolvedModel, str]:
+        """Steps 1-2: the resolved entry and its YAML text, compiled without its files. ``ref``
+        names an entry (``gallery@name``) or is one (installs from a URL)."""
+        entry = ref if isinstance(ref, GalleryEntry) else self.galleries.find(ref)
         resolved = resolve_entry(entry, lambda url: self.galleries.load_base(entry, url),
                                  name=name, overrides=overrides)
         text = model_yaml(resolved, f"Installed by modelyard from gallery entry {entry.id}.")
         self._compile(resolved.name, text, check_files=False)
         return resolved, text
 
-    def install(self, ref: str, *, name: str | None = None, overrides: Mapping[str, Any] | None = None,
+    def install(self, ref: str | GalleryEntry, *, name: str | None = None, overrides: Mapping[str, Any] | None = None,
                 progress: InstallProgress | None = None, allow_unverified: bool | None = None,
                 skip_installed: bool = False) -> InstallResult:
         progress = progress or InstallProgress()
-        progress.update(message=f"resolving {ref}")
-        resolved, text = self.resolve(ref, name=name, overrides=overrides)
+        entry = ref if isinstance(ref, GalleryEntry) else self.galleries.find(ref)
+        progress.update(message=f"resolving {entry.id}")
+        resolved, text = self.resolve(entry, name=name, overrides=overrides)
         yaml_path = self.yaml_path(resolved.name)
         if yaml_path.exists():
             if skip_installed:
@@ -140,7 +143,7 @@ class Installer:
                                "or install under another name")
         unverified = [f.filename for f in iter_unverified(resolved)]
         if unverified and not (self.allow_unverified if allow_unverified is None else allow_unverified):
-            raise InstallError(f"{ref}: no sha256 for {', '.join(unverified)}; pass --allow-unverified to "
+            raise InstallError(f"{entry.id}: no sha256 for {', '.join(unverified)}; pass --allow-unverified to "
                                "install without checking them")
         self.models_dir.mkdir(parents=True, exist_ok=True)
         paths, fetched_paths = self._download_all(resolved.files, progress)
@@ -155,7 +158,7 @@ class Installer:
                 path.unlink(missing_ok=True)
             raise
         fetched = sum(path.stat().st_size for path in fetched_paths)
-        record = {"name": resolved.name, "entry": self.galleries.find(ref).id,
+        record = {"name": resolved.name, "entry": entry.id,
                   "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "files": [{"filename": f.filename, "uri": f.uri, "sha256": f.sha256} for f in resolved.files],
                   "templates": [f"{n}.tmpl" for n, _ in resolved.prompt_templates]}

@@ -136,11 +136,22 @@ class EmbeddingRequest(_Request):
 
 # pydantic names the union branch it tried ("str", "list[ContentPart]"): not part of the field path.
 class ApplyRequest(_Request):
-    """``POST /models/apply`` (LocalAI's shape; ``url`` installs are not supported)."""
+    """``POST /models/apply`` (LocalAI's shape)."""
 
-    id: str = Field(min_length=1, description="A gallery entry: GALLERY@NAME or NAME.")
-    name: str | None = Field(default=None, min_length=1, description="Install under this model name.")
+    id: str | None = Field(default=None, min_length=1, description="A gallery entry: GALLERY@NAME or NAME.")
+    url: str | None = Field(default=None, min_length=1, description="Or a base model config to fetch (https, github:).")
+    name: str | None = Field(default=None, min_length=1, description="Install under this model name (required with url).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Model YAML keys merged over the entry's.")
+    files: list[dict[str, Any]] = Field(default_factory=list, description="With url: files to fetch "
+                                        "({filename, uri, sha256}).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApplyRequest:
+        if (self.id is None) == (self.url is None):
+            raise ValueError("give either 'id' (a gallery entry) or 'url' (a model config)")
+        if self.url is not None and self.name is None:
+            raise ValueError("'name' is required with 'url'")
+        return self
 
 
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|\w+\[.*\]|function-.*)$")

@@ -300,8 +300,9 @@ def test_install_api_client_errors_are_400s_and_failed_jobs_say_why(tmp_path, se
     with client:
         unknown = client.post("/models/apply", json={"id": "test@nope"})
         assert unknown.status_code == 400 and unknown.json()["error"]["message"] == "no gallery entry 'test@nope'"
-        missing = client.post("/models/apply", json={"url": "https://example.com/x.yaml"})
-        assert missing.status_code == 400 and missing.json()["error"]["param"] == "id"
+        neither = client.post("/models/apply", json={"name": "x"})
+        assert neither.status_code == 400
+        assert neither.json()["error"]["message"] == "give either 'id' (a gallery entry) or 'url' (a model config)"
         bad_override = client.post("/models/apply", json={"id": "bad-sum", "overrides": {"parameters": {"temperature": "hot"}}})
         assert bad_override.status_code == 400 and "before downloading anything" in bad_override.json()["error"]["message"]
         job = poll(client, client.post("/models/apply", json={"id": "bad-sum"}).json()["status"])
@@ -355,3 +356,23 @@ def test_on_demand_install_of_a_hugging_face_file_needs_allow_unverified(tmp_pat
         served = client.post("/v1/completions", json={"model": "someone/tiny-GGUF/tiny-q4.gguf", "prompt": "hi"})
         assert served.status_code == 200 and served.json()["model"] == "tiny-q4"
     assert (tmp_path / "models" / "tiny-q4.gguf").read_bytes() == gguf_bytes
+
+
+def test_install_api_from_a_url_with_files(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    server.add("/configs/base.yaml", BASE.encode())
+    installer = make_installer(tmp_path, [])
+    client, _ = api_client(installer)
+    with client:
+        local = client.post("/models/apply", json={"url": f"file://{tmp_path}/secret.yaml", "name": "x"})
+        assert local.status_code == 400 and "installs from a URL take https://" in local.json()["error"]["message"]
+        nameless = client.post("/models/apply", json={"url": f"{server.base}/configs/base.yaml"})
+        assert nameless.status_code == 400 and "'name' is required with 'url'" in nameless.json()["error"]["message"]
+        reply = client.post("/models/apply", json={
+            "url": f"{server.base}/configs/base.yaml", "name": "from-url",
+            "overrides": {"parameters": {"model": "tiny.gguf"}},
+            "files": [{"filename": "tiny.gguf", "uri": f"{server.base}/tiny.gguf", "sha256": sha}]})
+        assert reply.status_code == 200, reply.json()
+        assert poll(client, reply.json()["status"])["state"] == "done"
+        assert client.post("/v1/completions", json={"model": "from-url", "prompt": "hi"}).status_code == 200
+    assert installer.installed() == {"from-url": "url@from-url"}
