@@ -33,6 +33,9 @@ def check_backend_rules(plan: ModelPlan, raw: Mapping[str, Any], ctx: ModelConte
                 if quantization.startswith("bnb") else ""
             ctx.error(("quantization",), f"{quantization!r} is not a {plan.backend} quantization: "
                                          f"{', '.join(allowed)}{hint}")
+    if plan.grammar is not None and plan.backend != "llama-cpp":
+        ctx.error(("grammar",), f"GBNF grammars are llama.cpp's: {plan.backend} models take JSON Schemas "
+                                "through response_format instead")
     if plan.backend == "exllama2" and plan.model and plan.model.lower().endswith(".gguf"):
         ctx.error(("parameters", "model"), "exllama2 loads EXL2/GPTQ model directories, not GGUF files; "
                                            "use backend: llama-cpp")

@@ -122,6 +122,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         backend=backend,
         source=source,
         description=r.get(("description",), "description"),
+        grammar=r.get(("grammar",), "grammar") or None,
         usecases=usecases,
         model=model,
         model_is_local=model_is_local,

@@ -137,6 +137,7 @@ class ModelPlan(_Frozen):
     output: OutputRules
     templates: Templates
     embeddings: bool = False
+    grammar: str | None = Field(default=None, description="A GBNF grammar every generation must match (llama-cpp).")
     llama_cpp: LlamaCpp | None = None
     transformers: Transformers | None = None
     vllm: Vllm | None = None

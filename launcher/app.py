@@ -47,9 +47,10 @@ from .gallery_api import GalleryService
 from .installer import Installer
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import openapi_document
-from .prompts import chat_prompt, completion_prompt, edit_prompt
+from .prompts import PromptMessage, chat_prompt, completion_prompt, edit_prompt
 from .protocol import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     EditRequest,
     EmbeddingRequest,
@@ -58,6 +59,14 @@ from .protocol import (
     read_body,
 )
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
+from .tools import (
+    ChoiceDeltas,
+    ToolCall,
+    ToolRequest,
+    assistant_message,
+    check_tool_messages,
+    parse_tool_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -280,18 +289,25 @@ async def _complete(request: Request, job: Job) -> list[ChoiceResult]:
 async def chat_completions(request: Request) -> Response:
     body = parse_body(await _read_body(request), ChatCompletionRequest)
     _check_n(request, body)
-    if body.tools or body.functions:
-        raise OpenAIError(400, "tools and functions are not supported yet", param="tools", code="unsupported")
     if body.top_logprobs is not None and not body.logprobs:
         raise OpenAIError(400, "top_logprobs requires logprobs: true", param="top_logprobs", code="invalid_value")
+    tools = parse_tool_request(body.tools, body.tool_choice, body.functions, body.function_call)
+    check_tool_messages(body.messages)
     model = _select_model(request, body, "chat")
-    prompt = chat_prompt(model, [(m.role, m.text()) for m in body.messages])
+    messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
+    prompt = chat_prompt(model, messages, tools)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
-    job = Job(model, prompt, body, _max_tokens(request, model, requested, None),
-              json_schema=(fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None,
-              json_object=bool(fmt and fmt.type == "json_object"),
-              logprobs=(body.top_logprobs or 0) if body.logprobs else None)
+    json_schema = (fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None
+    if tools is not None and tools.forced:
+        if fmt is not None and fmt.type != "text":
+            raise OpenAIError(400, "response_format cannot be combined with a required or named tool call",
+                              param="response_format")
+        json_schema = tools.call_schema()  # the grammar that makes the call always parse
+    _check_grammar(model, body.grammar)
+    job = Job(model, prompt, body, _max_tokens(request, model, requested, None), json_schema=json_schema,
+              json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
+              logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=tools)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=True)
@@ -299,11 +315,29 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None},
-                     "logprobs": chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
-                    for i, r in enumerate(results)],
+        "choices": [_chat_choice(i, r, tools, body.parallel_tool_calls) for i, r in enumerate(results)],
         "usage": usage(results),
     })
+
+
+def _chat_choice(index: int, result: ChoiceResult, tools: ToolRequest | None, parallel: bool) -> dict[str, Any]:
+    message, finish_reason = assistant_message(result.text, result.finish_reason, tools, parallel)
+    return {"index": index, "message": message, "logprobs": chat_logprobs(result.logprobs),
+            "finish_reason": finish_reason}
+
+
+def _calls_of(message: ChatMessage) -> tuple[ToolCall, ...]:
+    if message.tool_calls:
+        return tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls)
+    if message.function_call is not None:  # legacy: one call, no id
+        return (ToolCall("", message.function_call.name, message.function_call.arguments),)
+    return ()
+
+
+def _check_grammar(model: ModelPlan, grammar: str | None) -> None:
+    if grammar is not None and model.backend != "llama-cpp":
+        raise OpenAIError(400, f"grammar (GBNF) needs a llama-cpp model; {model.name!r} runs on {model.backend}: "
+                               "use response_format with a JSON Schema", param="grammar")
 
 
 async def completions(request: Request) -> Response:
@@ -315,8 +349,9 @@ async def completions(request: Request) -> Response:
         body.prompt = body.prompt[0]
     model = _select_model(request, body, "completion")
     prompt = completion_prompt(model, body.prompt)
+    _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
-              logprobs=body.logprobs)
+              grammar=body.grammar, logprobs=body.logprobs)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=False, echo=body.prompt if body.echo else "")
@@ -387,14 +422,15 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
             payload["usage"] = usage
         return {"data": json.dumps(payload, ensure_ascii=False)}
 
-    def piece(index: int, text: str | None, finish: str | None = None, first: bool = False,
+    def piece(index: int, text: str | None, finish: str | None = None,
               entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        wanted = entries if job.logprobs is not None and text is not None and not first else None
-        if chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else \
-                ({} if text is None else {"content": text})
-            return {"index": index, "delta": delta, "logprobs": chat_logprobs(wanted), "finish_reason": finish}
+        wanted = entries if job.logprobs is not None and text is not None else None
         return {"index": index, "text": text or "", "logprobs": completion_logprobs(wanted), "finish_reason": finish}
+
+    def chat_piece(index: int, delta: dict[str, Any], finish: str | None = None,
+                   entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        wanted = entries if job.logprobs is not None and "content" in delta else None
+        return {"index": index, "delta": delta, "logprobs": chat_logprobs(wanted), "finish_reason": finish}
 
     ticket = _Ticket(request, job)
     choices = [run_choice(request, job, i) for i in range(job.body.n)]
@@ -410,17 +446,27 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
         results: list[ChoiceResult] = []
         try:
             for index, items in enumerate(choices):
+                deltas = ChoiceDeltas(job.tools, job.body.parallel_tool_calls) if chat else None
                 if chat:
-                    yield chunk([piece(index, None, first=True)])
+                    yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
                 if echo:
                     yield chunk([piece(index, echo)])
                 pending = [first] if index == 0 else []
                 async for item in _chain(pending, items):
                     if isinstance(item, ChoiceResult):
                         results.append(item)
-                        yield chunk([piece(index, None, item.finish_reason)])
-                    else:
+                        if deltas is None:
+                            yield chunk([piece(index, None, item.finish_reason)])
+                            continue
+                        last, finish_reason = deltas.finish(item.finish_reason)
+                        for delta in last:
+                            yield chunk([chat_piece(index, delta)])
+                        yield chunk([chat_piece(index, {}, finish_reason)])
+                    elif deltas is None:
                         yield chunk([piece(index, item.text, entries=item.logprobs)])
+                    else:
+                        for delta in deltas.text(item.text):
+                            yield chunk([chat_piece(index, delta, entries=item.logprobs)])
             if include_usage:
                 yield chunk([], usage(results))
         except OpenAIError as exc:  # after the first byte: an SSE error event, then [DONE]

@@ -15,6 +15,7 @@ from .backends.base import GenerationRequest
 from .errors import OpenAIError
 from .output import StopFilter, apply_rules, has_rules
 from .protocol import Sampling
+from .tools import ToolRequest
 
 
 class Pool(Protocol):
@@ -37,7 +38,9 @@ class Job:
     max_tokens: int | None
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
+    grammar: str | None = None
     logprobs: int | None = None  # None: off; N: with the N most likely alternatives
+    tools: ToolRequest | None = None
 
     def generation(self, choice: int) -> GenerationRequest:
         s, b = self.model.sampling, self.body
@@ -51,7 +54,7 @@ class Job:
             frequency_penalty=_pick(b.frequency_penalty, s.frequency_penalty),
             seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
             ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
-            stop=tuple(self.stops()), logprobs=self.logprobs,
+            grammar=self.grammar or self.model.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
         )
 
     def stops(self) -> list[str]:

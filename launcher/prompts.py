@@ -6,6 +6,8 @@ chat templates also get ``messages`` and ``add_generation_prompt`` in the Huggin
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import TemplateError
@@ -13,6 +15,7 @@ from modelyard.compiler.plan import ModelPlan, Template
 from modelyard.compiler.template_env import compiled_template
 
 from .errors import OpenAIError
+from .tools import GoStruct, ToolCall, ToolRequest, template_functions, tools_system_prompt
 
 
 def _render(model: ModelPlan, kind: str, template: Template, variables: dict[str, Any]) -> str:
@@ -23,37 +26,98 @@ def _render(model: ModelPlan, kind: str, template: Template, variables: dict[str
                           code="template_error") from None
 
 
-def chat_prompt(model: ModelPlan, messages: list[tuple[str, str]]) -> str:
-    """``messages`` are (role, text) pairs, already validated."""
-    if model.system_prompt and not any(role in ("system", "developer") for role, _ in messages):
-        messages = [("system", model.system_prompt), *messages]
-    messages = [("system" if role == "developer" else role, text) for role, text in messages]
-    system = next((text for role, text in messages if role == "system"), "")
-    hf_messages = [{"role": role, "content": text} for role, text in messages]
+@dataclass(frozen=True)
+class PromptMessage:
+    role: str
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # a tool result's call
+
+    def hf(self) -> dict[str, Any]:
+        """The Hugging Face chat-template shape (arguments as objects, as those templates expect)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": _as_object(c.arguments)}}
+                                     for c in self.tool_calls]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    def call_text(self) -> str:
+        """An assistant's calls as the JSON the model is asked to write."""
+        calls = [{"name": c.name, "arguments": _as_object(c.arguments)} for c in self.tool_calls]
+        return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+
+
+def _as_object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+
+
+def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequest | None = None) -> str:
+    """``messages`` are validated; ``tools`` offered to the model are described to it through
+    the tokenizer template's ``tools``, else the YAML's ``template.function`` (LocalAI's way),
+    else a system message."""
+    offered = tools.offered if tools is not None else ()
+    if model.system_prompt and not any(m.role in ("system", "developer") for m in messages):
+        messages = [PromptMessage("system", model.system_prompt), *messages]
+    messages = [replace(m, role="system") if m.role == "developer" else m for m in messages]
     templates = model.templates
-    if templates.chat_message is None and templates.chat is None and not model.roles:
+    chat_templates = templates.chat_message is not None or templates.chat is not None or model.roles
+    if offered and not (templates.function is not None and chat_templates) and \
+            not (templates.tokenizer_template is not None and not chat_templates):
+        messages = _with_system_note(messages, tools_system_prompt(tools))
+    system = next((m.content for m in messages if m.role == "system"), "")
+    hf_messages = [m.hf() for m in messages]
+    if not chat_templates:
         if templates.tokenizer_template is not None:
-            return _render(model, "tokenizer", templates.tokenizer_template, {
-                "messages": hf_messages, "add_generation_prompt": True, "bos_token": "", "eos_token": ""})
+            variables: dict[str, Any] = {"messages": hf_messages, "add_generation_prompt": True,
+                                         "bos_token": "", "eos_token": ""}
+            if offered:
+                variables["tools"] = [{"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters}} for t in offered]
+            return _render(model, "tokenizer", templates.tokenizer_template, variables)
         raise OpenAIError(400, f"model {model.name!r} has no chat template, so it cannot serve chat completions; "
                                "use /v1/completions", param="model", code="chat_not_supported")
     rendered = []
-    for index, (role, text) in enumerate(messages):
+    # A template that does not show .FunctionCall still shows the call, as the message's content.
+    shows_calls = templates.chat_message is not None and "FunctionCall" in templates.chat_message.source
+    for index, message in enumerate(messages):
+        text = message.content or (message.call_text() if message.tool_calls else "")
         if templates.chat_message is not None:
             rendered.append(_render(model, "chat_message", templates.chat_message, {
-                "RoleName": role, "Role": model.roles.get(role, role), "Content": text, "FunctionCall": None,
-                "FunctionName": "", "MessageIndex": index, "LastMessage": index == len(messages) - 1,
-                "SystemPrompt": system, "Function": False, "ReasoningEffort": "",
+                "RoleName": message.role, "Role": model.roles.get(message.role, message.role),
+                "Content": message.content if shows_calls else text, "FunctionCall": _go_calls(message) if message.tool_calls else None,
+                "FunctionName": message.tool_calls[0].name if message.tool_calls else "",
+                "MessageIndex": index, "LastMessage": index == len(messages) - 1,
+                "SystemPrompt": system, "Function": bool(offered), "ReasoningEffort": "",
             }))
         else:  # LocalAI's legacy role prefixes (none: the text alone)
-            rendered.append(model.roles.get(role, "") + text)
+            rendered.append(model.roles.get(message.role, "") + text)
     joined = templates.join_chat_messages_by_character.join(rendered)
-    if templates.chat is None:
+    outer, kind = (templates.function, "function") if offered and templates.function is not None \
+        else (templates.chat, "chat")
+    if outer is None:
         return joined
-    return _render(model, "chat", templates.chat, {
-        "Input": joined, "SystemPrompt": system, "Functions": [], "ReasoningEffort": "",
-        "messages": hf_messages, "add_generation_prompt": True,
+    return _render(model, kind, outer, {
+        "Input": joined, "SystemPrompt": system, "Functions": template_functions(tools) if offered else [],
+        "ReasoningEffort": "", "messages": hf_messages, "add_generation_prompt": True,
     })
+
+
+def _go_calls(message: PromptMessage) -> Any:
+    """``.FunctionCall`` for LocalAI templates: the call as the model wrote it (one, or a list)."""
+    calls = [GoStruct(name=c.name, arguments=_as_object(c.arguments)) for c in message.tool_calls]
+    return calls[0] if len(calls) == 1 else calls
+
+
+def _with_system_note(messages: list[PromptMessage], note: str) -> list[PromptMessage]:
+    if messages and messages[0].role == "system":
+        return [replace(messages[0], content=f"{messages[0].content}\n\n{note}"), *messages[1:]]
+    return [PromptMessage("system", note), *messages]
 
 
 def completion_prompt(model: ModelPlan, prompt: str) -> str:
@@ -66,4 +130,4 @@ def edit_prompt(model: ModelPlan, instruction: str, text: str) -> str:
     if model.templates.edit is not None:
         return _render(model, "edit", model.templates.edit, {"Input": text, "Instruction": instruction})
     # No edit template: OpenAI's mapping, instruction as the system message, input as the user's.
-    return chat_prompt(model, [("system", instruction), ("user", text)])
+    return chat_prompt(model, [PromptMessage("system", instruction), PromptMessage("user", text)])

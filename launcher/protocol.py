@@ -77,10 +77,24 @@ class ContentPart(_Request):
     text: str | None = None
 
 
+class FunctionCallPart(_Request):
+    name: str
+    arguments: str = "{}"  # a JSON text, as OpenAI sends it
+
+
+class ToolCallPart(_Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallPart
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallPart] | None = None  # assistant: the calls it made
+    tool_call_id: str | None = None  # tool: the call this message answers
+    function_call: FunctionCallPart | None = None  # legacy assistant call
 
     def text(self) -> str:
         if self.content is None:
@@ -102,12 +116,19 @@ class ChatCompletionRequest(Sampling):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
     functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    grammar: str | None = Field(default=None, min_length=1, description="A GBNF grammar the output must match "
+                                "(LocalAI extension; llama-cpp models).")
 
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=None, ge=0)
+    grammar: str | None = Field(default=None, min_length=1, description="A GBNF grammar the output must match "
+                                "(LocalAI extension; llama-cpp models).")
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
     suffix: str | None = None

@@ -28,6 +28,7 @@ class GenerationRequest:
     ignore_eos: bool = False
     json_schema: dict[str, Any] | None = None  # response_format json_schema
     json_object: bool = False  # response_format json_object
+    grammar: str | None = None  # GBNF: the request's or the model's (LocalAI's `grammar`)
     stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
     logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
 

@@ -180,4 +180,9 @@ class LlamaCppBackend:
                                    param="response_format") from None
         if request.json_object:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        if request.grammar is not None:
+            try:
+                return LlamaGrammar.from_string(request.grammar, verbose=False)
+            except Exception as exc:  # noqa: BLE001 - the GBNF parser raises plain exceptions
+                raise RequestError(f"grammar is not valid GBNF: {exc}", param="grammar") from None
         return None

@@ -5,12 +5,16 @@ It "generates" a reply chosen by markers in the prompt:
   [slow]   200 tokens, 20 ms apart (for cancellation and crash tests)
   [crash]  kills its own process after 3 tokens
   [fail]   raises a RequestError (context exceeded) before generating
-otherwise "Hello world, this is a fake model." in word tokens.
+  [call:NAME]  a tool call {"name": NAME, "arguments": {"city": "Paris"}}, in 3-character tokens
+a request with a JSON Schema (response_format, forced tool calls) gets the smallest instance of
+it, in 3-character tokens; otherwise "Hello world, this is a fake model." in word tokens.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -43,8 +47,13 @@ class FakeBackend:
         if "[fail]" in prompt:
             raise RequestError("the prompt does not fit the context", code="context_length_exceeded",
                                param="messages")
-        if "[echo]" in prompt:
-            tokens = [prompt[i:i + 3] for i in range(0, len(prompt), 3)]
+        call = re.search(r"\[call:(\w+)\]", prompt)
+        if request.json_schema is not None:
+            tokens = _chunks(json.dumps(example_instance(request.json_schema)))
+        elif call is not None:
+            tokens = _chunks(json.dumps({"name": call.group(1), "arguments": {"city": "Paris"}}))
+        elif "[echo]" in prompt:
+            tokens = _chunks(prompt)
         elif "[slow]" in prompt or "[crash]" in prompt:
             tokens = [f" t{i}" for i in range(200)]
         else:
@@ -76,3 +85,24 @@ class FakeBackend:
             vectors.append([1.0 if i == axis else 0.0 for i in range(4)] if not text.startswith("[mix]")
                            else [0.5, 0.5, 0.5, 0.5])
         return vectors, sum(max(1, len(t) // 4) for t in texts)
+
+
+def _chunks(text: str) -> list[str]:
+    return [text[i:i + 3] for i in range(0, len(text), 3)]
+
+
+def example_instance(schema: dict) -> object:
+    """The smallest value that fits ``schema`` (the keywords the tests use)."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "anyOf" in schema:
+        return example_instance(schema["anyOf"][0])
+    kind = schema.get("type", "object")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {key: example_instance(properties[key]) for key in schema.get("required", properties)}
+    if kind == "array":
+        return [example_instance(schema.get("items", {"type": "string"}))] * max(1, schema.get("minItems", 1))
+    return {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "null": None}[kind]

@@ -235,7 +235,7 @@ ERRORS = [
                                        "stream_options": {"include_usage": True}}}, 400, "stream_options"),
     ("five stops", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": list("abcde")}}, 400, "stop"),
     ("negative max_tokens", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}}, 400, "max_tokens"),
-    ("tools", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}}, 400, "tools"),
+    ("tools", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}}, 400, "tools[0]"),
     ("unknown model", {"json": {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}}, 404, "model"),
     ("embeddings-only model", {"json": {"model": "embed", "messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
     ("no chat template", {"json": {"model": "plain", "messages": [{"role": "user", "content": "x"}]}}, 400, "model"),

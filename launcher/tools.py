@@ -1,0 +1,372 @@
+"""Function calling: tools in a chat request, the grammar that forces a call, and the call read
+back from the model's output (whole, or incrementally while streaming).
+
+A forced call (``tool_choice: required`` or a named function, and legacy ``function_call``)
+is generated under a llama.cpp grammar built from this JSON Schema::
+
+    {"name": <one of the tools' names>, "arguments": <that tool's parameters schema>}
+
+so the output always parses and its arguments always fit the tool's schema (for the JSON
+Schema keywords llama.cpp's converter enforces: types, properties, required, enum, const,
+items, anyOf/oneOf, $ref, minItems/maxItems, minLength/maxLength). ``auto`` generates freely
+and reads a call back when the whole output is one; ``none`` never calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .errors import OpenAIError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Runaway guards for grammar-constrained arguments: a small model inside a JSON string can go on
+# until max_tokens, and a cut-off call does not parse. Bounds the schema leaves open get these
+# (shorter strings and lists still satisfy the tool's schema).
+MAX_STRING_CHARS = 200
+MAX_ARRAY_ITEMS = 16
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    tools: tuple[Tool, ...]
+    choice: str  # "none", "auto", "required", or the name of the function to call
+    legacy: bool = False  # `functions`/`function_call`: answer with message.function_call
+
+    @property
+    def forced(self) -> bool:
+        return self.choice not in ("none", "auto")
+
+    @property
+    def offered(self) -> tuple[Tool, ...]:
+        """The tools the model is told about (none for ``none``: it must not call them)."""
+        if self.choice == "none":
+            return ()
+        if self.forced and self.choice != "required":
+            return tuple(t for t in self.tools if t.name == self.choice)
+        return self.tools
+
+    def call_schema(self) -> dict[str, Any]:
+        """The JSON Schema a forced call's output must match."""
+        alternatives = [{"type": "object", "properties": {"name": {"const": t.name},
+                                                          "arguments": bounded(t.parameters)},
+                         "required": ["name", "arguments"]} for t in self.offered]
+        return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+
+
+def parse_tool_request(tools: list[dict[str, Any]] | None, tool_choice: Any, functions: list[dict[str, Any]] | None,
+                       function_call: Any) -> ToolRequest | None:
+    """Validate the request's tools; None when it has none. Every problem is a 400 naming it."""
+    if tools is not None and functions is not None:
+        raise OpenAIError(400, "give tools or the legacy functions, not both", param="functions")
+    if tools is None and functions is None:
+        if tool_choice is not None:
+            raise OpenAIError(400, "tool_choice is only allowed when tools are given", param="tool_choice")
+        if function_call is not None:
+            raise OpenAIError(400, "function_call is only allowed when functions are given", param="function_call")
+        return None
+    legacy = functions is not None
+    param = "functions" if legacy else "tools"
+    parsed = []
+    for index, item in enumerate(functions if legacy else tools):
+        where = f"{param}[{index}]"
+        if not legacy:
+            if item.get("type", "function") != "function" or not isinstance(item.get("function"), dict):
+                raise OpenAIError(400, f"{where}: only tools of type 'function' with a 'function' object are supported",
+                                  param=where)
+            item, where = item["function"], f"{where}.function"
+        parsed.append(_tool(item, where))
+    names = [t.name for t in parsed]
+    if len(set(names)) != len(names):
+        raise OpenAIError(400, f"{param}: two tools have the same name", param=param)
+    choice = _choice(function_call if legacy else tool_choice, legacy, names)
+    return ToolRequest(tuple(parsed), choice, legacy)
+
+
+def _tool(item: dict[str, Any], where: str) -> Tool:
+    name = item.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise OpenAIError(400, f"{where}.name must be 1-64 letters, digits, '_' or '-'", param=f"{where}.name")
+    parameters = item.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict):
+        raise OpenAIError(400, f"{where}.parameters must be a JSON Schema object", param=f"{where}.parameters")
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as exc:
+        at = "/".join(str(p) for p in exc.path) or "the top level"
+        raise OpenAIError(400, f"{where}.parameters is not a valid JSON Schema ({exc.validator} at {at}: "
+                               f"{exc.message})", param=f"{where}.parameters") from None
+    description = item.get("description") or ""
+    return Tool(name, str(description), parameters)
+
+
+def _choice(value: Any, legacy: bool, names: list[str]) -> str:
+    param = "function_call" if legacy else "tool_choice"
+    if value is None:
+        return "auto"
+    if value in ("none", "auto") or (value == "required" and not legacy):
+        return value
+    if isinstance(value, dict):
+        name = value.get("name") if legacy else (value.get("function") or {}).get("name")
+        if not legacy and value.get("type") != "function":
+            raise OpenAIError(400, f"{param}.type must be 'function'", param=param)
+        if name in names:
+            return name
+        raise OpenAIError(400, f"{param} names function {name!r}, which is not among the tools "
+                               f"({', '.join(names)})", param=param)
+    allowed = "'none', 'auto'" + ("" if legacy else ", 'required'") + " or a function"
+    raise OpenAIError(400, f"{param} must be {allowed}", param=param)
+
+
+def check_tool_messages(messages: list[Any]) -> None:
+    """A ``tool`` message must answer a call an earlier assistant message made."""
+    called: set[str] = set()
+    for index, message in enumerate(messages):
+        for call in message.tool_calls or ():
+            called.add(call.id)
+        if message.role == "tool":
+            if not message.tool_call_id:
+                raise OpenAIError(400, f"messages[{index}]: a tool message needs tool_call_id",
+                                  param=f"messages[{index}].tool_call_id")
+            if message.tool_call_id not in called:
+                raise OpenAIError(400, f"messages[{index}]: tool_call_id {message.tool_call_id!r} answers no "
+                                       "tool call made earlier in the conversation",
+                                  param=f"messages[{index}].tool_call_id")
+
+
+def bounded(schema: Any) -> Any:
+    """A copy of ``schema`` with the runaway guards added where it sets no bound itself."""
+    def visit(node: Any) -> Any:
+        if isinstance(node, list):
+            return [visit(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: visit(value) if key not in ("enum", "const", "default", "examples") else value
+                for key, value in node.items()}
+        if isinstance(node.get("type"), list):  # ["string", "null"]: one alternative per type, each bounded
+            rest = {k: v for k, v in node.items() if k != "type"}
+            return {"anyOf": [visit({**rest, "type": kind}) for kind in node["type"]]}
+        if node.get("type") == "string" and not ({"maxLength", "enum", "const", "pattern", "format"} & node.keys()):
+            node["maxLength"] = max(MAX_STRING_CHARS, node.get("minLength", 0))
+        if node.get("type") == "array" and "maxItems" not in node and "items" in node:
+            node["maxItems"] = max(MAX_ARRAY_ITEMS, node.get("minItems", 0))
+        if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False  # only the declared arguments
+        return node
+
+    return visit(copy.deepcopy(schema))
+
+
+# --- reading calls back ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON text, as OpenAI sends it
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
+    """The calls ``text`` holds when it is entirely a call (an object, or a list of them) to an
+    offered tool; None when it is ordinary content."""
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return None
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError:
+        return None
+    items = value if isinstance(value, list) else [value]
+    names = {t.name for t in tools.offered}
+    calls = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("name") not in names:
+            return None
+        arguments = item.get("arguments", item.get("parameters", {}))
+        calls.append(ToolCall(new_call_id(), item["name"],
+                              arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)))
+    return calls or None
+
+
+_CALL_HEAD = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.DOTALL)
+_TAIL = re.compile(r"\s*\}?\s*$")
+
+
+class CallStream:
+    """Reads a forced call as it is generated (the grammar fixes its shape: name first, then
+    arguments) and yields OpenAI's stream fragments: the name once known, then the arguments
+    text as it arrives. The outer object's closing brace is held back until the end."""
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.name: str | None = None
+        self.sent = 0  # characters of the arguments text already sent
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        """New ("name", NAME) / ("arguments", FRAGMENT) events for ``text``."""
+        self.buffer += text
+        events = []
+        if self.name is None:
+            head = _CALL_HEAD.match(self.buffer)
+            if head is None:
+                return []
+            self.name = json.loads(f'"{head.group(1)}"')
+            self.buffer = self.buffer[head.end():]
+            events.append(("name", self.name))
+        safe = len(self.buffer) - len(_TAIL.search(self.buffer).group(0))
+        if safe > self.sent:
+            events.append(("arguments", self.buffer[self.sent:safe]))
+            self.sent = safe
+        return events
+
+    def finish(self) -> list[tuple[str, str]]:
+        """The last fragment: everything but the outer object's closing brace."""
+        if self.name is None:
+            return []
+        end = self.buffer.rstrip()
+        end = end[:-1].rstrip() if end.endswith("}") else end
+        rest = end[self.sent:]
+        self.sent = len(end)
+        return [("arguments", rest)] if rest else []
+
+    @property
+    def arguments(self) -> str:
+        return self.buffer[:self.sent]
+
+
+# --- prompts ---------------------------------------------------------------------------------
+
+
+def tools_system_prompt(tools: ToolRequest) -> str:
+    """How the model learns of the tools when its templates have no place for them."""
+    listing = "\n".join(json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters},
+                                   ensure_ascii=False) for t in tools.offered)
+    return ("You can call these functions:\n" + listing + "\nTo call one, reply with only a JSON object: "
+            '{"name": <function name>, "arguments": <an object of its arguments>}.')
+
+
+class GoStruct(dict):
+    """A dict that also answers Go-style field names (``.Name`` → ``name``), so LocalAI templates
+    can write both ``{{.Name}}`` and ``{{toJson .Functions}}`` (which shows the JSON keys)."""
+
+    def __getattr__(self, name: str) -> Any:
+        key = name[:1].lower() + name[1:]
+        if key in self:
+            return self[key]
+        raise AttributeError(name)
+
+
+def template_functions(tools: ToolRequest) -> list[GoStruct]:
+    return [GoStruct(name=t.name, description=t.description, parameters=t.parameters, strict=False)
+            for t in tools.offered]
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def assistant_message(text: str, finish_reason: str, tools: ToolRequest | None,
+                      parallel: bool = True) -> tuple[dict[str, Any], str]:
+    """The non-streamed ``message`` and ``finish_reason`` for one choice's output."""
+    calls = parse_calls(text, tools) if tools is not None and tools.choice != "none" else None
+    if not calls:
+        return {"role": "assistant", "content": text, "refusal": None}, finish_reason
+    calls = calls if parallel else calls[:1]
+    if tools.legacy:
+        call = calls[0]
+        return ({"role": "assistant", "content": None, "refusal": None,
+                 "function_call": {"name": call.name, "arguments": call.arguments}}, "function_call")
+    return ({"role": "assistant", "content": None, "refusal": None,
+             "tool_calls": [c.to_openai() for c in calls]}, "tool_calls")
+
+
+class ChoiceDeltas:
+    """The streamed ``delta`` objects for one choice, tool calls included.
+
+    Plain content streams as it comes. A forced call streams as OpenAI does: one fragment with
+    ``id``, ``type`` and ``function.name``, then ``arguments`` fragments. Under ``auto``, output
+    that opens with ``{`` or ``[`` is held until it ends, then sent as calls if it is one, else
+    as content: call JSON never leaks into ``content``.
+    """
+
+    def __init__(self, tools: ToolRequest | None, parallel: bool = True) -> None:
+        self.tools = tools
+        self.parallel = parallel
+        self.mode = "content" if tools is None or tools.choice == "none" else "forced" if tools.forced else "auto"
+        self.call = CallStream()
+        self.call_id = new_call_id()
+        self.held = ""
+        self.calls_sent = False
+
+    def text(self, text: str) -> list[dict[str, Any]]:
+        if self.mode == "content":
+            return [{"content": text}]
+        if self.mode == "forced":
+            return [self._call_delta(0, kind, value) for kind, value in self.call.feed(text)]
+        self.held += text  # auto: content, or a call?
+        start = self.held.lstrip()
+        if start and not start.startswith(("{", "[")):
+            self.mode, held, self.held = "content", self.held, ""
+            return [{"content": held}]
+        return []
+
+    def finish(self, finish_reason: str) -> tuple[list[dict[str, Any]], str]:
+        """The last deltas and the choice's finish_reason."""
+        if self.mode == "forced":
+            deltas = [self._call_delta(0, kind, value) for kind, value in self.call.finish()]
+            complete = self.call.name is not None and _is_json(self.call.arguments)
+            return deltas, self._call_finish() if complete else "length" if finish_reason == "length" else finish_reason
+        if self.mode == "auto" and self.held:
+            calls = parse_calls(self.held, self.tools)
+            if calls:
+                calls = calls if self.parallel else calls[:1]
+                if self.tools.legacy:
+                    calls = calls[:1]
+                deltas = []
+                for index, call in enumerate(calls):
+                    self.call_id = call.id
+                    deltas += [self._call_delta(index, "name", call.name),
+                               self._call_delta(index, "arguments", call.arguments)]
+                return deltas, self._call_finish()
+            return [{"content": self.held}], finish_reason
+        return [], finish_reason
+
+    def _call_finish(self) -> str:
+        return "function_call" if self.tools.legacy else "tool_calls"
+
+    def _call_delta(self, index: int, kind: str, value: str) -> dict[str, Any]:
+        if self.tools.legacy:
+            return {"function_call": {"name": value, "arguments": ""} if kind == "name" else {"arguments": value}}
+        if kind == "name":
+            return {"tool_calls": [{"index": index, "id": self.call_id, "type": "function",
+                                    "function": {"name": value, "arguments": ""}}]}
+        return {"tool_calls": [{"index": index, "function": {"arguments": value}}]}
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True

@@ -1,0 +1,154 @@
+"""Function calling and JSON Schema outputs on the real Gemma 3 270M, through the openai client.
+
+A 270M base model picks poor arguments, but the grammar makes every forced call parse and fit
+its tool's schema: that is what these tests hold the server to.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import jsonschema
+import openai
+import pytest
+
+from ..conftest import REPO
+from .server import launched
+
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+
+
+def obj(properties: dict, required: list[str] | None = None) -> dict:
+    return {"type": "object", "properties": properties, "required": list(properties) if required is None else required}
+
+
+S = {"type": "string"}
+SCHEMAS = [  # 20 tool schemas: flat, enums, numbers, booleans, arrays, nesting, optional keys, unions
+    obj({"city": S}),
+    obj({"city": S, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}),
+    obj({"a": {"type": "integer"}, "b": {"type": "integer"}}),
+    obj({"amount": {"type": "number"}, "currency": {"type": "string", "enum": ["EUR", "USD", "JPY"]}}),
+    obj({"enabled": {"type": "boolean"}}),
+    obj({"tags": {"type": "array", "items": S, "minItems": 1, "maxItems": 3}}),
+    obj({"ids": {"type": "array", "items": {"type": "integer"}, "maxItems": 4}}),
+    obj({"user": obj({"name": S, "age": {"type": "integer"}})}),
+    obj({"address": obj({"street": S, "city": S, "geo": obj({"lat": {"type": "number"}, "lon": {"type": "number"}})})}),
+    obj({"query": S, "limit": {"type": "integer"}}, required=["query"]),
+    obj({"title": {"type": "string", "maxLength": 20}, "priority": {"type": "string", "enum": ["low", "high"]}}),
+    obj({"items": {"type": "array", "items": obj({"sku": S, "qty": {"type": "integer"}}), "minItems": 1,
+                   "maxItems": 2}}),
+    obj({"mode": {"const": "fast"}, "level": {"type": "integer", "enum": [1, 2, 3]}}),
+    obj({"value": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 10}]}}),
+    obj({"note": {"type": ["string", "null"]}}),
+    obj({"matrix": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "maxItems": 2},
+                    "maxItems": 2}}),
+    obj({"email": S, "subscribe": {"type": "boolean"}, "topics": {"type": "array", "items": S, "maxItems": 2}}),
+    obj({"from": S, "to": S, "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}}),
+    obj({"config": obj({"retries": {"type": "integer"}, "verbose": {"type": "boolean"}}, required=["retries"])}),
+    obj({}),
+]
+PROMPTS = ["What is the weather in Paris?", "Add 2 and 3.", "Convert 10 euros.", "Turn it on.",
+           "Tag this post.", "Find users 1 and 2.", "Create Ann, 31.", "Where is the office?"]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("models")
+    config = (REPO / "gallery" / "gemma-3-270m.yaml").read_text()
+    config = config.replace("context_size: 4096", "context_size: 4096\noptions:\n  - parallel:4")
+    (directory / "gemma.yaml").write_text(config)
+    with launched([str(directory / "gemma.yaml")], directory / "server.log") as running:
+        yield openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def tool(index: int) -> dict:
+    return {"type": "function", "function": {"name": f"tool_{index}", "description": f"Tool number {index}",
+                                             "parameters": SCHEMAS[index]}}
+
+
+def forced_call(client, index: int, stream: bool) -> tuple[str, str]:
+    """(name, arguments) of a required call to tool ``index``, checking the response's shape."""
+    kwargs = dict(model="gemma-3-270m", messages=[{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
+                  tools=[tool(index)], tool_choice="required", temperature=0.8, seed=index, max_tokens=400)
+    if not stream:
+        choice = client.chat.completions.create(**kwargs).choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        [call] = choice.message.tool_calls
+        return call.function.name, call.function.arguments
+    name, arguments, finishes, ids = None, "", [], set()
+    for chunk in client.chat.completions.create(stream=True, **kwargs):
+        choice = chunk.choices[0]
+        assert not choice.delta.content, "call JSON leaked into content"
+        for call in choice.delta.tool_calls or ():
+            name = call.function.name or name
+            arguments += call.function.arguments or ""
+            if call.id:
+                ids.add(call.id)
+        if choice.finish_reason:
+            finishes.append(choice.finish_reason)
+    assert finishes == ["tool_calls"] and len(ids) == 1, (index, finishes, ids)
+    return name, arguments
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_required_tool_calls_always_parse_and_fit_their_schema(client, stream) -> None:
+    with ThreadPoolExecutor(4) as pool:  # the model serves four slots
+        calls = list(pool.map(lambda i: forced_call(client, i, stream), range(len(SCHEMAS))))
+    for index, (name, arguments) in enumerate(calls):
+        assert name == f"tool_{index}"
+        jsonschema.validate(json.loads(arguments), SCHEMAS[index])
+
+
+def with_bounded_strings(schema: object) -> object:
+    """Give every open string a maxLength, as a user of a small model should: response_format
+    schemas are taken as they are (tool arguments get a guard of their own)."""
+    if isinstance(schema, list):
+        return [with_bounded_strings(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: with_bounded_strings(v) if k not in ("enum", "const") else v for k, v in schema.items()}
+    if "string" in (out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]) \
+            and not {"maxLength", "pattern", "enum", "const"} & out.keys():
+        out["maxLength"] = 60
+    return out
+
+
+def test_json_schema_outputs_validate(client) -> None:
+    def answer(index: int) -> str:
+        schema = with_bounded_strings(SCHEMAS[index])
+        reply = client.chat.completions.create(
+            model="gemma-3-270m", messages=[{"role": "user", "content": "Answer in JSON."}], temperature=0.8,
+            seed=100 + index, max_tokens=400,
+            response_format={"type": "json_schema", "json_schema": {"name": f"s{index}", "schema": schema,
+                                                                     "strict": True}})
+        assert reply.choices[0].finish_reason == "stop", index
+        return reply.choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(answer, range(len(SCHEMAS))))
+    for index, text in enumerate(outputs):
+        jsonschema.validate(json.loads(text), SCHEMAS[index])
+
+
+def test_a_tool_result_round_trips_and_none_never_calls(client) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                "parameters": SCHEMAS[0]}}
+    first = client.chat.completions.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[weather],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, temperature=0, max_tokens=100)
+    call = first.choices[0].message.tool_calls[0]
+    followup = client.chat.completions.create(model="gemma-3-270m", tools=[weather], temperature=0, max_tokens=20,
+                                              tool_choice="none", messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18 degrees and sunny"},
+    ])
+    choice = followup.choices[0]
+    assert choice.message.tool_calls is None and choice.finish_reason in ("stop", "length")
+    assert choice.message.content
+    for seed in range(5):  # none: never a call, whatever the model writes
+        reply = client.chat.completions.create(
+            model="gemma-3-270m", messages=[{"role": "user", "content": "Call get_weather for Rome."}],
+            tools=[weather], tool_choice="none", temperature=1.0, seed=seed, max_tokens=30)
+        assert reply.choices[0].message.tool_calls is None

@@ -1,0 +1,220 @@
+"""Function calling over HTTP with the fake backend: shapes, streaming, choices, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from modelyard.launcher.app import create_app
+from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, bounded
+from starlette.testclient import TestClient
+
+from .fakes import FakePool
+from .test_http import make_plan
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"type": "string", "enum": ["C", "F"]}},
+                   "required": ["city", "unit"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
+                                       "required": ["zone"]}}}
+
+
+@pytest.fixture
+def pool():
+    return FakePool(make_plan())
+
+
+@pytest.fixture
+def client(pool):
+    with TestClient(create_app(make_plan(), pool=pool)) as test_client:
+        yield test_client
+
+
+def chat(client, content="What is the weather in Paris?", **extra):
+    return client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": content}], **extra})
+
+
+def stream_chunks(client, **body) -> list[dict]:
+    with client.stream("POST", "/v1/chat/completions", json={"model": "chat", "stream": True, **body}) as response:
+        assert response.status_code == 200
+        lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_required_tool_call_is_forced_by_a_schema_and_comes_back_as_tool_calls(client, pool) -> None:
+    reply = chat(client, tools=[WEATHER, TIME], tool_choice="required")
+    assert reply.status_code == 200, reply.json()
+    choice = reply.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["content"] is None and message["role"] == "assistant"
+    [call] = message["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"  # the fake picks the first alternative
+    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER["function"]["parameters"])
+    schema = pool.requests[-1][1].json_schema
+    assert [alt["properties"]["name"] for alt in schema["anyOf"]] == [{"const": "get_weather"}, {"const": "get_time"}]
+    prompt = pool.requests[-1][1].prompt
+    assert "You can call these functions" in prompt and '"name": "get_time"' in prompt
+
+
+def test_a_named_tool_choice_offers_only_that_tool(client, pool) -> None:
+    reply = chat(client, tools=[WEATHER, TIME], tool_choice={"type": "function", "function": {"name": "get_time"}})
+    [call] = reply.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_time", "arguments": '{"zone": "x"}'}
+    assert pool.requests[-1][1].json_schema["properties"]["name"] == {"const": "get_time"}
+    assert "get_weather" not in pool.requests[-1][1].prompt
+
+
+def test_a_forced_call_streams_name_first_then_argument_fragments(client) -> None:
+    chunks = stream_chunks(client, messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER],
+                           tool_choice="required")
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
+    assert deltas[0] == {"role": "assistant", "content": ""} and finishes == ["tool_calls"]
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert not [d for d in deltas[1:] if d.get("content")]  # nothing of the call leaks into content
+    head, fragments = calls[0], calls[1:]
+    assert head["index"] == 0 and head["type"] == "function" and head["id"].startswith("call_")
+    assert head["function"] == {"name": "get_weather", "arguments": ""}
+    assert len(fragments) > 1 and all(set(f) == {"index", "function"} for f in fragments)
+    arguments = "".join(f["function"]["arguments"] for f in fragments)
+    assert json.loads(arguments) == {"city": "x", "unit": "C"}
+
+
+def test_auto_returns_a_call_when_the_output_is_one_and_content_otherwise(client) -> None:
+    called = chat(client, "[call:get_weather] Paris?", tools=[WEATHER])
+    assert called.json()["choices"][0]["message"]["tool_calls"][0]["function"] == {
+        "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    plain = chat(client, "hello", tools=[WEATHER])
+    assert plain.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello world, this is a fake model.",
+                                                     "refusal": None}
+    assert plain.json()["choices"][0]["finish_reason"] == "stop"
+    unknown = chat(client, "[call:launch_rockets]", tools=[WEATHER])  # not an offered tool: content
+    assert unknown.json()["choices"][0]["message"]["content"].startswith('{"name": "launch_rockets"')
+
+
+def test_auto_streaming_holds_a_call_back_and_sends_it_as_tool_calls(client) -> None:
+    chunks = stream_chunks(client, messages=[{"role": "user", "content": "[call:get_weather]"}], tools=[WEATHER])
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert [d for d in deltas if d.get("content")] == []
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "Paris"}
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["tool_calls"]
+    text = stream_chunks(client, messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in text)
+    assert content == "Hello world, this is a fake model."
+
+
+def test_tool_choice_none_never_calls_and_hides_the_tools(client, pool) -> None:
+    reply = chat(client, "[call:get_weather]", tools=[WEATHER], tool_choice="none")
+    choice = reply.json()["choices"][0]
+    assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
+    assert "get_weather" not in pool.requests[-1][1].prompt.replace("[call:get_weather]", "")
+
+
+def test_legacy_functions_answer_with_function_call(client) -> None:
+    reply = chat(client, functions=[WEATHER["function"]], function_call={"name": "get_weather"})
+    choice = reply.json()["choices"][0]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"]["function_call"]["name"] == "get_weather"
+    assert json.loads(choice["message"]["function_call"]["arguments"]) == {"city": "x", "unit": "C"}
+    chunks = stream_chunks(client, messages=[{"role": "user", "content": "w"}], functions=[WEATHER["function"]],
+                           function_call={"name": "get_weather"})
+    deltas = [c["choices"][0]["delta"] for c in chunks if "function_call" in c["choices"][0]["delta"]]
+    assert deltas[0]["function_call"] == {"name": "get_weather", "arguments": ""}
+    assert json.loads("".join(d["function_call"]["arguments"] for d in deltas[1:])) == {"city": "x", "unit": "C"}
+
+
+def test_a_tool_result_round_trips_into_the_prompt(client, pool) -> None:
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"},
+    ]
+    reply = client.post("/v1/chat/completions", json={"model": "chat", "messages": messages, "tools": [WEATHER]})
+    assert reply.status_code == 200
+    prompt = pool.requests[-1][1].prompt
+    assert '<tool>18 degrees, sunny' in prompt
+    assert '<assistant>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}' in prompt
+    assert prompt.index("Weather in Paris?") < prompt.index("18 degrees")
+
+
+@pytest.mark.parametrize(("body", "param", "message"), [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}]},
+     "tools[0].function.parameters", "is not a valid JSON Schema"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name", "1-64 letters"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice",
+     "names function 'nope', which is not among the tools (get_weather)"),
+    ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice", "must be 'none', 'auto', 'required'"),
+    ({"tool_choice": "required"}, "tool_choice", "only allowed when tools are given"),
+    ({"tools": [WEATHER], "functions": [WEATHER["function"]]}, "functions", "not both"),
+    ({"tools": [WEATHER, WEATHER]}, "tools", "two tools have the same name"),
+    ({"tools": [WEATHER], "tool_choice": "required", "response_format": {"type": "json_object"}},
+     "response_format", "cannot be combined"),
+])
+def test_bad_tool_requests_are_400s_naming_the_problem(client, body, param, message) -> None:
+    reply = chat(client, **body)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["param"] == param and message in error["message"], error
+
+
+def test_a_tool_message_must_answer_an_earlier_call(client) -> None:
+    reply = client.post("/v1/chat/completions", json={"model": "chat", "tools": [WEATHER], "messages": [
+        {"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_zzz", "content": "18"}]})
+    assert reply.status_code == 400
+    assert reply.json()["error"]["param"] == "messages[1].tool_call_id"
+    assert "answers no tool call made earlier" in reply.json()["error"]["message"]
+
+
+def test_raw_grammars_pass_to_llama_cpp_models_only(client, pool) -> None:
+    reply = client.post("/v1/completions", json={"model": "plain", "prompt": "x", "grammar": 'root ::= "yes"'})
+    assert reply.status_code == 200 and pool.requests[-1][1].grammar == 'root ::= "yes"'
+    refused = client.post("/v1/embeddings", json={"model": "embed", "input": "x", "grammar": "root ::= x"})
+    assert refused.status_code == 200  # embeddings ignore unknown fields
+    wrong = client.post("/v1/chat/completions", json={"model": "embed", "messages": [{"role": "user", "content": "x"}],
+                                                      "grammar": 'root ::= "a"'})
+    assert wrong.status_code == 400
+
+
+def test_bounded_adds_runaway_guards_only_where_the_schema_sets_none() -> None:
+    schema = {"type": "object", "properties": {
+        "a": {"type": "string"}, "b": {"type": "string", "maxLength": 5}, "c": {"type": "string", "enum": ["x"]},
+        "d": {"type": "array", "items": {"type": "string"}}, "e": {"type": "string", "minLength": 500}}}
+    out = bounded(schema)
+    props = out["properties"]
+    assert props["a"]["maxLength"] == MAX_STRING_CHARS and props["b"]["maxLength"] == 5
+    assert "maxLength" not in props["c"] and props["d"]["maxItems"] == 16 and props["d"]["items"]["maxLength"] == 200
+    assert props["e"]["maxLength"] == 500 and out["additionalProperties"] is False
+    assert "maxLength" not in schema["properties"]["a"]  # the caller's schema is untouched
+
+
+@given(st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=40),
+       st.dictionaries(st.text(min_size=1, max_size=5), st.one_of(st.integers(), st.text(max_size=8),
+                       st.lists(st.booleans(), max_size=3), st.dictionaries(st.text(max_size=3), st.none(), max_size=2)),
+                       max_size=4),
+       st.sampled_from(["", " "]))
+def test_call_stream_splits_name_and_arguments_at_any_token_boundary(cuts, arguments, space) -> None:
+    args_text = json.dumps(arguments, separators=("," + space, ":" + space), ensure_ascii=False)
+    text = f'{{{space}"name":{space}"get_weather",{space}"arguments":{space}{args_text}{space}}}'
+    stream, events, position = CallStream(), [], 0
+    for cut in cuts * (len(text) // sum(cuts) + 1):
+        if position >= len(text):
+            break
+        events += stream.feed(text[position:position + cut])
+        position += cut
+    events += stream.finish()
+    assert events[0] == ("name", "get_weather") and [k for k, _ in events[1:]] == ["arguments"] * (len(events) - 1)
+    assert json.loads("".join(v for _, v in events[1:])) == arguments
