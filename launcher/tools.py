@@ -189,16 +189,26 @@ def new_call_id() -> str:
 
 
 def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
-    """The calls ``text`` holds when it is entirely a call (an object, or a list of them) to an
-    offered tool; None when it is ordinary content."""
+    """The calls ``text`` holds when it is entirely calls to offered tools: a JSON object, a list
+    of them, or ``<tool_call>`` blocks (the Hermes/Qwen templates' syntax); None when it is
+    ordinary content."""
     stripped = text.strip()
-    if not stripped.startswith(("{", "[")):
+    if stripped.startswith(_TAGGED_OPEN):  # Hermes / Qwen style: <tool_call>{...}</tool_call>, one per call
+        bodies = _TAGGED.findall(stripped)
+        if not bodies or _TAGGED.sub("", stripped).strip():
+            return None
+        try:
+            items = [json.loads(body) for body in bodies]
+        except json.JSONDecodeError:
+            return None
+    elif stripped.startswith(("{", "[")):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            return None
+        items = value if isinstance(value, list) else [value]
+    else:
         return None
-    try:
-        value = json.loads(stripped)
-    except json.JSONDecodeError:
-        return None
-    items = value if isinstance(value, list) else [value]
     names = {t.name for t in tools.offered}
     calls = []
     for item in items:
@@ -210,6 +220,8 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
     return calls or None
 
 
+_TAGGED_OPEN = "<tool_call>"
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 _CALL_HEAD = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.DOTALL)
 _TAIL = re.compile(r"\s*\}?\s*$")
 
@@ -326,7 +338,7 @@ class ChoiceDeltas:
             return [self._call_delta(0, kind, value) for kind, value in self.call.feed(text)]
         self.held += text  # auto: content, or a call?
         start = self.held.lstrip()
-        if start and not start.startswith(("{", "[")):
+        if start and not start.startswith(("{", "[")) and not _TAGGED_OPEN.startswith(start[:len(_TAGGED_OPEN)]):
             self.mode, held, self.held = "content", self.held, ""
             return [{"content": held}]
         return []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from modelyard.launcher.app import create_app
-from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, bounded
+from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, bounded, parse_calls, parse_tool_request
 from starlette.testclient import TestClient
 
 from .fakes import FakePool
@@ -218,3 +218,16 @@ def test_call_stream_splits_name_and_arguments_at_any_token_boundary(cuts, argum
     events += stream.finish()
     assert events[0] == ("name", "get_weather") and [k for k, _ in events[1:]] == ["arguments"] * (len(events) - 1)
     assert json.loads("".join(v for _, v in events[1:])) == arguments
+
+
+def test_calls_are_read_back_from_json_and_from_tool_call_blocks() -> None:
+    tools = parse_tool_request([WEATHER, TIME], None, None, None)
+    tagged = ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome", "unit": "C"}}\n</tool_call>\n'
+              '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>')
+    assert [(c.name, json.loads(c.arguments)) for c in parse_calls(tagged, tools)] == [
+        ("get_weather", {"city": "Rome", "unit": "C"}), ("get_time", {"zone": "CET"})]
+    listed = '[{"name": "get_time", "parameters": {"zone": "UTC"}}]'  # LocalAI's templates say "parameters"
+    assert [(c.name, c.arguments) for c in parse_calls(listed, tools)] == [("get_time", '{"zone": "UTC"}')]
+    for content in ("Sunny.", '{"answer": 42}', "<tool_call>{broken</tool_call>",
+                    '<tool_call>{"name": "get_time", "arguments": {}}</tool_call> and some text'):
+        assert parse_calls(content, tools) is None, content
