@@ -7,6 +7,7 @@ environment overrides and backend-specific rules.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -110,7 +111,8 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         return None
 
     metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model else None
-    templates = _templates(r, ctx, metadata, backend)
+    hf_dir = model if backend in ("transformers", "vllm") and model_is_local and model else None
+    templates = _templates(r, ctx, metadata, backend, hf_dir)
     embeddings = bool(r.get(("embeddings",), "embeddings", False))
     declared = [str(u).lower().removeprefix("flag_") for u in raw.get("known_usecases") or []]
     if not embeddings and "embeddings" in declared:
@@ -291,7 +293,8 @@ def _output_rules(r: _Reader, ctx: ModelContext) -> OutputRules:
     })
 
 
-def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str) -> Templates:
+def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str,
+               hf_dir: str | None) -> Templates:
     resolved: dict[str, Template | None] = {}
     for kind in _TEMPLATE_KINDS:
         value = r.get(("template", kind), f"templates.{kind}")
@@ -312,7 +315,19 @@ def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, bac
         use_tokenizer = r.set("templates.use_tokenizer_template", True,
                               "guessed: no template in the YAML, the GGUF's tokenizer.chat_template is used")
     tokenizer = None
-    if use_tokenizer and metadata is not None:
+    if use_tokenizer and hf_dir is not None and ctx.check_files:
+        found = _hf_chat_template(hf_dir, ctx)
+        if found is None:
+            ctx.error(("template", "use_tokenizer_template"),
+                      f"{hf_dir!r} has no chat template (chat_template.jinja, or chat_template in "
+                      "tokenizer_config.json); set template.chat_message and template.chat")
+        else:
+            text, where = found
+            result = tokenizer_template(text)
+            if result.error:
+                ctx.error(("template", "use_tokenizer_template"), result.error)
+            tokenizer = r.set("templates.tokenizer_template", result.template, where)
+    elif use_tokenizer and metadata is not None:
         if metadata.chat_template:
             result = tokenizer_template(metadata.chat_template)
             if result.error:
@@ -324,6 +339,24 @@ def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, bac
     join = r.get(("template", "join_chat_messages_by_character"), "templates.join_chat_messages_by_character", "\n")
     return Templates(**resolved, use_tokenizer_template=use_tokenizer, tokenizer_template=tokenizer,
                      join_chat_messages_by_character=join)
+
+
+def _hf_chat_template(directory: str, ctx: ModelContext) -> tuple[str, str] | None:
+    """A Hugging Face model directory's chat template and the file it came from."""
+    jinja = posixpath.join(directory, "chat_template.jinja")
+    text = ctx.probe.read_text(jinja) if ctx.probe.is_file(jinja) else None
+    if text:
+        return text, jinja
+    config_path = posixpath.join(directory, "tokenizer_config.json")
+    raw = ctx.probe.read_text(config_path) if ctx.probe.is_file(config_path) else None
+    try:
+        template = json.loads(raw).get("chat_template") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(template, list):  # named templates: the default one
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                        None)
+    return (template, f"{config_path} chat_template") if isinstance(template, str) and template else None
 
 
 def _usecases(r: _Reader, templates: Templates, roles: dict, embeddings: bool, ctx: ModelContext) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from modelyard.compiler.sources import BACKEND_REQUIREMENTS
 
 BACKENDS: dict[str, str] = {
     "llama-cpp": "modelyard.launcher.backends.llama_cpp:LlamaCppBackend",
+    "transformers": "modelyard.launcher.backends.transformers_backend:TransformersBackend",
 }
 
 

