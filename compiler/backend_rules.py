@@ -43,6 +43,15 @@ def check_backend_rules(plan: ModelPlan, raw: Mapping[str, Any], ctx: ModelConte
         model_class = plan.transformers.model_class
         if model_class not in TRANSFORMERS_CLASSES:
             ctx.error(("type",), f"{model_class!r} is not one of {', '.join(TRANSFORMERS_CLASSES)}")
+        elif model_class in OPENVINO_CLASSES and not ctx.probe.module_available("optimum.intel"):
+            ctx.warning(("type",), f"{model_class} needs optimum-intel, which is not installed here: the model will "
+                                   "fail to load; install it with pip install 'modelyard[openvino]'")
+    if plan.backend in ("transformers", "vllm") and not plan.model_is_local and plan.templates.use_tokenizer_template \
+            and plan.templates.tokenizer_template is None:
+        ctx.warning(("template", "use_tokenizer_template"),
+                    f"{plan.model!r} is a Hugging Face hub id: its chat template cannot be read before it is "
+                    "downloaded, so chat requests will be refused; download the model into the models directory, "
+                    "or set template.chat_message")
     if not ctx.probe.backend_available(plan.backend):
         module, extra = BACKEND_REQUIREMENTS[plan.backend]
         ctx.warning(("backend",), f"the {plan.backend} backend is not installed here (no '{module}' module): "

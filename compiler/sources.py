@@ -74,6 +74,7 @@ class HostProbe(Protocol):
     def real_path(self, path: str) -> str: ...
     def gguf_metadata(self, path: str) -> GgufMetadata | None: ...
     def backend_available(self, backend: str) -> bool: ...
+    def module_available(self, module: str) -> bool: ...
 
 
 class LocalProbe:
@@ -117,10 +118,15 @@ class LocalProbe:
             self._gguf[key] = read_gguf_metadata(path)
         return self._gguf[key]
 
-    @functools.cache  # noqa: B019 - one probe per compile; installed packages do not change within it
     def backend_available(self, backend: str) -> bool:
-        module = BACKEND_REQUIREMENTS[backend][0]
-        return importlib.util.find_spec(module) is not None
+        return self.module_available(BACKEND_REQUIREMENTS[backend][0])
+
+    @functools.cache  # noqa: B019 - one probe per compile; installed packages do not change within it
+    def module_available(self, module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing
+            return False
 
 
 def is_backup_name(name: str) -> bool:

@@ -198,12 +198,12 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
         if not bodies or _TAGGED.sub("", stripped).strip():
             return None
         try:
-            items = [json.loads(body) for body in bodies]
+            items = [json.loads(body, strict=False) for body in bodies]
         except json.JSONDecodeError:
             return None
     elif stripped.startswith(("{", "[")):
         try:
-            value = json.loads(stripped)
+            value = json.loads(stripped, strict=False)  # raw control characters: re-escaped below
         except json.JSONDecodeError:
             return None
         items = value if isinstance(value, list) else [value]
@@ -378,7 +378,7 @@ class ChoiceDeltas:
 
 def _is_json(text: str) -> bool:
     try:
-        json.loads(text)
+        json.loads(text, strict=False)
     except json.JSONDecodeError:
         return False
     return True

@@ -6,7 +6,8 @@ with the KV cache. A row that ends (end token, its limit, or cancelled: the clie
 stop string matched) leaves the batch at once (``DynamicCache.batch_select_indices``), so the
 rest run on a smaller batch; requests that arrive meanwhile wait for the next batch.
 
-Sampling is per row, with transformers' own logits processors in ``generate``'s order
+Constrained output (``response_format``, forced tool calls) masks each row's logits with its
+xgrammar matcher before sampling. Sampling is per row, with transformers' own logits processors in ``generate``'s order
 (repetition penalty, then temperature, top-k, top-p, min-p, typical-p) and a per-row
 ``torch.Generator`` for seeds; presence and frequency penalties are OpenAI's definitions.
 Text is decoded incrementally, holding back an incomplete UTF-8 character.
@@ -36,7 +37,10 @@ class Row:
     cancelled: threading.Event
     out: queue.Queue = field(default_factory=queue.Queue)
     generated: list[int] = field(default_factory=list)
-    sent: str = ""  # text already sent
+    prefix_offset: int = 0  # incremental decoding window over `generated`
+    read_offset: int = 0
+    matcher: Any = None  # xgrammar's GrammarMatcher for constrained output
+    bitmask: Any = None
     processors: Any = None
     generator: Any = None
 
@@ -121,6 +125,8 @@ class BatchScheduler:
         request = row.request
         history = torch.tensor([row.prompt + row.generated], dtype=torch.long, device=logits.device)
         scores = _penalize(logits.clone(), row, torch)
+        if row.matcher is not None:
+            _constrain(row, scores)
         for processor in row.processors:
             scores = processor(history, scores)
         if row.generator is None:
@@ -131,13 +137,14 @@ class BatchScheduler:
         if token in self.eos_ids and not request.ignore_eos:
             self._finish(row, "stop")
             return None
+        if row.matcher is not None:
+            row.matcher.accept_token(token)
         if request.logprobs is not None:
             row.out.put(self._logprob(logits, token, request.logprobs))
         row.generated.append(token)
-        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        if not text.endswith("\ufffd") and len(text) > len(row.sent) and text.startswith(row.sent):
-            row.out.put(text[len(row.sent):])
-            row.sent = text
+        delta = self._new_text(row)
+        if delta:
+            row.out.put(delta)
         if len(row.generated) >= row.limit:
             self._finish(row, "length")
             return None
@@ -150,10 +157,21 @@ class BatchScheduler:
         return Logprob(piece(token), float(logprobs[token]), list(piece(token).encode()),
                        [(piece(t), float(logprobs[t]), list(piece(t).encode())) for t in best])
 
+    def _new_text(self, row: Row, final: bool = False) -> str:
+        """The text the newest tokens add (vLLM's and TGI's offsets: a window of recent tokens
+        is decoded, so byte-level pieces of one character join up, and nothing sent changes)."""
+        decode = lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True)  # noqa: E731
+        before = decode(row.generated[row.prefix_offset:row.read_offset])
+        after = decode(row.generated[row.prefix_offset:])
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+            return ""  # an incomplete character: wait for its next byte
+        row.prefix_offset, row.read_offset = row.read_offset, len(row.generated)
+        return after[len(before):]
+
     def _finish(self, row: Row, reason: str) -> None:
-        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        if len(text) > len(row.sent) and text.startswith(row.sent):
-            row.out.put(text[len(row.sent):])  # whatever an incomplete character held back
+        tail = self._new_text(row, final=True)  # whatever an incomplete character held back
+        if tail:
+            row.out.put(tail)
         row.out.put(Finish("stop" if reason == "cancelled" else reason, len(row.prompt), len(row.generated)))
 
 
@@ -176,6 +194,16 @@ def _processors(request: GenerationRequest) -> list[Any]:
     if request.typical_p < 1.0:
         processors.append(lp.TypicalLogitsWarper(request.typical_p))
     return processors
+
+
+def _constrain(row: Row, scores: Any) -> None:
+    """Mask the tokens the grammar does not allow next (in place, on the CPU copy)."""
+    import xgrammar
+
+    if row.bitmask is None:
+        row.bitmask = xgrammar.allocate_token_bitmask(1, scores.shape[-1])
+    row.matcher.fill_next_token_bitmask(row.bitmask)
+    xgrammar.apply_token_bitmask_inplace(scores, row.bitmask.to(scores.device))
 
 
 def _penalize(scores: Any, row: Row, torch: Any) -> Any:

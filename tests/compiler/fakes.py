@@ -20,6 +20,7 @@ class FakeProbe:
     gguf: dict[str, GgufMetadata] = field(default_factory=dict)
     backends: set[str] = field(default_factory=lambda: {"llama-cpp"})
     packages: dict[str, str] = field(default_factory=dict)
+    modules: set[str] = field(default_factory=set)
 
     def resolve_package(self, uri: str) -> str | None:
         return self.packages.get(uri)
@@ -41,6 +42,9 @@ class FakeProbe:
 
     def backend_available(self, backend: str) -> bool:
         return backend in self.backends
+
+    def module_available(self, module: str) -> bool:
+        return module in self.modules
 
 
 def default_probe() -> FakeProbe:

@@ -148,3 +148,28 @@ def test_gemma_gguf_through_transformers_matches_llama_cpp_greedy(tmp_path) -> N
                    .choices[0].text for name in ("gemma-cpp", "gemma-tf")}
     # Q4_K_M computed by llama.cpp and dequantized to float32 in torch: the first words agree.
     assert answers["gemma-tf"].split()[:3] == answers["gemma-cpp"].split()[:3], answers
+
+
+def test_json_schema_and_forced_tool_calls_are_constrained_by_xgrammar(client) -> None:
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                               "days": {"type": "integer"},
+                                               "unit": {"type": "string", "enum": ["C", "F"]}},
+              "required": ["city", "days", "unit"]}
+    for seed in range(3):
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Weather?"}], temperature=1.0, seed=seed,
+            max_tokens=120, response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": schema}})
+        # A random model writes raw control characters inside strings, which the grammar lets through.
+        jsonschema.validate(json.loads(reply.choices[0].message.content, strict=False), schema)
+        call = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Weather?"}], temperature=1.0, seed=seed,
+            max_tokens=200, tool_choice="required",
+            tools=[{"type": "function", "function": {"name": "forecast", "parameters": schema}}])
+        assert call.choices[0].message.tool_calls, call
+        [tool_call] = call.choices[0].message.tool_calls
+        assert tool_call.function.name == "forecast" and call.choices[0].finish_reason == "tool_calls"
+        jsonschema.validate(json.loads(tool_call.function.arguments), schema)
