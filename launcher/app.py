@@ -382,7 +382,7 @@ async def edits(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     body = parse_body(await _read_body(request), EmbeddingRequest)
     model = _select_model(request, body, "embeddings")
-    inputs = [body.input] if isinstance(body.input, str) else body.input
+    inputs = body.inputs()
     reply = await request.app.state.pool.embed(model.name, inputs)
     if reply["type"] == "error":
         raise OpenAIError.from_worker(reply)

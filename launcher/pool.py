@@ -185,7 +185,7 @@ class ModelWorker:
             if not finished and self.writer is not None:  # the client went away, or a stop matched
                 self.writer.write(encode({"type": "cancel", "id": request_id}))
 
-    async def embed(self, inputs: list[str]) -> dict[str, Any]:
+    async def embed(self, inputs: list[str | list[int]]) -> dict[str, Any]:
         """The worker's ``embeddings`` or ``error`` message for ``inputs``."""
         request_id, stream = await self._open_stream()
         try:
@@ -240,7 +240,7 @@ class WorkerPool:
         async for event in self.workers[model].generate(request):
             yield event
 
-    async def embed(self, model: str, inputs: list[str]) -> dict[str, Any]:
+    async def embed(self, model: str, inputs: list[str | list[int]]) -> dict[str, Any]:
         return await self.workers[model].embed(inputs)
 
     async def preload(self) -> None:

@@ -141,18 +141,32 @@ class EditRequest(Sampling):
 
 class EmbeddingRequest(_Request):
     model: str | None = None
-    input: str | list[str] = Field(description="A string or a list of strings (token arrays are not supported yet).")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A string, a list of strings, a token array, or a list of token arrays.")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
 
     @field_validator("input")
     @classmethod
-    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("input must not be an empty list")
         if isinstance(value, list) and len(value) > 2048:
             raise ValueError("input may hold at most 2048 items")
+        if isinstance(value, list) and any(isinstance(item, list) and not item for item in value):
+            raise ValueError("a token array must not be empty")
+        if any(t < 0 for item in (value if isinstance(value, list) else []) for t in
+               (item if isinstance(item, list) else [item] if isinstance(item, int) else [])):
+            raise ValueError("token ids are not negative")
         return value
+
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per embedding to return: a text, or a token array."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, int) for item in self.input):
+            return [list(self.input)]  # one token array
+        return list(self.input)
 
 
 # pydantic names the union branch it tried ("str", "list[ContentPart]"): not part of the field path.

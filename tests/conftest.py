@@ -24,3 +24,26 @@ def assert_golden(path: Path, actual: str) -> None:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``gpu`` tests need an NVIDIA GPU visible to torch; ``openvino`` ones need optimum-intel.
+    Without them, they skip with the reason (run them on a machine that has them)."""
+    import importlib.util
+
+    has_gpu = _cuda_available()
+    has_openvino = importlib.util.find_spec("optimum") is not None and \
+        importlib.util.find_spec("optimum.intel") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is false)"))
+        if "openvino" in item.keywords and not has_openvino:
+            item.add_marker(pytest.mark.skip(reason="needs optimum-intel (pip install 'modelyard[openvino]')"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

@@ -122,7 +122,14 @@ class LlamaCppBackend:
         self._slots.submit(slot)
         yield from iterate(slot)
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def _token_text(self, tokens: list[int], index: int) -> str:
+        vocabulary = self._llm.n_vocab()
+        if any(t >= vocabulary for t in tokens):
+            raise RequestError(f"input {index} holds a token id outside the model's vocabulary of {vocabulary}",
+                               param="input")
+        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def embed(self, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """Unit-length embeddings and the token count. Models without a pooling type of their own
         (generative GGUFs) return one vector a token: those are mean-pooled here."""
         import numpy as np
@@ -130,6 +137,9 @@ class LlamaCppBackend:
         if not self._embedding:
             raise RequestError("this model does not serve embeddings (set 'embeddings: true')",
                                param="model", code="unsupported_usecase")
+        # Token arrays go back to text: llama-cpp-python's embed takes strings only. A token
+        # array a tokenizer produced from text re-tokenizes to itself.
+        texts = [self._token_text(item, index) if isinstance(item, list) else item for index, item in enumerate(texts)]
         for index, text in enumerate(texts):
             n = len(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
             if n > self.context_size:

@@ -102,6 +102,8 @@ class TransformersBackend:
         if gguf_file:
             common["gguf_file"] = gguf_file
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(location, **common)
+        if self.tokenizer.pad_token is None:  # batches are padded (masked out): any token will do
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self._embedding = model.embeddings or settings.model_class in ("AutoModel", "OVModelForFeatureExtraction")
         class_name = settings.model_class
         if self._embedding and class_name == "AutoModelForCausalLM":
@@ -129,7 +131,7 @@ class TransformersBackend:
         self._grammar_compiler: Any = None
         self._grammar_lock = threading.Lock()
         self.scheduler = None if self._embedding else BatchScheduler(
-            self.model, self.tokenizer, self.device, _eos_ids(self.model, self.tokenizer), torch)
+            self.model, self.tokenizer, self.device, _eos_ids(self.model, self.tokenizer), torch, batched=not openvino)
         log.info("loaded %s with transformers on %s (context %d)", model.model, self.device, self._context)
 
     @staticmethod
@@ -166,6 +168,8 @@ class TransformersBackend:
         if limit == 0:
             yield Finish("length", len(prompt), 0)
             return
+        if matcher is not None and not self.scheduler.batched:
+            raise RequestError("response_format is not supported for OpenVINO models yet", param="response_format")
         row = Row(request, prompt, limit, cancelled, matcher=matcher)
         self.scheduler.submit(row)
         yield from iterate(row)
@@ -197,13 +201,24 @@ class TransformersBackend:
 
     # --- embeddings ----------------------------------------------------------------------------
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Mean of the last hidden states over the attention mask, L2-normalized."""
+    def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        """Mean of the last hidden states over the attention mask, L2-normalized. Inputs are
+        texts or token arrays; one longer than the context is a 400, not silently truncated."""
         torch = self._torch
+        encoded = []
+        for index, item in enumerate(inputs):
+            ids = item if isinstance(item, list) else self.tokenizer(item, add_special_tokens=True)["input_ids"]
+            if len(ids) > self._context:
+                raise RequestError(f"input {index} is {len(ids)} tokens, more than the model's {self._context}",
+                                   param="input", code="context_length_exceeded")
+            if any(t >= self._vocab_size for t in ids):
+                raise RequestError(f"input {index} holds a token id outside the model's vocabulary of "
+                                   f"{self._vocab_size}", param="input")
+            encoded.append(ids)
         vectors, tokens = [], 0
-        for start in range(0, len(texts), 32):
-            batch = self.tokenizer(texts[start:start + 32], padding=True, truncation=True, max_length=self._context,
-                                   return_tensors="pt").to(self.device)
+        for start in range(0, len(encoded), 32):
+            batch = self.tokenizer.pad({"input_ids": encoded[start:start + 32]}, padding=True,
+                                       return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 output = self.model(**batch)
             hidden = output.last_hidden_state

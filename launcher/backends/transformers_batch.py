@@ -46,8 +46,12 @@ class Row:
 
 
 class BatchScheduler:
-    def __init__(self, model: Any, tokenizer: Any, device: str, eos_ids: set[int], torch: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, device: str, eos_ids: set[int], torch: Any,
+                 batched: bool = True) -> None:
         self.model, self.tokenizer, self.device, self.eos_ids, self.torch = model, tokenizer, device, eos_ids, torch
+        # OpenVINO models keep their KV state inside the compiled model: they run through their
+        # own ``generate``, one request at a time.
+        self.batched = batched
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
         self.pending: deque[Row] = deque()
         self.wakeup = threading.Condition()
@@ -63,9 +67,9 @@ class BatchScheduler:
             with self.wakeup:
                 while not self.pending:
                     self.wakeup.wait()
-                rows = [self.pending.popleft() for _ in range(min(MAX_BATCH, len(self.pending)))]
+                rows = [self.pending.popleft() for _ in range(min(MAX_BATCH if self.batched else 1, len(self.pending)))]
             try:
-                self._decode(rows)
+                self._decode(rows) if self.batched else self._generate_one(rows[0])
             except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the worker
                 log.exception("batch decode failed")
                 for row in rows:
@@ -115,6 +119,46 @@ class BatchScheduler:
                 step = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(-1)
                 output = self.model(input_ids=step, attention_mask=mask, position_ids=positions, cache=cache,
                                     use_cache=True)
+
+    def _generate_one(self, row: Row) -> None:
+        """One request through the model's own ``generate``, streamed token by token."""
+        import transformers
+
+        torch, request, scheduler = self.torch, row.request, self
+
+        class Stream(transformers.generation.streamers.BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:  # generate hands the prompt over first
+                    self.prompt_seen = True
+                    return
+                for token in value.reshape(-1).tolist():
+                    if token in scheduler.eos_ids and not request.ignore_eos:
+                        continue
+                    row.generated.append(int(token))
+                    delta = scheduler._new_text(row)
+                    if delta:
+                        row.out.put(delta)
+
+            def end(self) -> None:
+                pass
+
+        class Cancelled(transformers.StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), row.cancelled.is_set(), dtype=torch.bool)
+
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        sampling = {"do_sample": request.temperature > 0}
+        if request.temperature > 0:
+            sampling.update(temperature=request.temperature, top_p=request.top_p, top_k=max(request.top_k, 0),
+                            min_p=request.min_p or None, typical_p=request.typical_p)
+        self.model.generate(input_ids=torch.tensor([row.prompt]), max_new_tokens=row.limit,
+                            repetition_penalty=request.repeat_penalty or 1.0, streamer=Stream(),
+                            stopping_criteria=transformers.StoppingCriteriaList([Cancelled()]),
+                            eos_token_id=None if request.ignore_eos else sorted(self.eos_ids), **sampling)
+        self._finish(row, "length" if len(row.generated) >= row.limit else "stop")
 
     def _step(self, row: Row, logits: Any) -> int | None:
         """Sample ``row``'s next token and send its text; None when the row is finished."""

@@ -68,7 +68,9 @@ def client(tmp_path_factory):
     build_tiny_llama(models / "tiny-llama")
     (models / "tiny.yaml").write_text(CONFIG.format(model="tiny-llama"))
     with launched([str(models)], models / "server.log") as running:
-        yield openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+        client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+        client.tiny_dir = str(models / "tiny-llama")
+        yield client
 
 
 def test_chat_and_completion_answer_with_usage(client) -> None:
@@ -122,6 +124,9 @@ def test_embeddings_shape_normalization_and_base64(client) -> None:
     assert response.usage.prompt_tokens > 3
     alone = client.embeddings.create(model="tiny-embed", input="Hello").data[0].embedding
     assert max(abs(a - b) for a, b in zip(alone, vectors[1])) < 1e-4  # padding in a batch changes nothing
+    ids = transformers.AutoTokenizer.from_pretrained(client.tiny_dir)(texts[0])["input_ids"]
+    by_tokens = client.embeddings.create(model="tiny-embed", input=[ids]).data[0].embedding
+    assert max(abs(a - b) for a, b in zip(by_tokens, vectors[0])) < 1e-5  # token arrays are inputs too
     encoded = client.embeddings.create(model="tiny-embed", input=texts, encoding_format="base64")
     decoded = list(struct.unpack("<64f", base64.b64decode(encoded.data[0].embedding)))
     assert max(abs(a - b) for a, b in zip(decoded, vectors[0])) < 1e-6
@@ -173,3 +178,31 @@ def test_json_schema_and_forced_tool_calls_are_constrained_by_xgrammar(client) -
         [tool_call] = call.choices[0].message.tool_calls
         assert tool_call.function.name == "forecast" and call.choices[0].finish_reason == "tool_calls"
         jsonschema.validate(json.loads(tool_call.function.arguments), schema)
+
+
+@pytest.mark.gpu
+def test_tiny_llama_on_cuda_in_half_precision(tmp_path) -> None:
+    build_tiny_llama(tmp_path / "tiny-llama")
+    (tmp_path / "tiny.yaml").write_text(
+        "name: tiny-cuda\nbackend: transformers\nf16: true\nmain_gpu: cuda.0\n"
+        "parameters: {model: tiny-llama, temperature: 0}\n")
+    with launched([str(tmp_path)], tmp_path / "server.log") as running:
+        client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+        first = client.completions.create(model="tiny-cuda", prompt="Hello world", max_tokens=8)
+        again = client.completions.create(model="tiny-cuda", prompt="Hello world", max_tokens=8)
+        assert first.usage.completion_tokens == 8 and first.choices[0].text == again.choices[0].text
+    assert "on cuda:0" in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.openvino
+def test_openvino_model_class_loads_an_exported_model(tmp_path) -> None:
+    from optimum.intel import OVModelForCausalLM
+
+    build_tiny_llama(tmp_path / "tiny-llama")
+    OVModelForCausalLM.from_pretrained(tmp_path / "tiny-llama", export=True).save_pretrained(tmp_path / "tiny-ov")
+    transformers.AutoTokenizer.from_pretrained(tmp_path / "tiny-llama").save_pretrained(tmp_path / "tiny-ov")
+    (tmp_path / "ov.yaml").write_text("name: tiny-ov\nbackend: transformers\ntype: OVModelForCausalLM\n"
+                                      "main_gpu: CPU\nparameters: {model: tiny-ov, temperature: 0}\n")
+    with launched([str(tmp_path)], tmp_path / "server.log") as running:
+        client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+        assert client.completions.create(model="tiny-ov", prompt="Hello", max_tokens=4).usage.completion_tokens >= 1

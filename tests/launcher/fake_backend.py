@@ -77,8 +77,10 @@ class FakeBackend:
         reason = "length" if produced >= limit and produced < len(tokens) else "stop"
         yield Finish(reason, prompt_tokens, produced)
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Deterministic unit vectors of dimension 4: [1, 0, 0, 0] rotated by the text length."""
+    def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        """Deterministic unit vectors of dimension 4: [1, 0, 0, 0] rotated by the text length
+        (a token array counts as its ids joined by spaces)."""
+        texts = [item if isinstance(item, str) else " ".join(map(str, item)) for item in inputs]
         vectors = []
         for text in texts:
             axis = len(text) % 4

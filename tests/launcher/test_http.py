@@ -346,11 +346,18 @@ def test_embeddings(client) -> None:
     assert list(struct.unpack("<4f", raw)) == [0.5, 0.5, 0.5, 0.5]
     short = client.post("/v1/embeddings", json={"model": "embed", "input": "[mix]", "dimensions": 2}).json()
     assert short["data"][0]["embedding"] == pytest.approx([2 ** -0.5, 2 ** -0.5])
+    # Token arrays: one array is one input; a list of arrays is one input each.
+    one = client.post("/v1/embeddings", json={"model": "embed", "input": [1, 2, 3]}).json()  # "1 2 3": 5 chars
+    assert [d["embedding"] for d in one["data"]] == [[0.0, 1.0, 0.0, 0.0]]
+    many = client.post("/v1/embeddings", json={"model": "embed", "input": [[1, 2], [7]]}).json()
+    assert [d["embedding"] for d in many["data"]] == [[0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]
 
 
 @pytest.mark.parametrize("body,status,param", [
     ({"model": "chat", "input": "x"}, 400, "model"),  # a chat model serves no embeddings
     ({"model": "embed", "input": []}, 400, "input"),
+    ({"model": "embed", "input": [[1], []]}, 400, "input"),
+    ({"model": "embed", "input": [3, -1]}, 400, "input"),
     ({"model": "embed", "input": "x", "dimensions": 5}, 400, "dimensions"),
     ({"model": "embed", "input": "x", "encoding_format": "hex"}, 400, "encoding_format"),
     ({"model": "nope", "input": "x"}, 404, "model"),
