@@ -143,10 +143,17 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
               "starts its install (503 + Retry-After until it is served). Off by default.")
 @click.option("--no-gallery-api", is_flag=True, help="Do not serve /models/apply, /models/available, "
               "/models/jobs and /models/delete (which write to the models directory).")
+@click.option("--idle-unload", "idle_unload_s", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Stop a model's worker after SECONDS without requests, freeing its memory; the next request "
+                   "loads it again.")
+@click.option("--max-resident", "max_resident_models", type=click.IntRange(min=1), metavar="N",
+              help="Keep at most N model workers loaded; loading another unloads the least recently used idle "
+                   "one (a busy one never: the request gets 503 + Retry-After).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_key_env, api_key_file, cors_origins,
-                   install_refs, galleries, allow_unverified, on_demand_install, no_gallery_api, log_level) -> None:
+                   install_refs, galleries, allow_unverified, on_demand_install, no_gallery_api, idle_unload_s,
+                   max_resident_models, log_level) -> None:
     """Serve models behind the OpenAI API (/v1/chat/completions, /v1/completions, ...).
 
     PATHS are model YAML files, GGUF files, or directories of them; configs are compiled first
@@ -183,7 +190,9 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
             and os.environ.get("MODELYARD_API_KEYS"):
         api_key_env = "MODELYARD_API_KEYS"
     updates = {k: v for k, v in (("host", host), ("port", port), ("api_key_env", api_key_env),
-                                 ("api_key_file", api_key_file), ("cors_origins", cors_origins or None)) if v is not None}
+                                 ("api_key_file", api_key_file), ("cors_origins", cors_origins or None),
+                                 ("idle_unload_s", idle_unload_s), ("max_resident_models", max_resident_models))
+               if v is not None}
     if updates:
         plan = plan.model_copy(update={"server": plan.server.model_copy(update=updates)})
     try:

@@ -158,6 +158,10 @@ class ServerPlan(_Frozen):
     max_in_flight: int = Field(default=256, description="Generations in the whole server; more: 503.")
     cors_origins: tuple[str, ...] = ()
     models_dir: str | None = None
+    idle_unload_s: float | None = Field(default=None, description="Stop a model's worker after this many seconds "
+                                        "without requests (None: keep it loaded).")
+    max_resident_models: int | None = Field(default=None, description="Most model workers loaded at once; loading "
+                                            "another evicts the least recently used idle one.")
 
 
 class LaunchPlan(_Frozen):

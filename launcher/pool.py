@@ -44,6 +44,12 @@ class PoolSettings:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
     shutdown_grace_s: float = 5.0
+    idle_unload_s: float | None = None  # stop a worker idle this long
+    max_resident: int | None = None  # most workers loaded at once (least recently used idle ones go)
+
+    @classmethod
+    def from_plan(cls, plan: LaunchPlan) -> PoolSettings:
+        return cls(idle_unload_s=plan.server.idle_unload_s, max_resident=plan.server.max_resident_models)
 
 
 class ModelWorker:
@@ -60,6 +66,9 @@ class ModelWorker:
         self.cooldown_until = 0.0
         self.last_error = ""
         self.restarts = 0
+        self.last_used = time.monotonic()
+        self.stopping = False  # a deliberate stop (shutdown, idle, eviction): not a crash
+        self.make_room: Any = None  # set by the pool: evicts another worker before this one loads
         self._start_lock = asyncio.Lock()
         self._ids = itertools.count()
         self._server: asyncio.base_events.Server | None = None
@@ -67,6 +76,15 @@ class ModelWorker:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive() and self.writer is not None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams) or (self.ready is not None and not self.ready.done())
+
+    @property
+    def resident(self) -> bool:
+        """Loaded or loading: it holds memory."""
+        return self.process is not None and self.process.is_alive()
 
     async def start(self) -> None:
         """Make sure the worker is up and loaded; raise ModelUnavailable if it cannot be."""
@@ -78,6 +96,8 @@ class ModelWorker:
                         f"model {self.model.name!r} failed ({self.last_error}); retrying in {remaining:.0f} s",
                         retry_after=max(1, round(remaining)),
                     )
+                if self.make_room is not None:
+                    await self.make_room(self)
                 await self._spawn()
             ready = self.ready
         try:
@@ -125,14 +145,16 @@ class ModelWorker:
         if not self.ready.done():
             self.ready.set_result(None)
         log.info("model %s ready (n_ctx=%s)", self.model.name, first.get("n_ctx"))
-        await self._read_loop(reader)
+        await self._read_loop(reader, self.process)
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, owner: Any) -> None:
         while (message := await read_message(reader)) is not None:
             stream = self.streams.get(message.get("id", ""))
             if stream is not None:
                 stream.put_nowait(message)
         # EOF: the worker is gone. Fail whatever it was doing.
+        if self.stopping or self.process is not owner:
+            return  # stopped on purpose (idle, evicted): the next request starts it again
         self.writer = None
         code = self.process.exitcode if self.process is not None else None
         reason = f"the model worker stopped unexpectedly (exit status {code})"
@@ -160,6 +182,7 @@ class ModelWorker:
 
     async def _open_stream(self) -> tuple[str, asyncio.Queue[dict[str, Any]]]:
         """Start the worker if needed; a new request id and the queue its replies arrive on."""
+        self.last_used = time.monotonic()
         await self.start()
         if self.writer is None:
             raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
@@ -182,6 +205,7 @@ class ModelWorker:
                     return
         finally:
             self.streams.pop(request_id, None)
+            self.last_used = time.monotonic()
             if not finished and self.writer is not None:  # the client went away, or a stop matched
                 self.writer.write(encode({"type": "cancel", "id": request_id}))
 
@@ -194,7 +218,17 @@ class ModelWorker:
         finally:
             self.streams.pop(request_id, None)
 
+    async def unload(self, why: str) -> None:
+        """Stop the worker to free its memory; the next request loads it again."""
+        log.info("unloading %s (%s)", self.model.name, why)
+        try:
+            await self.stop()
+        finally:
+            self.stopping = False
+            self.ready, self.process, self.writer = None, None, None
+
     async def stop(self) -> None:
+        self.stopping = True
         if self.writer is not None:
             try:
                 self.writer.write(encode({"type": "shutdown"}))
@@ -221,14 +255,48 @@ class WorkerPool:
                  settings: PoolSettings | None = None) -> None:
         self._registry = BACKENDS if backends is None else backends
         self._socket_dir = tempfile.mkdtemp(prefix="modelyard-")
-        self.settings = settings or PoolSettings()
+        self.settings = settings or PoolSettings.from_plan(plan)
         self.workers: dict[str, ModelWorker] = {}
+        self._reaper: asyncio.Task | None = None
         for model in plan.models:
             self.add(model)
 
     def add(self, model: ModelPlan) -> None:
         """Serve one more model (a gallery install); its worker starts on first use."""
-        self.workers[model.name] = ModelWorker(model, self._registry[model.backend], self._socket_dir, self.settings)
+        worker = ModelWorker(model, self._registry[model.backend], self._socket_dir, self.settings)
+        worker.make_room = self._make_room
+        self.workers[model.name] = worker
+
+    async def _make_room(self, starting: ModelWorker) -> None:
+        """Keep at most ``max_resident`` workers: evict the least recently used idle ones first.
+        Busy workers are never evicted; when all are busy, the new load waits its turn (503)."""
+        self._ensure_reaper()
+        limit = self.settings.max_resident
+        if limit is None:
+            return
+        resident = [w for w in self.workers.values() if w.resident and w is not starting]
+        while len(resident) >= limit:
+            idle = sorted((w for w in resident if not w.busy), key=lambda w: w.last_used)
+            if not idle:
+                raise ModelUnavailable(f"model {starting.model.name!r} cannot load: all {limit} resident models "
+                                       "are busy", retry_after=5)
+            await idle[0].unload(f"making room for {starting.model.name}: at most {limit} resident")
+            resident.remove(idle[0])
+
+    def _ensure_reaper(self) -> None:
+        if self.settings.idle_unload_s is not None and self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        """Unload workers idle for ``idle_unload_s``."""
+        limit = self.settings.idle_unload_s
+        assert limit is not None
+        while True:
+            await asyncio.sleep(min(max(limit / 4, 0.05), 30))
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                if worker.resident and not worker.busy and now - worker.last_used >= limit:
+                    await worker.unload(f"idle for {now - worker.last_used:.0f} s")
 
     async def remove(self, name: str) -> None:
         """Stop serving ``name``: its worker stops; requests in flight get the worker's error."""
@@ -244,7 +312,9 @@ class WorkerPool:
         return await self.workers[model].embed(inputs)
 
     async def preload(self) -> None:
-        await asyncio.gather(*(w.start() for w in self.workers.values()), return_exceptions=True)
+        """Start the workers (as many as may be resident at once)."""
+        workers = list(self.workers.values())[:self.settings.max_resident or None]
+        await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per model: worker up (1/0), generations in flight, restarts after crashes."""
@@ -256,6 +326,8 @@ class WorkerPool:
         return process.pid if process is not None and process.is_alive() else None
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         try:
             os.rmdir(self._socket_dir)

@@ -84,3 +84,60 @@ def test_load_failure_is_503_then_cools_down(served) -> None:
     again = ask(client, "hi", model="broken")
     assert again.status_code == 503 and "retrying in" in again.json()["error"]["message"]
     assert ask(client, "hi").status_code == 200  # the other model is unaffected
+
+
+LIFECYCLE_PLAN = """
+- name: a
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{ Content }}"}
+- name: b
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{ Content }}"}
+"""
+
+
+def lifecycle(settings: PoolSettings):
+    plan = make_plan(LIFECYCLE_PLAN)
+    pool = WorkerPool(plan, backends=FAKE, settings=settings)
+    return TestClient(create_app(plan, pool=pool)), pool
+
+
+def resident(pool) -> list[str]:
+    return sorted(name for name, w in pool.workers.items() if w.resident)
+
+
+def test_idle_workers_unload_and_come_back_on_the_next_request() -> None:
+    client, pool = lifecycle(PoolSettings(load_wait_s=20, idle_unload_s=0.5))
+    with client:
+        assert ask(client, "hi", model="a").status_code == 200
+        first_pid = pool.worker_pid("a")
+        deadline = time.monotonic() + 10
+        while resident(pool) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert resident(pool) == [], "the idle worker should have been unloaded"
+        assert pool.workers["a"].restarts == 0  # an unload is not a crash
+        assert ask(client, "hi", model="a").status_code == 200
+        assert pool.worker_pid("a") not in (None, first_pid)
+
+
+def test_resident_cap_evicts_the_least_recently_used_idle_worker_never_a_busy_one() -> None:
+    client, pool = lifecycle(PoolSettings(load_wait_s=20, max_resident=1))
+    with client:
+        assert ask(client, "hi", model="a").status_code == 200
+        assert ask(client, "hi", model="b").status_code == 200
+        assert resident(pool) == ["b"] and pool.workers["a"].restarts == 0
+        # While b streams, a cannot take its place: 503 with Retry-After, and b finishes whole.
+        with client.stream("POST", "/v1/chat/completions", json={
+                "model": "b", "messages": [{"role": "user", "content": "[slow]"}], "stream": True,
+                "max_tokens": 40}) as response:
+            stream = response.iter_lines()
+            next(stream)
+            refused = ask(client, "hi", model="a")
+            lines = [line for line in stream if line.startswith("data: ")]
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert "all 1 resident models are busy" in refused.json()["error"]["message"]
+        assert lines[-1] == "data: [DONE]" and '"finish_reason": "length"' in lines[-2] + lines[-3]
+        assert ask(client, "hi", model="a").status_code == 200  # b is idle now: evicted for a
+        assert resident(pool) == ["a"]
