@@ -151,21 +151,23 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
                    "one (a busy one never: the request gets 503 + Retry-After).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object a line (time, level, logger, message, request_id, ...).")
 def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_key_env, api_key_file, cors_origins,
                    install_refs, galleries, allow_unverified, on_demand_install, no_gallery_api, idle_unload_s,
-                   max_resident_models, log_level) -> None:
+                   max_resident_models, log_level, log_format) -> None:
     """Serve models behind the OpenAI API (/v1/chat/completions, /v1/completions, ...).
 
     PATHS are model YAML files, GGUF files, or directories of them; configs are compiled first
     and an invalid one stops the launch with the same report as `modelyard compile`. With no
     PATHS and no ./models directory, the embedded default model (Gemma 3 270M) is served.
     """
-    import logging
-
     from modelyard.launcher.backends import missing_backend_message
     from modelyard.launcher.server import KeySourceError, resolve_api_keys, serve
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from modelyard.launcher.logs import configure_logging
+
+    configure_logging(log_level, log_format)
     if plan_file:
         from modelyard.compiler.plan import LaunchPlan
 

@@ -162,6 +162,10 @@ class ServerPlan(_Frozen):
                                         "without requests (None: keep it loaded).")
     max_resident_models: int | None = Field(default=None, description="Most model workers loaded at once; loading "
                                             "another evicts the least recently used idle one.")
+    stream_send_timeout_s: float = Field(default=60.0, description="A streaming client that takes no bytes for this "
+                                         "long is dropped and its generation cancelled.")
+    drain_timeout_s: int = Field(default=10, description="On SIGTERM, how long in-flight requests may finish "
+                                 "before the workers stop.")
 
 
 class LaunchPlan(_Frozen):

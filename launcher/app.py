@@ -477,7 +477,13 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
             ticket.release()
         yield {"data": "[DONE]"}
 
-    return EventSourceResponse(events(), sep="\n", ping=15)
+    # A client that stops reading must not hold a generation slot: after stream_send_timeout_s
+    # without progress the send fails, the generator's finally cancels the generation. On
+    # SIGTERM a running stream may finish within the drain time (sse-starlette would otherwise
+    # cut every stream at once), a second short of it so the workers still stop cleanly.
+    server = request.app.state.plan.server
+    return EventSourceResponse(events(), sep="\n", ping=15, send_timeout=server.stream_send_timeout_s,
+                               shutdown_grace_period=max(0, server.drain_timeout_s - 1))
 
 
 async def _chain(first: list, rest: AsyncIterator) -> AsyncIterator:

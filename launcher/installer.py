@@ -43,6 +43,9 @@ from .downloads import FileProgress, RetryPolicy, download, target_path
 from .galleries import Galleries
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 class InstallError(GalleryError):
     pass
 
@@ -90,7 +93,7 @@ def metadata_path(models_dir: Path, name: str) -> Path:
 
 class Installer:
     def __init__(self, models_dir: Path, galleries: Galleries, env: Mapping[str, str], *,
-                 allow_unverified: bool = False, retry: RetryPolicy = RetryPolicy()) -> None:
+                 allow_unverified: bool = False, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self.models_dir = Path(models_dir)
         self.galleries = galleries
         self.env = dict(env)
@@ -149,7 +152,7 @@ class Installer:
         paths, fetched_paths = self._download_all(resolved.files, progress)
         progress.update(message=f"checking {resolved.name}")
         templates = [target_path(self.models_dir, f"{n}.tmpl") for n, _ in resolved.prompt_templates]
-        for path, (_, content) in zip(templates, resolved.prompt_templates):
+        for path, (_, content) in zip(templates, resolved.prompt_templates, strict=True):
             _write_atomic(path, content)  # before the check: the YAML may name them
         try:
             model = self._compile(resolved.name, text, check_files=True)

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
+import time
 import uuid
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .logs import REQUEST_ID
+
+access_log = logging.getLogger("modelyard.access")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -62,7 +68,8 @@ class ApiKeyMiddleware:
 
 
 class RequestIdMiddleware:
-    """Echo the client's ``X-Request-Id`` (or a new one) on the response, for log correlation."""
+    """Echo the client's ``X-Request-Id`` (or a new one) on the response, tag the request's log
+    records with it, and write one access-log line per request (status, duration)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -74,10 +81,21 @@ class RequestIdMiddleware:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)  # every log record of this request carries it
+        started, status = time.monotonic(), 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info("%s %s %d %.0f ms", scope["method"], scope["path"], status,
+                            1000 * (time.monotonic() - started),
+                            extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                   "duration_ms": round(1000 * (time.monotonic() - started), 1)})
+            REQUEST_ID.reset(token)

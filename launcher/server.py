@@ -58,6 +58,8 @@ def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_l
                  "; on-demand installs on" if on_demand_installs else "")
     log.info("OpenAI API at http://%s:%d/v1 (%s)", server.host, server.port,
              f"{len(api_keys)} API key(s) required" if api_keys else "no API key required")
-    config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level,
-                            timeout_graceful_shutdown=10, limit_concurrency=1024, timeout_keep_alive=30)
+    # Our RequestIdMiddleware writes the access log (with request ids); uvicorn's would repeat it.
+    config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level, log_config=None,
+                            access_log=False, timeout_graceful_shutdown=server.drain_timeout_s,
+                            limit_concurrency=1024, timeout_keep_alive=30)
     uvicorn.Server(config).run()

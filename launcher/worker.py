@@ -21,12 +21,13 @@ from modelyard.compiler.plan import ModelPlan
 from .backends import load_backend_class
 from .backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
 from .ipc import PROTOCOL_VERSION, encode, read_message
+from .logs import FORMAT_ENV, configure_logging
 
 log = logging.getLogger(__name__)
 
 
 def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level: int) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: %(message)s")
+    configure_logging(log_level, os.environ.get(FORMAT_ENV, "text"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl-C goes to it
     model = ModelPlan.model_validate_json(plan_json)
     asyncio.run(_serve(model, backend_import, socket_path))
