@@ -14,7 +14,6 @@ and reads a call back when the whole output is one; ``none`` never calls.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import uuid
@@ -25,6 +24,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from .errors import OpenAIError
+from .schema_utils import expand_type_lists
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Runaway guards for grammar-constrained arguments: a small model inside a JSON string can go on
@@ -157,9 +157,6 @@ def bounded(schema: Any) -> Any:
             return node
         node = {key: visit(value) if key not in ("enum", "const", "default", "examples") else value
                 for key, value in node.items()}
-        if isinstance(node.get("type"), list):  # ["string", "null"]: one alternative per type, each bounded
-            rest = {k: v for k, v in node.items() if k != "type"}
-            return {"anyOf": [visit({**rest, "type": kind}) for kind in node["type"]]}
         if node.get("type") == "string" and not ({"maxLength", "enum", "const", "pattern", "format"} & node.keys()):
             node["maxLength"] = max(MAX_STRING_CHARS, node.get("minLength", 0))
         if node.get("type") == "array" and "maxItems" not in node and "items" in node:
@@ -168,7 +165,7 @@ def bounded(schema: Any) -> Any:
             node["additionalProperties"] = False  # only the declared arguments
         return node
 
-    return visit(copy.deepcopy(schema))
+    return visit(expand_type_lists(schema))  # ["string", "null"]: one bounded alternative per type
 
 
 # --- reading calls back ----------------------------------------------------------------------

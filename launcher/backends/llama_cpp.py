@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
+from ..schema_utils import expand_type_lists
 from .base import Finish, GenerationRequest, Logprob, RequestError, Started
 from .llama_slots import Slot, SlotScheduler, SlotSettings, iterate
 
@@ -184,7 +185,8 @@ class LlamaCppBackend:
 
         if request.json_schema is not None:
             try:
-                return LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
+                schema = expand_type_lists(request.json_schema)  # keeps maxLength & co. on type lists
+                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain exceptions
                 raise RequestError(f"response_format.json_schema cannot be used: {exc}",
                                    param="response_format") from None

@@ -199,6 +199,9 @@ def test_bounded_adds_runaway_guards_only_where_the_schema_sets_none() -> None:
     assert "maxLength" not in props["c"] and props["d"]["maxItems"] == 16 and props["d"]["items"]["maxLength"] == 200
     assert props["e"]["maxLength"] == 500 and out["additionalProperties"] is False
     assert "maxLength" not in schema["properties"]["a"]  # the caller's schema is untouched
+    nullable = bounded({"type": ["string", "null"], "description": "d"})
+    assert nullable == {"anyOf": [{"type": "string", "description": "d", "maxLength": MAX_STRING_CHARS},
+                                  {"type": "null", "description": "d"}]}
 
 
 @given(st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=40),
