@@ -17,6 +17,12 @@ VLLM_QUANTIZATION = (
     "compressed-tensors", "bitsandbytes", "gguf", "squeezellm", "aqlm", "deepspeedfp", "experts_int8",
     "modelopt", "ptpc_fp8", "qqq", "hqq", "tpu_int8", "ipex", "quark", "moe_wna16", "torchao", "mxfp4",
 )
+# vLLM engine arguments the YAML has keys of its own for: engine_args must not repeat them.
+VLLM_OWN_KEYS = frozenset({
+    "model", "quantization", "dtype", "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size",
+    "distributed_executor_backend", "max_model_len", "enforce_eager", "swap_space", "load_format",
+    "disable_log_stats", "trust_remote_code",
+})
 OPENVINO_CLASSES = ("OVModelForCausalLM", "OVModelForFeatureExtraction")
 TRANSFORMERS_CLASSES = ("AutoModelForCausalLM", "AutoModel", *OPENVINO_CLASSES)
 
@@ -36,6 +42,10 @@ def check_backend_rules(plan: ModelPlan, raw: Mapping[str, Any], ctx: ModelConte
     if plan.grammar is not None and plan.backend != "llama-cpp":
         ctx.error(("grammar",), f"GBNF grammars are llama.cpp's: {plan.backend} models take JSON Schemas "
                                 "through response_format instead")
+    if plan.backend == "vllm" and plan.vllm is not None:
+        for key in sorted(set(plan.vllm.engine_args) & VLLM_OWN_KEYS):
+            where = "parameters.model" if key == "model" else key
+            ctx.error(("engine_args", key), f"set {key!r} with its own key ({where}), not through engine_args")
     if plan.backend == "exllama2" and plan.model and plan.model.lower().endswith(".gguf"):
         ctx.error(("parameters", "model"), "exllama2 loads EXL2/GPTQ model directories, not GGUF files; "
                                            "use backend: llama-cpp")

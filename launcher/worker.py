@@ -10,6 +10,7 @@ When the server goes away the worker exits, so no orphan survives it.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import os
 import signal
@@ -54,6 +55,8 @@ async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> Non
     cancels: dict[str, threading.Event] = {}
     # A backend with parallel slots runs that many generations at once; the rest wait here.
     concurrency = max(1, getattr(backend, "concurrency", 1))
+    # Each running generation holds a thread (backends block); the default pool is smaller.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4))
     runners = [asyncio.create_task(_run_queue(backend, queue, cancels, post)) for _ in range(concurrency)]
     embed_lock = asyncio.Lock()  # a backend embeds one batch of inputs at a time
     try:

@@ -10,6 +10,8 @@ from modelyard.compiler.sources import BACKEND_REQUIREMENTS
 BACKENDS: dict[str, str] = {
     "llama-cpp": "modelyard.launcher.backends.llama_cpp:LlamaCppBackend",
     "transformers": "modelyard.launcher.backends.transformers_backend:TransformersBackend",
+    "vllm": "modelyard.launcher.backends.vllm_backend:VllmBackend",
+    "exllama2": "modelyard.launcher.backends.exllamav2_backend:ExLlamaV2Backend",
 }
 
 

@@ -1,0 +1,168 @@
+"""vLLM and exllamav2: the plan → engine and request → sampler mappings, run here without the
+libraries (they need CUDA), and the real thing under ``-m gpu`` on a machine with a GPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from modelyard.launcher.backends import missing_backend_message
+from modelyard.launcher.backends.base import GenerationRequest, RequestError
+from modelyard.launcher.backends.exllamav2_backend import cache_tokens, job_arguments, sampler_settings
+from modelyard.launcher.backends.vllm_backend import (
+    engine_arguments,
+    finish_reason,
+    sampling_arguments,
+    structured_output,
+)
+
+from .test_http import make_plan
+
+VLLM_MODEL = """
+- name: small
+  backend: vllm
+  parameters: {model: meta-llama/Llama-3.2-1B-Instruct}
+- name: big
+  backend: vllm
+  context_size: 8192
+  quantization: awq
+  dtype: float16
+  gpu_memory_utilization: 0.85
+  tensor_parallel_size: 2
+  pipeline_parallel_size: 2
+  distributed_executor_backend: ray
+  enforce_eager: true
+  swap_space: 8
+  load_format: safetensors
+  trust_remote_code: true
+  disable_log_stats: true
+  parameters: {model: Qwen/Qwen2.5-72B-Instruct-AWQ}
+  engine_args: {max_num_seqs: 64, enable_prefix_caching: true}
+- name: capped
+  backend: vllm
+  context_size: 8192
+  max_model_len: 4096
+  parameters: {model: meta-llama/Llama-3.2-1B-Instruct}
+"""
+
+
+def request(**changes) -> GenerationRequest:
+    values = dict(prompt="p", max_tokens=32, temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, typical_p=1.0,
+                  repeat_penalty=1.1, presence_penalty=0.5, frequency_penalty=0.25, seed=7)
+    return GenerationRequest(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def vllm_plan():
+    return make_plan(VLLM_MODEL)
+
+
+def test_engine_arguments_for_defaults_and_for_every_key(vllm_plan) -> None:
+    assert engine_arguments(vllm_plan.model("small")) == {
+        "model": "meta-llama/Llama-3.2-1B-Instruct", "trust_remote_code": False, "dtype": "auto",
+        "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "enforce_eager": False, "disable_log_stats": False}
+    assert engine_arguments(vllm_plan.model("big")) == {
+        "model": "Qwen/Qwen2.5-72B-Instruct-AWQ", "trust_remote_code": True, "dtype": "float16",
+        "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "enforce_eager": True, "disable_log_stats": True,
+        "max_model_len": 8192, "quantization": "awq", "gpu_memory_utilization": 0.85, "swap_space": 8,
+        "load_format": "safetensors", "distributed_executor_backend": "ray", "max_num_seqs": 64,
+        "enable_prefix_caching": True}
+    assert engine_arguments(vllm_plan.model("capped"))["max_model_len"] == 4096  # its own key beats context_size
+
+
+def test_sampling_arguments_map_every_request_field() -> None:
+    assert sampling_arguments(request(stop=("</s>",), logprobs=3, ignore_eos=True)) == {
+        "n": 1, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7, "max_tokens": 32,
+        "presence_penalty": 0.5, "frequency_penalty": 0.25, "repetition_penalty": 1.1, "stop": ["</s>"],
+        "ignore_eos": True, "logprobs": 3, "skip_special_tokens": True}
+    greedy = sampling_arguments(request(temperature=0.0, top_k=0, repeat_penalty=0.0, seed=None, max_tokens=None))
+    assert (greedy["temperature"], greedy["top_k"], greedy["repetition_penalty"], greedy["seed"],
+            greedy["max_tokens"], greedy["stop"]) == (0.0, -1, 1.0, None, None, None)
+    with pytest.raises(RequestError, match="typical_p is not supported"):
+        sampling_arguments(request(typical_p=0.5))
+
+
+def test_structured_output_and_finish_reasons() -> None:
+    schema = {"type": "object"}
+    assert structured_output(request(json_schema=schema)) == {"json": schema}
+    assert structured_output(request(json_object=True)) == {"json_object": True}
+    assert structured_output(request(grammar='root ::= "a"')) == {"grammar": 'root ::= "a"'}
+    assert structured_output(request()) is None
+    assert [finish_reason(r) for r in ("stop", "length", "abort", None)] == ["stop", "length", "stop", "stop"]
+
+
+def test_exllamav2_sampler_and_job_mapping() -> None:
+    assert sampler_settings(request()) == {
+        "temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "typical": 0.0,
+        "token_repetition_penalty": 1.1, "token_frequency_penalty": 0.25, "token_presence_penalty": 0.5}
+    greedy = sampler_settings(request(temperature=0.0))
+    assert (greedy["temperature"], greedy["top_k"], greedy["top_p"]) == (1.0, 1, 1.0)
+    assert sampler_settings(request(typical_p=0.8))["typical"] == 0.8
+    assert job_arguments(request(), 32, 2, "id-1") == {
+        "max_new_tokens": 32, "stop_conditions": [2], "seed": 7, "identifier": "id-1",
+        "decode_special_tokens": False, "return_logits": False}
+    assert job_arguments(request(ignore_eos=True), 8, 2, "x")["stop_conditions"] == []
+    with pytest.raises(RequestError, match="not supported by exllama2"):
+        job_arguments(request(json_object=True), 8, 2, "x")
+    assert [cache_tokens(c, p) for c, p in ((4096, 4), (1000, 1), (300, 2))] == [16384, 1024, 768]
+
+
+@pytest.mark.parametrize(("backend", "extra"), [("vllm", "vllm"), ("exllama2", "exllama2")])
+def test_launch_refuses_a_backend_whose_library_is_missing(backend, extra) -> None:
+    import importlib.util
+
+    module = {"vllm": "vllm", "exllama2": "exllamav2"}[backend]
+    message = missing_backend_message(backend)
+    if importlib.util.find_spec(module) is None:
+        assert message == f"the {backend} backend needs the '{module}' package: pip install 'modelyard[{extra}]'"
+    else:
+        assert message is None
+
+
+def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
+    # Every GenerationRequest field is either mapped for vLLM or deliberately left to the server.
+    handled = {"prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
+               "presence_penalty", "frequency_penalty", "seed", "ignore_eos", "json_schema", "json_object",
+               "grammar", "stop", "logprobs"}
+    assert {f.name for f in dataclasses.fields(GenerationRequest)} == handled
+
+
+# --- on a GPU: the real engines, through `modelyard launch` -----------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["vllm", "exllama2"])
+def test_serves_a_small_locally_built_model(tmp_path, backend) -> None:
+    """A tiny random Llama (fp16 safetensors: both engines load it) served for real."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from ..e2e.server import launched
+    from ..e2e.test_transformers import build_tiny_llama
+
+    pytest.importorskip({"vllm": "vllm", "exllama2": "exllamav2"}[backend])
+    build_tiny_llama(tmp_path / "tiny")
+    (tmp_path / "tiny.yaml").write_text(
+        f"name: tiny\nbackend: {backend}\ncontext_size: 256\nparameters: {{model: tiny, temperature: 0}}\n"
+        + ("gpu_memory_utilization: 0.3\nenforce_eager: true\n" if backend == "vllm" else "")
+        + "template: {use_tokenizer_template: true}\n")
+    with launched([str(tmp_path)], tmp_path / "server.log", ready_timeout_s=600) as running:
+        client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=300)
+        chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=8)
+        assert chat.usage.completion_tokens <= 8
+        whole = client.completions.create(model="tiny", prompt="Hello world", max_tokens=12).choices[0].text
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            model="tiny", prompt="Hello world", max_tokens=12, stream=True))
+        assert streamed == whole
+        if whole[3:5].strip():
+            cut = client.completions.create(model="tiny", prompt="Hello world", max_tokens=12, stop=[whole[3:5]])
+            assert cut.choices[0].text == whole[:whole.index(whole[3:5])]
+        seeded = [client.completions.create(model="tiny", prompt="café", max_tokens=10, temperature=1.0, seed=3)
+                  .choices[0].text for _ in range(2)]
+        assert seeded[0] == seeded[1]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda _: client.completions.create(
+                model="tiny", prompt="Hello world", max_tokens=12).choices[0].text, range(4)))
+        assert together == [whole] * 4
