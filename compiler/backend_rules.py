@@ -56,7 +56,8 @@ def check_backend_rules(plan: ModelPlan, raw: Mapping[str, Any], ctx: ModelConte
         elif model_class in OPENVINO_CLASSES and not ctx.probe.module_available("optimum.intel"):
             ctx.warning(("type",), f"{model_class} needs optimum-intel, which is not installed here: the model will "
                                    "fail to load; install it with pip install 'modelyard[openvino]'")
-    if plan.backend in ("transformers", "vllm") and not plan.model_is_local and plan.templates.use_tokenizer_template \
+    if plan.backend in ("transformers", "vllm", "exllama2") and not plan.model_is_local \
+            and plan.templates.use_tokenizer_template \
             and plan.templates.tokenizer_template is None:
         ctx.warning(("template", "use_tokenizer_template"),
                     f"{plan.model!r} is a Hugging Face hub id: its chat template cannot be read before it is "

@@ -111,7 +111,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         return None
 
     metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model else None
-    hf_dir = model if backend in ("transformers", "vllm") and model_is_local and model else None
+    hf_dir = model if backend in ("transformers", "vllm", "exllama2") and model_is_local and model else None
     templates = _templates(r, ctx, metadata, backend, hf_dir)
     embeddings = bool(r.get(("embeddings",), "embeddings", False))
     declared = [str(u).lower().removeprefix("flag_") for u in raw.get("known_usecases") or []]
