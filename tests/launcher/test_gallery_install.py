@@ -376,3 +376,24 @@ def test_install_api_from_a_url_with_files(tmp_path, server, gguf_bytes) -> None
         assert poll(client, reply.json()["status"])["state"] == "done"
         assert client.post("/v1/completions", json={"model": "from-url", "prompt": "hi"}).status_code == 200
     assert installer.installed() == {"from-url": "url@from-url"}
+
+
+def test_a_full_disk_fails_the_install_job_clearly_and_the_server_keeps_serving(tmp_path, server, gguf_bytes,
+                                                                                  monkeypatch) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    real_open = pathlib.Path.open
+
+    def full_disk(self, mode="r", *args, **kwargs):
+        if self.name.endswith(".partial") and mode[0] in "wa":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", full_disk)
+    client, _ = api_client(installer)
+    with client:
+        job = poll(client, client.post("/models/apply", json={"id": "test@tiny"}).json()["status"])
+        assert job["state"] == "failed" and job["error"] == "cannot write tiny.gguf: No space left on device"
+        assert client.post("/v1/completions", json={"model": "plain", "prompt": "hi"}).status_code == 200
+        assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi"}).status_code == 404
+    assert listing(tmp_path / "models") == []
