@@ -69,6 +69,7 @@ class GalleryService:
         self._by_ref: dict[str, InstallJob] = {}  # the live job per entry: one install at a time each
         self._lock = asyncio.Lock()  # one install at a time: they share the disk and the network
         self.aliases: dict[str, str] = {}  # a request's model name → the model its install made
+        self._tasks: set[asyncio.Task] = set()
 
     def submit(self, target: str | GalleryEntry, *, name: str | None = None,
                overrides: dict[str, Any] | None = None) -> InstallJob:
@@ -86,7 +87,9 @@ class GalleryService:
         self.jobs[job.id] = job
         self._by_ref[ref] = job
         self._forget_old_jobs()
-        asyncio.get_running_loop().create_task(self._run(job))
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
         return job
 
     async def _run(self, job: InstallJob) -> None:

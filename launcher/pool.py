@@ -118,7 +118,7 @@ class ModelWorker:
         )
         self.process.start()
         log.info("starting worker for %s (pid %s)", self.model.name, self.process.pid)
-        asyncio.create_task(self._watch_startup())
+        self._watcher = asyncio.create_task(self._watch_startup())  # held: the loop keeps weak references
 
     async def _watch_startup(self) -> None:
         # A worker that dies before connecting (import error, bad plan) never says anything.
