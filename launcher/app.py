@@ -232,6 +232,7 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
             raise OpenAIError(400, "model is required: name one of " + ", ".join(m.name for m in plan.models),
                               param="model", code="missing_model")
     model = _find_model(plan, name, request.app.state.gallery)
+    request.state.model = model.name  # the metrics' model label
     if usecase not in model.usecases:
         raise OpenAIError(400, f"model {model.name!r} does not serve {usecase} requests "
                                f"(it serves: {', '.join(model.usecases) or 'nothing'})",

@@ -45,8 +45,8 @@ class _PoolCollector(Collector):
 class Metrics:
     def __init__(self, pool_stats: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("modelyard_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=self.registry)
+        self.requests = Counter("modelyard_requests", "HTTP requests by route, model and status",
+                                ["route", "model", "status"], registry=self.registry)
         self.duration = Histogram("modelyard_request_duration_seconds", "Request duration, to the last byte",
                                   ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.ttft = Histogram("modelyard_time_to_first_token_seconds", "Time to the first generated text",
@@ -62,7 +62,7 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts requests by route and status and times them to the last byte (streams included)."""
+    """Counts requests by route, model and status and times them to the last byte (streams included)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -84,5 +84,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            self.metrics.requests.labels(route, str(status)).inc()
+            # Only a served model's name becomes a label (set by the app once it resolved one):
+            # a client cannot grow the label set with made-up names.
+            model = scope.get("state", {}).get("model", "")
+            self.metrics.requests.labels(route, model, str(status)).inc()
             self.metrics.duration.labels(route).observe(time.perf_counter() - started)

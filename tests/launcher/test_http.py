@@ -293,8 +293,8 @@ def test_metrics(client) -> None:
     chat(client)
     client.get("/v1/models/whatever-a-client-sends")
     text = client.get("/metrics").text
-    assert 'modelyard_requests_total{route="/chat/completions",status="200"} 1.0' in text
-    assert 'modelyard_requests_total{route="/models/{id}",status="404"} 1.0' in text
+    assert 'modelyard_requests_total{model="chat",route="/chat/completions",status="200"} 1.0' in text
+    assert 'modelyard_requests_total{model="",route="/models/{id}",status="404"} 1.0' in text
     assert 'modelyard_completion_tokens_total{model="chat"} 9.0' in text
     assert 'modelyard_time_to_first_token_seconds_count{model="chat"} 1.0' in text
     assert 'modelyard_model_loaded{model="chat"} 1.0' in text
