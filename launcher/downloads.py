@@ -105,9 +105,11 @@ def fetch_text(uri: str, env: Mapping[str, str], policy: RetryPolicy = RetryPoli
                     if len(body) > TEXT_LIMIT:
                         raise DownloadError(f"{location}: larger than {TEXT_LIMIT} bytes")
                 return body.decode("utf-8")
-        except _Retryable as exc:
+        except UnicodeDecodeError:
+            raise DownloadError(f"{location}: not UTF-8 text") from None
+        except (_Retryable, httpx.TransportError) as exc:
             if attempt + 1 == policy.attempts:
-                raise DownloadError(f"cannot fetch {location}: {exc}") from None
+                raise DownloadError(f"cannot fetch {location}: {exc or type(exc).__name__}") from None
             time.sleep(policy.backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
 

@@ -397,3 +397,10 @@ def test_a_full_disk_fails_the_install_job_clearly_and_the_server_keeps_serving(
         assert client.post("/v1/completions", json={"model": "plain", "prompt": "hi"}).status_code == 200
         assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi"}).status_code == 404
     assert listing(tmp_path / "models") == []
+
+
+def test_an_unreachable_gallery_index_is_a_clear_error() -> None:
+    from modelyard.launcher.downloads import fetch_text
+
+    with pytest.raises(GalleryError, match=r"cannot fetch http://127.0.0.1:9/index.yaml: "):
+        fetch_text("http://127.0.0.1:9/index.yaml", {}, RetryPolicy(attempts=2, backoff_s=0.01))
