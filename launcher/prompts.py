@@ -67,8 +67,10 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
     messages = [replace(m, role="system") if m.role == "developer" else m for m in messages]
     templates = model.templates
     chat_templates = templates.chat_message is not None or templates.chat is not None or model.roles
-    if offered and not (templates.function is not None and chat_templates) and \
-            not (templates.tokenizer_template is not None and not chat_templates):
+    # A tokenizer template that never mentions `tools` would drop them: then the note tells the model.
+    tokenizer_takes_tools = templates.tokenizer_template is not None and not chat_templates \
+        and "tools" in templates.tokenizer_template.source
+    if offered and not (templates.function is not None and chat_templates) and not tokenizer_takes_tools:
         messages = _with_system_note(messages, tools_system_prompt(tools))
     system = next((m.content for m in messages if m.role == "system"), "")
     hf_messages = [m.hf() for m in messages]

@@ -234,3 +234,17 @@ def test_calls_are_read_back_from_json_and_from_tool_call_blocks() -> None:
     for content in ("Sunny.", '{"answer": 42}', "<tool_call>{broken</tool_call>",
                     '<tool_call>{"name": "get_time", "arguments": {}}</tool_call> and some text'):
         assert parse_calls(content, tools) is None, content
+
+
+def test_tools_reach_tokenizer_templates_that_take_them_and_a_note_serves_the_others() -> None:
+    from modelyard.compiler.plan import Template
+    from modelyard.launcher.prompts import PromptMessage, chat_prompt
+
+    [model] = make_plan("- name: tok\n  backend: llama-cpp\n  parameters: {model: chat.gguf}\n"
+                        "  template: {use_tokenizer_template: true}\n").models
+    tools = parse_tool_request([WEATHER], "auto", None, None)
+    plain = chat_prompt(model, [PromptMessage("user", "hi")], tools)
+    assert "You can call these functions" in plain  # "{{ messages }}" has no place for tools
+    taking = model.model_copy(update={"templates": model.templates.model_copy(update={
+        "tokenizer_template": Template(dialect="tokenizer", source="{{ tools | length }} {{ messages | length }}")})})
+    assert chat_prompt(taking, [PromptMessage("user", "hi")], tools) == "1 1"
