@@ -5,6 +5,7 @@ Unknown fields are ignored (as OpenAI and vLLM do); known fields are checked for
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, Literal
@@ -211,14 +212,26 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
                           code="invalid_value") from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+BODY_READ_TIMEOUT_S = 30.0
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and with 408
+    when it has not all arrived within ``timeout_s`` (a client trickling bytes holds no slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
-    return bytes(body)
+
+    async def receive() -> bytes:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        return bytes(body)
+
+    try:
+        return await asyncio.wait_for(receive(), timeout_s)
+    except asyncio.TimeoutError:
+        raise OpenAIError(408, f"the request body did not arrive within {timeout_s:.0f} s",
+                          code="request_timeout") from None

@@ -370,3 +370,22 @@ def test_embedding_mistakes(client, body, status, param) -> None:
 def test_generation_refused_by_an_embeddings_model(client) -> None:
     response = client.post("/v1/completions", json={"model": "embed", "prompt": "x"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_usecase"
+
+
+def test_a_body_that_trickles_in_is_a_408() -> None:
+    import asyncio
+
+    from modelyard.launcher.errors import OpenAIError
+    from modelyard.launcher.protocol import read_body
+
+    class Trickle:
+        headers: dict[str, str] = {}
+
+        async def stream(self):
+            yield b"{"
+            await asyncio.sleep(5)
+            yield b"}"
+
+    with pytest.raises(OpenAIError) as error:
+        asyncio.run(read_body(Trickle(), 1024, timeout_s=0.2))
+    assert error.value.status == 408 and "did not arrive within" in error.value.message
