@@ -186,7 +186,7 @@ class LlamaCppBackend:
         if request.json_schema is not None:
             try:
                 schema = expand_type_lists(request.json_schema)  # keeps maxLength & co. on type lists
-                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                return LlamaGrammar.from_string(json_schema_grammar(schema), verbose=False)
             except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain exceptions
                 raise RequestError(f"response_format.json_schema cannot be used: {exc}",
                                    param="response_format") from None
@@ -198,3 +198,16 @@ class LlamaCppBackend:
             except Exception as exc:  # noqa: BLE001 - the GBNF parser raises plain exceptions
                 raise RequestError(f"grammar is not valid GBNF: {exc}", param="grammar") from None
         return None
+
+
+# llama-cpp-python's port of llama.cpp's JSON-Schema converter lets raw control characters into
+# strings (its `char` rule is `[^"\\]`); JSON forbids them, and llama.cpp's own rule excludes them.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def json_schema_grammar(schema: dict) -> str:
+    """GBNF for ``schema``, with JSON's string characters (no raw control characters)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _JSON_CHAR)

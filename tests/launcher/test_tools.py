@@ -248,3 +248,12 @@ def test_tools_reach_tokenizer_templates_that_take_them_and_a_note_serves_the_ot
     taking = model.model_copy(update={"templates": model.templates.model_copy(update={
         "tokenizer_template": Template(dialect="tokenizer", source="{{ tools | length }} {{ messages | length }}")})})
     assert chat_prompt(taking, [PromptMessage("user", "hi")], tools) == "1 1"
+
+
+def test_json_schema_grammars_keep_raw_control_characters_out_of_strings() -> None:
+    pytest.importorskip("llama_cpp")
+    from modelyard.launcher.backends.llama_cpp import json_schema_grammar
+
+    grammar = json_schema_grammar({"type": "object", "properties": {"a": {"type": "string", "maxLength": 5}}})
+    [char_rule] = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+    assert char_rule.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] |'), char_rule
