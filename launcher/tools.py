@@ -226,12 +226,16 @@ _TAIL = re.compile(r"\s*\}?\s*$")
 class CallStream:
     """Reads a forced call as it is generated (the grammar fixes its shape: name first, then
     arguments) and yields OpenAI's stream fragments: the name once known, then the arguments
-    text as it arrives. The outer object's closing brace is held back until the end."""
+    text as it arrives. The outer object's closing brace is held back until the end. Raw control
+    characters inside strings (some grammar engines let them through) are escaped on the way, so
+    the arguments a client joins are always valid JSON."""
 
     def __init__(self) -> None:
         self.buffer = ""
         self.name: str | None = None
-        self.sent = 0  # characters of the arguments text already sent
+        self.sent = 0  # characters of the raw arguments text already sent
+        self.escaped = ""  # what was sent, escaped
+        self._in_string = self._after_backslash = False
 
     def feed(self, text: str) -> list[tuple[str, str]]:
         """New ("name", NAME) / ("arguments", FRAGMENT) events for ``text``."""
@@ -241,12 +245,12 @@ class CallStream:
             head = _CALL_HEAD.match(self.buffer)
             if head is None:
                 return []
-            self.name = json.loads(f'"{head.group(1)}"')
+            self.name = json.loads(f'"{head.group(1)}"', strict=False)
             self.buffer = self.buffer[head.end():]
             events.append(("name", self.name))
         safe = len(self.buffer) - len(_TAIL.search(self.buffer).group(0))
         if safe > self.sent:
-            events.append(("arguments", self.buffer[self.sent:safe]))
+            events.append(("arguments", self._send(self.buffer[self.sent:safe])))
             self.sent = safe
         return events
 
@@ -258,11 +262,30 @@ class CallStream:
         end = end[:-1].rstrip() if end.endswith("}") else end
         rest = end[self.sent:]
         self.sent = len(end)
-        return [("arguments", rest)] if rest else []
+        return [("arguments", self._send(rest))] if rest else []
 
     @property
     def arguments(self) -> str:
-        return self.buffer[:self.sent]
+        return self.escaped
+
+    def _send(self, raw: str) -> str:
+        out = []
+        for char in raw:
+            if self._in_string:
+                if self._after_backslash:
+                    self._after_backslash = False
+                elif char == "\\":
+                    self._after_backslash = True
+                elif char == '"':
+                    self._in_string = False
+                elif char < " ":
+                    char = json.dumps(char)[1:-1]  # \n, \t, \u001b ...
+            elif char == '"':
+                self._in_string = True
+            out.append(char)
+        fragment = "".join(out)
+        self.escaped += fragment
+        return fragment
 
 
 # --- prompts ---------------------------------------------------------------------------------

@@ -257,3 +257,15 @@ def test_json_schema_grammars_keep_raw_control_characters_out_of_strings() -> No
     grammar = json_schema_grammar({"type": "object", "properties": {"a": {"type": "string", "maxLength": 5}}})
     [char_rule] = [line for line in grammar.splitlines() if line.startswith("char ::=")]
     assert char_rule.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] |'), char_rule
+
+
+def test_raw_control_characters_in_streamed_arguments_are_escaped() -> None:
+    stream = CallStream()
+    raw = '{"name": "f", "arguments": {"note": "line one\nline\ttwo \\"q\\" \x1b", "n": [1,\n2]}}'
+    events = []
+    for piece in (raw[:30], raw[30:45], raw[45:]):
+        events += stream.feed(piece)
+    events += stream.finish()
+    arguments = "".join(value for kind, value in events if kind == "arguments")
+    assert json.loads(arguments) == {"note": 'line one\nline\ttwo "q" \x1b', "n": [1, 2]}  # strict JSON
+    assert stream.arguments == arguments
