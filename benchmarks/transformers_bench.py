@@ -13,38 +13,27 @@ from __future__ import annotations
 import argparse
 import random
 import string
+import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from modelyard.compiler import CompileOptions, LocalProbe, Source, compile_sources
-from modelyard.launcher.backends.base import Finish, GenerationRequest
-from modelyard.launcher.backends.transformers_backend import TransformersBackend
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests/random_llama.py
+
+from modelyard.compiler import CompileOptions, LocalProbe, Source, compile_sources  # noqa: E402
+from modelyard.launcher.backends.base import Finish, GenerationRequest  # noqa: E402
+from modelyard.launcher.backends.transformers_backend import TransformersBackend  # noqa: E402
+from tests.random_llama import build_random_llama  # noqa: E402
 
 
 def build_model(directory: Path) -> None:
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     rng = random.Random(0)
     words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(60000)]
     corpus = [" ".join(rng.choices(words, k=200)) for _ in range(3000)]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=32000, special_tokens=["<s>", "</s>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                                pad_token="<pad>")
-    config = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=256, intermediate_size=768,
-                                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
-                                      max_position_embeddings=1024, bos_token_id=0, eos_token_id=1, pad_token_id=2)
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
-    fast.save_pretrained(directory)
+    build_random_llama(directory, corpus, vocab_size=32000, hidden_size=256, intermediate_size=768, layers=4,
+                       heads=8, kv_heads=4, context=1024)
 
 
 def run(backend: TransformersBackend, prompts: list[str], tokens: int, concurrency: int) -> float:

@@ -17,9 +17,10 @@ import hashlib
 import os
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 from modelyard.compiler.gallery import GalleryError, GalleryFile, safe_relative_path
@@ -190,13 +191,8 @@ def _fetch_once(location: str | Path, partial: Path, filename: str, report: Prog
             length = response.headers.get("content-length")
             total = have + int(length) if length and length.isdigit() else None
             with partial.open("ab" if have else "wb") as out:
-                for chunk in response.iter_bytes():  # as received: a dropped connection loses nothing
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    have += len(chunk)
-                    report(FileProgress(filename, have, total, "downloading"))
-                out.flush()
-                os.fsync(out.fileno())
+                # As received: a dropped connection loses nothing already read.
+                have = _write_hashed(response.iter_bytes(), out, hasher, have, total, filename, report)
             if total is not None and have < total:
                 raise _Retryable(f"connection closed after {have} of {total} bytes")
     except (httpx.TransportError, httpx.DecodingError) as exc:
@@ -208,17 +204,23 @@ def _copy_local(source: Path, partial: Path, filename: str, report: ProgressCall
     if not source.is_file():
         raise DownloadError(f"{source}: no such file")
     hasher = hashlib.sha256()
-    total = source.stat().st_size
-    done = 0
     with source.open("rb") as src, partial.open("wb") as out:
-        while chunk := src.read(CHUNK):
-            out.write(chunk)
-            hasher.update(chunk)
-            done += len(chunk)
-            report(FileProgress(filename, done, total, "downloading"))
-        out.flush()
-        os.fsync(out.fileno())
+        done = _write_hashed(iter(lambda: src.read(CHUNK), b""), out, hasher, 0, source.stat().st_size, filename,
+                             report)
     return hasher.hexdigest(), done
+
+
+def _write_hashed(chunks: Iterable[bytes], out: BinaryIO, hasher: Any, done: int, total: int | None,
+                  filename: str, report: ProgressCallback) -> int:
+    """Write, hash and report each chunk, then make the file durable; the bytes done in all."""
+    for chunk in chunks:
+        out.write(chunk)
+        hasher.update(chunk)
+        done += len(chunk)
+        report(FileProgress(filename, done, total, "downloading"))
+    out.flush()
+    os.fsync(out.fileno())
+    return done
 
 
 def _check_status(response: httpx.Response, location: str) -> None:

@@ -70,7 +70,6 @@ class InstallProgress:
     file_total: int | None = None
     files_done: int = 0
     files_total: int = 0
-    bytes_done: int = 0  # over all files, including ones already present
     listeners: list[Callable[[InstallProgress], None]] = field(default_factory=list, repr=False)
 
     @property
@@ -172,21 +171,20 @@ class Installer:
 
     def _download_all(self, files: tuple[GalleryFile, ...], progress: InstallProgress) -> tuple[list[Path], list[Path]]:
         """Every file in place and verified: (all their paths, the ones fetched now)."""
-        paths, fetched, done_before = [], [], 0
+        paths, fetched = [], []
         progress.update(files_total=len(files), files_done=0)
+
+        def report(event: FileProgress) -> None:
+            progress.update(file_done=event.done, file_total=event.total)
+
         for file in files:
             progress.update(message=f"downloading {file.filename}", file_name=file.filename,
                             file_done=0, file_total=None)
-
-            def report(event: FileProgress, before: int = done_before) -> None:
-                progress.update(file_done=event.done, file_total=event.total, bytes_done=before + event.done)
-
             path, was_fetched = download(file, self.models_dir, self.env, on_progress=report, policy=self.retry)
-            done_before += path.stat().st_size
             paths.append(path)
             if was_fetched:
                 fetched.append(path)
-            progress.update(files_done=progress.files_done + 1, bytes_done=done_before)
+            progress.update(files_done=progress.files_done + 1)
         return paths, fetched
 
     def _compile(self, name: str, text: str, *, check_files: bool) -> ModelPlan:

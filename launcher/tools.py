@@ -349,7 +349,6 @@ class ChoiceDeltas:
         self.call = CallStream()
         self.call_id = new_call_id()
         self.held = ""
-        self.calls_sent = False
 
     def text(self, text: str) -> list[dict[str, Any]]:
         if self.mode == "content":

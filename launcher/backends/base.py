@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,18 @@ class Finish:
     reason: str  # "stop" (end of sequence) or "length"
     prompt_tokens: int
     completion_tokens: int
+
+
+def drain(out: queue.Queue) -> Iterator[str | Started | Logprob | Finish]:
+    """What ``Backend.generate`` yields from a decode thread's queue: items up to and including
+    ``Finish``; an exception put on the queue is raised here, in the request's thread."""
+    while True:
+        item = out.get()
+        if isinstance(item, Exception):
+            raise item
+        yield item
+        if isinstance(item, Finish):
+            return
 
 
 class RequestError(Exception):

@@ -19,8 +19,8 @@ from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from ..schema_utils import expand_type_lists
-from .base import Finish, GenerationRequest, Logprob, RequestError, Started
-from .llama_slots import Slot, SlotScheduler, SlotSettings, iterate
+from .base import Finish, GenerationRequest, Logprob, RequestError, Started, drain
+from .llama_slots import Slot, SlotScheduler, SlotSettings
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class LlamaCppBackend:
         grammar = self._grammar(request)
         slot = Slot(request, prompt_tokens, limit, (grammar._grammar, grammar._root) if grammar else None, cancelled)
         self._slots.submit(slot)
-        yield from iterate(slot)
+        yield from drain(slot.out)
 
     def _token_text(self, tokens: list[int], index: int) -> str:
         vocabulary = self._llm.n_vocab()

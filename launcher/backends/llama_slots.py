@@ -309,14 +309,3 @@ def _common_prefix(a, b) -> int:
             break
         n += 1
     return n
-
-
-def iterate(slot: Slot):
-    """What ``Backend.generate`` yields for a slot, as the decode thread produces it."""
-    while True:
-        item = slot.out.get()
-        if isinstance(item, Exception):
-            raise item
-        yield item
-        if isinstance(item, Finish):
-            return

@@ -19,8 +19,8 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, RequestError, Started
-from .transformers_batch import MAX_BATCH, BatchScheduler, Row, iterate
+from .base import Finish, GenerationRequest, RequestError, Started, drain
+from .transformers_batch import MAX_BATCH, BatchScheduler, Row
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class TransformersBackend:
             raise RequestError("response_format is not supported for OpenVINO models yet", param="response_format")
         row = Row(request, prompt, limit, cancelled, matcher=matcher)
         self.scheduler.submit(row)
-        yield from iterate(row)
+        yield from drain(row.out)
 
     def _grammar_matcher(self, request: GenerationRequest) -> Any:
         """An xgrammar matcher for ``response_format`` (and forced tool calls), or None.

@@ -167,12 +167,13 @@ class BatchScheduler:
             self._finish(row, "cancelled")
             return None
         request = row.request
-        history = torch.tensor([row.prompt + row.generated], dtype=torch.long, device=logits.device)
         scores = _penalize(logits.clone(), row, torch)
         if row.matcher is not None:
             _constrain(row, scores)
-        for processor in row.processors:
-            scores = processor(history, scores)
+        if row.processors:  # they read the whole sequence (repetition penalty): built only then
+            history = torch.tensor([row.prompt + row.generated], dtype=torch.long, device=logits.device)
+            for processor in row.processors:
+                scores = processor(history, scores)
         if row.generator is None:
             token = int(scores.argmax(-1))
         else:
@@ -258,13 +259,3 @@ def _penalize(scores: Any, row: Row, torch: Any) -> Any:
     tokens, counts = torch.tensor(row.generated, device=scores.device).unique(return_counts=True)
     scores[0, tokens] -= request.frequency_penalty * counts.to(scores.dtype) + request.presence_penalty
     return scores
-
-
-def iterate(row: Row):
-    while True:
-        item = row.out.get()
-        if isinstance(item, Exception):
-            raise item
-        yield item
-        if isinstance(item, Finish):
-            return

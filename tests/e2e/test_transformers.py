@@ -18,6 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from ..random_llama import build_random_llama
 from .server import launched
 
 pytestmark = [pytest.mark.slow]
@@ -44,24 +45,9 @@ CONFIG = """
 
 
 def build_tiny_llama(directory: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(["The quick brown fox jumps over the lazy dog.", "Hello world, tiny model.",
-                                   "café naïve 東京"] * 20, trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                                pad_token="<pad>")
-    fast.chat_template = CHAT_TEMPLATE
-    config = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=256, bos_token_id=0, eos_token_id=1, pad_token_id=2)
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
-    fast.save_pretrained(directory)
+    build_random_llama(directory, ["The quick brown fox jumps over the lazy dog.", "Hello world, tiny model.",
+                                   "café naïve 東京"] * 20, vocab_size=384, hidden_size=64, intermediate_size=128,
+                       layers=2, heads=4, kv_heads=2, context=256, chat_template=CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from modelyard.launcher.backends.base import (
 )
 from modelyard.launcher.pool import ModelUnavailable
 
+from ..compiler.fakes import compile_yaml, default_probe
 from .fake_backend import FakeBackend
 
 
@@ -80,3 +81,38 @@ def wait_until_ready(client, timeout_s: float = 5.0) -> dict[str, Any]:
         if response.status_code == 200 or time.monotonic() > deadline:
             return response.json()
         time.sleep(0.02)
+
+
+# The models most HTTP tests serve: a chat model, a plain one, output rules, an embeddings model.
+MODELS = """
+- name: chat
+  backend: llama-cpp
+  parameters: {model: model.gguf, temperature: 0.3, max_tokens: 64}
+  stopwords: ["<end>"]
+  template:
+    chat_message: "<{{ RoleName }}>{{ Content }}"
+    chat: "{{ Input }}\\n<assistant>"
+    completion: "Q: {{ Input }}"
+- name: plain
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+- name: rules
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  cutstrings: ["fake "]
+  trimsuffix: ["."]
+  template: {chat_message: "{{ Content }}"}
+- name: embed
+  backend: transformers
+  embeddings: true
+  known_usecases: [embeddings]
+  parameters: {model: hf-model}
+"""
+
+
+def make_plan(text: str = MODELS):
+    probe = default_probe()
+    probe.backends = {"llama-cpp", "transformers"}
+    result = compile_yaml({"models/m.yaml": text}, probe=probe)
+    assert result.plan is not None, result.diagnostics
+    return result.plan

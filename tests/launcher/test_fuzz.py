@@ -10,8 +10,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from modelyard.launcher.app import create_app  # noqa: E402
 
-from .fakes import FakePool  # noqa: E402
-from .test_http import make_plan  # noqa: E402
+from .fakes import FakePool, make_plan  # noqa: E402
 
 PLAN = make_plan()
 APP = create_app(PLAN, pool=FakePool(PLAN))

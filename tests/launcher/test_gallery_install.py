@@ -17,9 +17,8 @@ from modelyard.launcher.galleries import Galleries, GallerySpec, builtin_spec
 from modelyard.launcher.installer import Installer, InstallError, InstallProgress
 from starlette.testclient import TestClient
 
-from .fakes import FakePool, wait_until_ready
+from .fakes import FakePool, make_plan, wait_until_ready
 from .file_server import FileServer, tiny_gguf
-from .test_http import make_plan
 
 BASE = """\
 backend: llama-cpp

@@ -16,7 +16,7 @@ from modelyard.launcher.backends.vllm_backend import (
     structured_output,
 )
 
-from .test_http import make_plan
+from .fakes import make_plan
 
 VLLM_MODEL = """
 - name: small

@@ -9,53 +9,7 @@ from modelyard.launcher.app import create_app
 from modelyard.launcher.pool import ModelUnavailable
 from starlette.testclient import TestClient
 
-from ..compiler.fakes import compile_yaml, default_probe
-from .fakes import FakePool, wait_until_ready
-
-MODELS = """
-- name: chat
-  backend: llama-cpp
-  parameters: {model: model.gguf, temperature: 0.3, max_tokens: 64}
-  stopwords: ["<end>"]
-  template:
-    chat_message: "<{{ RoleName }}>{{ Content }}"
-    chat: "{{ Input }}\\n<assistant>"
-    completion: "Q: {{ Input }}"
-- name: plain
-  backend: llama-cpp
-  parameters: {model: model.gguf}
-- name: rules
-  backend: llama-cpp
-  parameters: {model: model.gguf}
-  cutstrings: ["fake "]
-  trimsuffix: ["."]
-  template: {chat_message: "{{ Content }}"}
-- name: embed
-  backend: transformers
-  embeddings: true
-  known_usecases: [embeddings]
-  parameters: {model: hf-model}
-"""
-
-
-def make_plan(text: str = MODELS):
-    probe = default_probe()
-    probe.backends = {"llama-cpp", "transformers"}
-    result = compile_yaml({"models/m.yaml": text}, probe=probe)
-    assert result.plan is not None, result.diagnostics
-    return result.plan
-
-
-@pytest.fixture
-def pool():
-    return FakePool(make_plan())
-
-
-@pytest.fixture
-def client(pool):
-    with TestClient(create_app(make_plan(), pool=pool)) as test_client:
-        yield test_client
-
+from .fakes import FakePool, make_plan, wait_until_ready
 
 def chat(client, content="hi", **body):
     return client.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": content}], **body})

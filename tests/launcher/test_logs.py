@@ -9,8 +9,7 @@ from modelyard.launcher.app import create_app
 from modelyard.launcher.logs import JsonFormatter, RequestIdFilter
 from starlette.testclient import TestClient
 
-from .fakes import FakePool
-from .test_http import make_plan
+from .fakes import FakePool, make_plan
 
 
 def test_access_lines_carry_the_request_id_and_format_as_json(caplog) -> None:
@@ -25,8 +24,9 @@ def test_access_lines_carry_the_request_id_and_format_as_json(caplog) -> None:
     assert [(r.method, r.path, r.status) for r in records] == [("POST", "/v1/completions", 200),
                                                                 ("GET", "/v1/models/nope", 404)]
     record = records[0]
-    RequestIdFilter().filter(record)  # the handler's filter: here, outside the request, the id is gone
-    record.request_id = "trace-42"
+    RequestIdFilter().filter(record)  # outside a request, the filter finds no id
+    assert record.request_id == "-"
+    record.request_id = "trace-42"  # as the handler's filter set it while the request ran
     line = json.loads(JsonFormatter().format(record))
     assert line["request_id"] == "trace-42" and line["status"] == 200 and line["level"] == "info"
     assert line["logger"] == "modelyard.access" and line["message"].startswith("POST /v1/completions 200")

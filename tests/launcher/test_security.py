@@ -11,8 +11,7 @@ from modelyard.launcher.security import ApiKeys
 from modelyard.launcher.server import KeySourceError, resolve_api_keys
 from starlette.testclient import TestClient
 
-from .fakes import FakePool
-from .test_http import make_plan
+from .fakes import FakePool, make_plan
 
 KEY = "sk-test-key"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}

@@ -10,7 +10,7 @@ from modelyard.launcher.app import create_app
 from modelyard.launcher.pool import PoolSettings, WorkerPool
 from starlette.testclient import TestClient
 
-from .test_http import make_plan
+from .fakes import make_plan
 
 FAKE = {"llama-cpp": "tests.launcher.fake_backend:FakeBackend"}
 PLAN = """

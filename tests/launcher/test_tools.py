@@ -8,12 +8,9 @@ import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from modelyard.launcher.app import create_app
 from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, bounded, parse_calls, parse_tool_request
-from starlette.testclient import TestClient
 
-from .fakes import FakePool
-from .test_http import make_plan
+from .fakes import make_plan
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
@@ -23,17 +20,6 @@ WEATHER = {"type": "function", "function": {
 TIME = {"type": "function", "function": {
     "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
                                        "required": ["zone"]}}}
-
-
-@pytest.fixture
-def pool():
-    return FakePool(make_plan())
-
-
-@pytest.fixture
-def client(pool):
-    with TestClient(create_app(make_plan(), pool=pool)) as test_client:
-        yield test_client
 
 
 def chat(client, content="What is the weather in Paris?", **extra):
