@@ -406,6 +406,7 @@ def _llama_cpp(r: _Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
         batch=r.get(("parameters", "batch"), "llama_cpp.batch", defaults.batch) or defaults.batch,
         rope_freq_base=r.get(("parameters", "rope_freq_base"), "llama_cpp.rope_freq_base", 0.0),
         rope_freq_scale=r.get(("parameters", "rope_freq_scale"), "llama_cpp.rope_freq_scale", 0.0),
+        flash_attention=_flash_attention(r.get(("flash_attention",), "llama_cpp.flash_attention", "auto"), ctx),
     )
     option_fields = {"use_jinja": "use_jinja", "context_shift": "context_shift", "cache_ram": "cache_ram_mib",
                      "parallel": "parallel", "grpc_servers": "grpc_servers"}
@@ -418,6 +419,21 @@ def _llama_cpp(r: _Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
     if values.get("cache_ram_mib") == -1:
         values["cache_ram_mib"] = None
     return LlamaCpp(**values)
+
+
+_FLASH_ATTENTION = {"auto": "auto", "on": "on", "enabled": "on", "true": "on", "off": "off", "disabled": "off",
+                    "false": "off"}
+
+
+def _flash_attention(value: Any, ctx: ModelContext) -> str:
+    """LocalAI's ``flash_attention``: a boolean, or ``auto`` / ``on`` / ``off`` (llama.cpp's words)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    mode = _FLASH_ATTENTION.get(str(value).strip().lower())
+    if mode is None:
+        ctx.error(("flash_attention",), f"expected auto, on or off (or true / false), got {value!r}")
+        return "auto"
+    return mode
 
 
 def _transformers(r: _Reader, options: dict, ctx: ModelContext) -> Transformers:

@@ -90,6 +90,7 @@ class LlamaCpp(_Frozen):
     use_jinja: bool = False
     context_shift: bool = False
     cache_ram_mib: int | None = None
+    flash_attention: Literal["auto", "on", "off"] = "auto"  # llama.cpp's default: on where it is supported
 
 
 class Transformers(_Frozen):
