@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a prompt near a large context, JSON-escaped
@@ -22,6 +23,15 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a prompt near a large context, JSON-esca
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def iter_messages(stream: BinaryIO) -> Iterator[dict[str, Any]]:
+    """Messages from a blocking binary stream (the worker's side), until the peer goes away."""
+    try:
+        for line in stream:
+            yield json.loads(line)
+    except (ConnectionError, OSError):
+        return
 
 
 async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:

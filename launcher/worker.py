@@ -1,27 +1,30 @@
 """The worker process: loads one model's backend and serves generations over the IPC socket.
 
 Started by the pool from a ``spawn`` context with its plan entry as JSON. It connects to the
-server's socket, loads the backend, says ``ready`` (or ``load_failed``), then runs requests one
-at a time in a thread, streaming deltas; a ``cancel`` stops the one running or drops a queued
-one. A backend with ``concurrency`` N (llama-cpp ``parallel: N``) runs N generations at once.
-When the server goes away the worker exits, so no orphan survives it.
+server's socket, loads the backend, says ``ready`` (or ``load_failed``), then reads requests on
+its main thread. A backend that decodes on threads of its own (``start``: llama-cpp,
+transformers) gets each request queued at once and its decode thread sends every token straight
+to the socket: no thread hop and no event loop between a sampled token and the server. Other
+backends run ``generate`` in one of ``concurrency`` threads; the rest wait. A ``cancel`` stops a
+running generation or drops a queued one. When the server goes away the worker exits, so no
+orphan survives it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import os
 import signal
+import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
 from .backends import load_backend_class
-from .backends.base import Finish, GenerationRequest, Logprob, RequestError, Started
-from .ipc import PROTOCOL_VERSION, encode, read_message
+from .backends.base import Finish, GenerationRequest, Item, Logprob, RequestError, Started
+from .ipc import PROTOCOL_VERSION, encode, iter_messages
 from .logs import FORMAT_ENV, configure_logging
 
 log = logging.getLogger(__name__)
@@ -31,128 +34,124 @@ def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level
     configure_logging(log_level, os.environ.get(FORMAT_ENV, "text"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl-C goes to it
     model = ModelPlan.model_validate_json(plan_json)
-    asyncio.run(_serve(model, backend_import, socket_path))
-
-
-async def _serve(model: ModelPlan, backend_import: str, socket_path: str) -> None:
-    reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 * 1024 * 1024)
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    post = outbox.put_nowait
-    flusher = asyncio.create_task(_flush(outbox, writer))
-
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(socket_path)
+    channel = Channel(sock)
     try:
-        backend = await asyncio.to_thread(load_backend_class(backend_import), model)
+        backend = load_backend_class(backend_import)(model)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported, then we exit
         log.exception("loading %s failed", model.name)
-        post({"type": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
-        await outbox.join()
-        flusher.cancel()
-        writer.close()
+        channel.send({"type": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
+        sock.close()
         return
-    post({"type": "ready", "protocol": PROTOCOL_VERSION, "n_ctx": backend.context_size, "pid": os.getpid()})
-
-    queue: asyncio.Queue[tuple[str, GenerationRequest]] = asyncio.Queue()
-    cancels: dict[str, threading.Event] = {}
-    # A backend with parallel slots runs that many generations at once; the rest wait here.
-    concurrency = max(1, getattr(backend, "concurrency", 1))
-    # Each running generation holds a thread (backends block); the default pool is smaller.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4))
-    runners = [asyncio.create_task(_run_queue(backend, queue, cancels, post)) for _ in range(concurrency)]
-    embed_lock = asyncio.Lock()  # a backend embeds one batch of inputs at a time
-    try:
-        while (message := await read_message(reader)) is not None:
-            kind = message.get("type")
-            if kind == "generate":
-                cancels[message["id"]] = threading.Event()
-                await queue.put((message["id"], GenerationRequest.from_dict(message["request"])))
-            elif kind == "embed":
-                runners.append(asyncio.create_task(_embed(backend, message, embed_lock, post)))
-            elif kind == "cancel" and message["id"] in cancels:
-                cancels[message["id"]].set()
-            elif kind == "shutdown":
-                break
-    finally:
-        for event in cancels.values():
-            event.set()
-        for runner in runners:
-            runner.cancel()
-        flusher.cancel()
-        writer.close()
+    channel.send({"type": "ready", "protocol": PROTOCOL_VERSION, "n_ctx": backend.context_size, "pid": os.getpid()})
+    Dispatcher(backend, channel).serve(sock)
 
 
-async def _flush(outbox: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
-    """Write queued messages, all that are waiting in one write; consecutive text deltas of a
-    request are merged (they only pile up when the server is slower than the decoder)."""
-    while True:
-        batch = [await outbox.get()]
-        while not outbox.empty():
-            batch.append(outbox.get_nowait())
-        merged: list[dict[str, Any]] = []
-        for message in batch:
-            last = merged[-1] if merged else None
-            if (last is not None and message["type"] == "delta" and last["type"] == "delta"
-                    and last["id"] == message["id"]):
-                merged[-1] = {**last, "text": last["text"] + message["text"], "tokens": last.get("tokens", 1) + 1}
-            else:
-                merged.append(message)
-        writer.write(b"".join(encode(m) for m in merged))
-        for _ in batch:
-            outbox.task_done()
-        await writer.drain()
+class Channel:
+    """The socket to the server: whole messages, sent from any thread."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
 
-async def _embed(backend, message: dict[str, Any], lock: asyncio.Lock, post) -> None:
-    request_id = message["id"]
-    try:
-        async with lock:
-            vectors, tokens = await asyncio.to_thread(backend.embed, message["inputs"])
-        post({"type": "embeddings", "id": request_id, "vectors": vectors, "tokens": tokens})
-    except RequestError as exc:
-        post({"type": "error", "id": request_id, "status": exc.status, "code": exc.code, "message": exc.message,
-              "param": exc.param})
-    except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
-        log.exception("embedding failed")
-        post({"type": "error", "id": request_id, "status": 500, "code": "backend_error",
-              "message": f"the backend failed: {type(exc).__name__}: {exc}", "param": None})
-
-
-async def _run_queue(backend, queue: asyncio.Queue, cancels: dict[str, threading.Event], post) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        request_id, request = await queue.get()
-        cancelled = cancels[request_id]
-        if cancelled.is_set():
-            cancels.pop(request_id, None)
-            continue
+    def send(self, message: dict[str, Any]) -> None:
+        data = encode(message)
         try:
-            await asyncio.to_thread(_produce, backend, request_id, request, cancelled, post, loop)
+            with self._lock:
+                self._sock.sendall(data)
+        except OSError:
+            pass  # the server is gone: the main thread sees EOF and the worker exits
+
+
+class RequestSink:
+    """One generation's items as protocol messages (a ``Sink`` for backends' decode threads);
+    ``on_end`` runs after its last message (``done`` or ``error``)."""
+
+    def __init__(self, channel: Channel, request_id: str, on_end=lambda: None) -> None:
+        self._send, self._id, self._on_end = channel.send, request_id, on_end
+
+    def put(self, item: Item | Exception) -> None:
+        rid = self._id
+        if isinstance(item, str):
+            self._send({"type": "delta", "id": rid, "text": item})
+            return
+        if isinstance(item, Logprob):
+            self._send({"type": "logprob", "id": rid, "logprob": item.to_dict()})
+            return
+        if isinstance(item, Started):
+            self._send({"type": "started", "id": rid, "prompt_tokens": item.prompt_tokens,
+                        "cached_tokens": item.cached_tokens})
+            return
+        if isinstance(item, Finish):
+            self._send({"type": "done", "id": rid, "finish_reason": item.reason,
+                        "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens})
+        elif isinstance(item, RequestError):
+            self._send({"type": "error", "id": rid, "status": item.status, "code": item.code,
+                        "message": item.message, "param": item.param})
+        else:  # a backend bug fails this request, not the worker
+            self._send({"type": "error", "id": rid, "status": 500, "code": "backend_error",
+                        "message": f"the backend failed: {type(item).__name__}: {item}", "param": None})
+        self._on_end()
+
+
+class Dispatcher:
+    """Runs the server's requests on the backend; the main thread only reads and dispatches."""
+
+    def __init__(self, backend: Any, channel: Channel) -> None:
+        self.backend, self.channel = backend, channel
+        self.cancels: dict[str, threading.Event] = {}
+        # A backend with parallel slots runs that many generations at once; the rest wait in
+        # the executor's queue. With ``start`` the threads only set requests up.
+        self.generations = ThreadPoolExecutor(max(1, getattr(backend, "concurrency", 1)), "generate")
+        self.embeddings = ThreadPoolExecutor(1, "embed")  # a backend embeds one batch of inputs at a time
+
+    def serve(self, sock: socket.socket) -> None:
+        try:
+            for message in iter_messages(sock.makefile("rb")):
+                kind = message.get("type")
+                if kind == "generate":
+                    request_id = message["id"]
+                    self.cancels[request_id] = threading.Event()
+                    self.generations.submit(self._generate, request_id, GenerationRequest.from_dict(message["request"]))
+                elif kind == "embed":
+                    self.embeddings.submit(self._embed, message["id"], message["inputs"])
+                elif kind == "cancel" and (event := self.cancels.get(message["id"])) is not None:
+                    event.set()
+                elif kind == "shutdown":
+                    break
         finally:
-            cancels.pop(request_id, None)
+            for event in list(self.cancels.values()):
+                event.set()
+            self.generations.shutdown(wait=False, cancel_futures=True)
+            self.embeddings.shutdown(wait=False, cancel_futures=True)
+            sock.close()
 
+    def _generate(self, request_id: str, request: GenerationRequest) -> None:
+        cancelled = self.cancels[request_id]
+        sink = RequestSink(self.channel, request_id, on_end=lambda: self.cancels.pop(request_id, None))
+        if cancelled.is_set():  # cancelled while queued: the server has stopped listening
+            self.cancels.pop(request_id, None)
+            return
+        try:
+            start = getattr(self.backend, "start", None)
+            if start is not None:
+                start(request, cancelled, sink)  # returns at once; the decode thread feeds the sink
+                return
+            for item in self.backend.generate(request, cancelled):
+                sink.put(item)
+            self.cancels.pop(request_id, None)  # in case it stopped (cancelled) without a Finish
+        except Exception as exc:  # noqa: BLE001 - reported to the server as this request's error
+            if not isinstance(exc, RequestError):
+                log.exception("generation failed")
+            sink.put(exc)
 
-def _produce(backend, request_id: str, request: GenerationRequest, cancelled: threading.Event, post,
-             loop: asyncio.AbstractEventLoop) -> None:
-    """Run one generation (in a thread: the backend blocks), posting its messages to the loop."""
-
-    def emit(message: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(post, message)  # callbacks run in order: so do messages
-
-    try:
-        for item in backend.generate(request, cancelled):
-            if isinstance(item, Logprob):
-                emit({"type": "logprob", "id": request_id, "logprob": item.to_dict()})
-            elif isinstance(item, Started):
-                emit({"type": "started", "id": request_id, "prompt_tokens": item.prompt_tokens,
-                      "cached_tokens": item.cached_tokens})
-            elif isinstance(item, Finish):
-                emit({"type": "done", "id": request_id, "finish_reason": item.reason,
-                      "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens})
-            else:
-                emit({"type": "delta", "id": request_id, "text": item})
-    except RequestError as exc:
-        emit({"type": "error", "id": request_id, "status": exc.status, "code": exc.code,
-              "message": exc.message, "param": exc.param})
-    except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
-        log.exception("generation failed")
-        emit({"type": "error", "id": request_id, "status": 500, "code": "backend_error",
-              "message": f"the backend failed: {type(exc).__name__}: {exc}", "param": None})
+    def _embed(self, request_id: str, inputs: list[str | list[int]]) -> None:
+        try:
+            vectors, tokens = self.backend.embed(inputs)
+        except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
+            if not isinstance(exc, RequestError):
+                log.exception("embedding failed")
+            RequestSink(self.channel, request_id).put(exc)
+            return
+        self.channel.send({"type": "embeddings", "id": request_id, "vectors": vectors, "tokens": tokens})

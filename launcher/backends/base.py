@@ -70,7 +70,17 @@ class Finish:
     completion_tokens: int
 
 
-def drain(out: queue.Queue) -> Iterator[str | Started | Logprob | Finish]:
+Item = str | Started | Logprob | Finish  # what one generation produces, in that order
+
+
+class Sink(Protocol):
+    """Where a decode thread delivers one generation's items (``queue.Queue`` is one): the
+    worker's sink sends each straight to the server, with no thread hop per token."""
+
+    def put(self, item: Item | Exception) -> None: ...
+
+
+def drain(out: queue.Queue) -> Iterator[Item]:
     """What ``Backend.generate`` yields from a decode thread's queue: items up to and including
     ``Finish``; an exception put on the queue is raised here, in the request's thread."""
     while True:
@@ -90,8 +100,22 @@ class RequestError(Exception):
         self.message, self.code, self.param, self.status = message, code, param, status
 
 
+def generate_with(start, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Item]:
+    """``Backend.generate`` for a backend that decodes on threads of its own: its ``start``
+    delivers into a queue, drained here."""
+    out: queue.Queue = queue.Queue()
+    start(request, cancelled, out)
+    yield from drain(out)
+
+
 class Backend(Protocol):
-    """Loaded once per worker process from a ``ModelPlan``; serves one generation at a time."""
+    """Loaded once per worker process from a ``ModelPlan``; serves ``concurrency`` (an optional
+    attribute, default 1) generations at once.
+
+    A backend that decodes on threads of its own may also offer ``start(request, cancelled,
+    sink)``: it checks the request (raising ``RequestError``), queues it and returns; the decode
+    thread then puts the items ``generate`` would yield, or an exception, into ``sink``.
+    """
 
     def __init__(self, model: ModelPlan) -> None: ...
 

@@ -19,7 +19,7 @@ from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from ..schema_utils import expand_type_lists
-from .base import Finish, GenerationRequest, Logprob, RequestError, Started, drain
+from .base import GenerationRequest, Item, Logprob, RequestError, Sink, generate_with
 from .llama_slots import Slot, SlotScheduler, SlotSettings
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,12 @@ class LlamaCppBackend:
     def context_size(self) -> int:
         return self._context_size
 
-    def generate(
-        self, request: GenerationRequest, cancelled: threading.Event
-    ) -> Iterator[str | Started | Logprob | Finish]:
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Item]:
+        return generate_with(self.start, request, cancelled)
+
+    def start(self, request: GenerationRequest, cancelled: threading.Event, sink: Sink) -> None:
+        """Check and tokenize ``request`` and queue it for a slot; the decode thread delivers
+        its items into ``sink``."""
         llm = self._llm
         prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
         n_prompt = len(prompt_tokens)
@@ -126,9 +129,8 @@ class LlamaCppBackend:
         if self._slots is None:
             raise RequestError("this model serves embeddings only", param="model", code="unsupported_usecase")
         grammar = self._grammar(request)
-        slot = Slot(request, prompt_tokens, limit, (grammar._grammar, grammar._root) if grammar else None, cancelled)
-        self._slots.submit(slot)
-        yield from drain(slot.out)
+        rules = (grammar._grammar, grammar._root) if grammar else None
+        self._slots.submit(Slot(request, prompt_tokens, limit, rules, cancelled, out=sink))
 
     def _token_text(self, tokens: list[int], index: int) -> str:
         vocabulary = self._llm.n_vocab()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Finish, GenerationRequest, Started
+from .base import Finish, GenerationRequest, Sink, Started
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Slot:
     limit: int
     grammar: tuple[str, str] | None  # (GBNF, root rule)
     cancelled: threading.Event
-    out: queue.Queue = field(default_factory=queue.Queue)
+    out: Sink = field(default_factory=queue.Queue)  # where the items go, from the decode thread
     seq_id: int = -1
     sampler: Any = None
     grammar_sampler: Any = None  # kept out of the chain: see SlotScheduler._sample_constrained
@@ -55,6 +55,7 @@ class Slot:
     last_token: int = -1
     generated: list[int] = field(default_factory=list)
     shifted: bool = False  # the KV no longer matches prompt + generated
+    greedy: bool = False  # plain argmax: no sampler chain needed per token
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
     @property
@@ -129,7 +130,7 @@ class SlotScheduler:
         if not reuse:
             self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
         slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
-        slot.sampler = self._sampler(slot.request)
+        slot.sampler, slot.greedy = self._sampler(slot.request)
         if slot.grammar is not None:
             slot.grammar_sampler = self.lib.llama_sampler_init_grammar(
                 self.vocab, slot.grammar[0].encode(), slot.grammar[1].encode())
@@ -192,10 +193,15 @@ class SlotScheduler:
 
     def _sample(self, slot: Slot, row: int) -> None:
         lib = self.lib
-        if slot.grammar_sampler is None:
-            token = lib.llama_sampler_sample(slot.sampler, self.ctx, row)  # also accepts the token
-        else:
+        if slot.grammar_sampler is not None:
             token = self._sample_constrained(slot, row)
+        elif slot.greedy:
+            # What llama.cpp's greedy sampler picks (the first highest logit), read in place:
+            # llama_sampler_sample copies the whole row into a candidate array first, 0.56 ms
+            # against 0.08 ms for a 262k vocabulary, per token.
+            token = int(self._logits(row).argmax())
+        else:
+            token = lib.llama_sampler_sample(slot.sampler, self.ctx, row)  # also accepts the token
         if not slot.request.ignore_eos and lib.llama_vocab_is_eog(self.vocab, token):
             self._finish(slot, "stop")
             return
@@ -229,7 +235,7 @@ class SlotScheduler:
         """The token ``chain`` (after ``grammar``, if given) selects from this row's logits,
         without accepting it."""
         lib = self.lib
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
+        logits = self._logits(row)
         self.candidates["id"] = self.token_ids  # samplers reorder the buffer: refill it
         self.candidates["logit"] = logits
         self.candidates["p"] = 0.0
@@ -238,6 +244,10 @@ class SlotScheduler:
             lib.llama_sampler_apply(grammar, ctypes.byref(array))
         lib.llama_sampler_apply(chain, ctypes.byref(array))
         return int(array.data[array.selected].id)
+
+    def _logits(self, row: int) -> np.ndarray:
+        """The logits of batch row ``row``, as a view on llama.cpp's buffer (valid until the next decode)."""
+        return np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
 
     def _shift(self, slot: Slot) -> bool:
         """Make room by discarding the older half after ``n_keep``; False when not allowed."""
@@ -278,17 +288,19 @@ class SlotScheduler:
             size = self.lib.llama_token_to_piece(self.vocab, token, self.piece_buffer, -size, 0, False)
         return self.piece_buffer.raw[:size]
 
-    def _sampler(self, request: GenerationRequest):
-        """A llama.cpp sampler chain, in llama.cpp's own order; greedy at temperature 0."""
+    def _sampler(self, request: GenerationRequest) -> tuple[Any, bool]:
+        """A llama.cpp sampler chain, in llama.cpp's own order (greedy at temperature 0), and
+        whether it is a lone greedy sampler."""
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda sampler: lib.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        if request.repeat_penalty != 1.0 or request.frequency_penalty or request.presence_penalty:
+        penalties = request.repeat_penalty != 1.0 or request.frequency_penalty or request.presence_penalty
+        if penalties:
             add(lib.llama_sampler_init_penalties(self.n_vocab, 64, request.repeat_penalty,
                                                  request.frequency_penalty, request.presence_penalty))
         if request.temperature <= 0:
             add(lib.llama_sampler_init_greedy())
-            return chain
+            return chain, not penalties
         if request.top_k > 0:
             add(lib.llama_sampler_init_top_k(request.top_k))
         if request.typical_p < 1.0:
@@ -299,7 +311,7 @@ class SlotScheduler:
         add(lib.llama_sampler_init_temp(request.temperature))
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
+        return chain, False
 
 
 def _common_prefix(a, b) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, RequestError, Started, drain
+from .base import Finish, GenerationRequest, Item, RequestError, Sink, Started, generate_with
 from .transformers_batch import MAX_BATCH, BatchScheduler, Row
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,12 @@ class TransformersBackend:
 
     # --- generation ----------------------------------------------------------------------------
 
-    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Any]:
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Item]:
+        return generate_with(self.start, request, cancelled)
+
+    def start(self, request: GenerationRequest, cancelled: threading.Event, sink: Sink) -> None:
+        """Check and tokenize ``request`` and queue it for the batch; the decode thread delivers
+        its items into ``sink``."""
         if self.scheduler is None:
             raise RequestError("this model serves embeddings only", code="unsupported_usecase", param="model")
         if request.grammar is not None:
@@ -164,15 +169,13 @@ class TransformersBackend:
                                f"{self._context} tokens", code="context_length_exceeded", param="messages")
         limit = room if request.max_tokens is None else request.max_tokens
         matcher = self._grammar_matcher(request)
-        yield Started(len(prompt))
-        if limit == 0:
-            yield Finish("length", len(prompt), 0)
-            return
         if matcher is not None and not self.scheduler.batched:
             raise RequestError("response_format is not supported for OpenVINO models yet", param="response_format")
-        row = Row(request, prompt, limit, cancelled, matcher=matcher)
-        self.scheduler.submit(row)
-        yield from drain(row.out)
+        sink.put(Started(len(prompt)))
+        if limit == 0:
+            sink.put(Finish("length", len(prompt), 0))
+            return
+        self.scheduler.submit(Row(request, prompt, limit, cancelled, out=sink, matcher=matcher))
 
     def _grammar_matcher(self, request: GenerationRequest) -> Any:
         """An xgrammar matcher for ``response_format`` (and forced tool calls), or None.

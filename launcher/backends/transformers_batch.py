@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Finish, GenerationRequest, Logprob
+from .base import Finish, GenerationRequest, Logprob, Sink
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Row:
     prompt: list[int]
     limit: int
     cancelled: threading.Event
-    out: queue.Queue = field(default_factory=queue.Queue)
+    out: Sink = field(default_factory=queue.Queue)  # where the items go, from the decode thread
     generated: list[int] = field(default_factory=list)
     prefix_offset: int = 0  # incremental decoding window over `generated`
     read_offset: int = 0
