@@ -15,9 +15,11 @@ so no chat template differs between servers) and reports aggregate output tok/s,
 first content token) median and p95, inter-token latency, completed requests (a finish_reason
 and ``[DONE]`` arrived) and the peak RSS of the server's process tree. A prefix-cache probe
 measures TTFT for a long prompt, cold and then re-sent with a new turn appended. Ratios compare
-modelyard with the anchors measured in the same run. Loopback only; bounded in requests and time.
+modelyard with the anchors measured in the same run. Every subject runs once per round
+(``--rounds``, in a rotated order); each figure is the median round's. Loopback only; bounded
+in requests and time.
 
-    python benchmarks/serving_bench.py [--concurrency 1 2 4 8] [--max-tokens 64] [--no-llama-server]
+    python benchmarks/serving_bench.py [--rounds 3] [--concurrency 1 2 4 8] [--max-tokens 64] [--no-llama-server]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -63,6 +65,7 @@ class Result:
     ttft_p95_ms: float
     itl_median_ms: float
     peak_rss_mib: float
+    rounds_tok_per_s: list[float] = field(default_factory=list)  # each round's figure (combined results)
 
 
 def threads() -> int:
@@ -237,7 +240,8 @@ def stop_server(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def bench_server(subject: str, command: list[str], port: int, model: str, health: str, args, probes: dict):
+def bench_server(subject: str, command: list[str], port: int, model: str, health: str, args,
+                 probes: dict | None):
     base = f"http://127.0.0.1:{port}"
     process = start_server(command, base, health)
     try:
@@ -247,7 +251,8 @@ def bench_server(subject: str, command: list[str], port: int, model: str, health
             with PeakRss(process.pid) as rss:
                 runs, wall = asyncio.run(load(base, model, requests, concurrency, args.max_tokens))
             results.append(summarize(subject, concurrency, requests, runs, wall, rss.peak))
-        probes[subject] = asyncio.run(prefix_probe(base, model))
+        if probes is not None:
+            probes[subject] = asyncio.run(prefix_probe(base, model))
         return results
     finally:
         stop_server(process)
@@ -290,17 +295,30 @@ def plot(results: list[Result], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def combine(rounds: list[Result]) -> Result:
+    """One subject at one concurrency over the rounds: the median round's throughput (and its
+    latencies), every request counted, the highest peak RSS; each round's tok/s kept."""
+    ordered = sorted(rounds, key=lambda r: r.tok_per_s)
+    middle = ordered[len(ordered) // 2]
+    return Result(
+        middle.subject, middle.concurrency, sum(r.requests for r in rounds), sum(r.completed for r in rounds),
+        sum(r.tokens for r in rounds), round(sum(r.wall_s for r in rounds), 2), middle.tok_per_s,
+        middle.ttft_median_ms, max(r.ttft_p95_ms for r in rounds), middle.itl_median_ms,
+        max(r.peak_rss_mib for r in rounds), [r.tok_per_s for r in rounds],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=8, help="requests per concurrency level (at least 2 x C)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="every subject is measured once per round, in a rotated order; medians are reported")
     parser.add_argument("--no-llama-server", action="store_true", help="skip the llama-server anchor")
     args = parser.parse_args()
     path = gguf_path()
     n = str(threads())
-    results = [bench_in_process(path, args.requests, args.max_tokens)]
-    probes: dict[str, tuple[float, float]] = {}
     subjects = []
     binary = None if args.no_llama_server else llama_server_binary()
     if binary:
@@ -315,29 +333,55 @@ def main() -> None:
         subjects.append((f"modelyard parallel:{slots}", lambda port, s=slots: [
             sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "benchmarks" / "configs" / f"gemma-p{s}.yaml"),
             "--port", str(port), "--preload", "--log-level", "warning"], f"gemma-p{slots}", "/readyz"))
-    for subject, command, model, health in subjects:
-        port = free_port()
-        results += bench_server(subject, command(port), port, model, health, args, probes)
 
-    print(f"{'subject':22} {'conc':>4} {'done':>7} {'tok/s':>7} {'TTFT p50':>9} {'p95':>8} {'ITL p50':>8} {'RSS MiB':>8}")
+    # The machine's speed drifts by several percent over minutes: every subject is measured in
+    # every round, in a rotated order, so no subject always runs in the same phase of a drift.
+    measured: dict[tuple[str, int], list[Result]] = {}
+    probes: dict[str, tuple[float, float]] = {}
+    for round_index in range(args.rounds):
+        shift = round_index % len(subjects)
+        order = subjects[shift:] + subjects[:shift]
+        print(f"round {round_index + 1} of {args.rounds}", flush=True)
+        results = [bench_in_process(path, args.requests, args.max_tokens)]
+        for subject, command, model, health in order:
+            port = free_port()
+            results += bench_server(subject, command(port), port, model, health, args,
+                                    probes if round_index == 0 else None)
+        for result in results:
+            measured.setdefault((result.subject, result.concurrency), []).append(result)
+    names = ["in-process"] + [s for s, *_ in subjects]
+    results = sorted((combine(rounds) for rounds in measured.values()),
+                     key=lambda r: (names.index(r.subject), r.concurrency))
+
+    print(f"{'subject':22} {'conc':>4} {'done':>7} {'tok/s':>7} {'rounds':>18} {'TTFT p50':>9} {'p95':>8} "
+          f"{'ITL p50':>8} {'RSS MiB':>8}")
     for r in results:
-        print(f"{r.subject:22} {r.concurrency:>4} {r.completed:>3}/{r.requests:<3} {r.tok_per_s:>7} "
+        spread = "/".join(f"{v:.1f}" for v in r.rounds_tok_per_s)
+        print(f"{r.subject:22} {r.concurrency:>4} {r.completed:>3}/{r.requests:<3} {r.tok_per_s:>7} {spread:>18} "
               f"{r.ttft_median_ms:>9} {r.ttft_p95_ms:>8} {r.itl_median_ms:>8} {r.peak_rss_mib:>8}")
-    ours = {c: next(r for r in results if r.subject == "modelyard parallel:4" and r.concurrency == c)
-            for c in args.concurrency}
-    single = next(r for r in results if r.subject == "modelyard parallel:1" and r.concurrency == 1)
+    by = {(r.subject, r.concurrency): r for r in results}
+    ours = {c: by[("modelyard parallel:4", c)] for c in args.concurrency}
+    single = by[("modelyard parallel:1", 1)]
     for anchor in [s for s, *_ in subjects if not s.startswith("modelyard")] + ["in-process"]:
         for c in args.concurrency:
-            other = next((r for r in results if r.subject == anchor and r.concurrency == c), None)
+            other = by.get((anchor, c))
             if other and other.tok_per_s:
                 print(f"modelyard parallel:4 / {anchor} at concurrency {c}: {ours[c].tok_per_s / other.tok_per_s:.2f}")
+    if ("llama-server -np 1", 1) in by:
+        anchor = by[("llama-server -np 1", 1)]
+        print(f"one-stream decode rate (1 / median inter-token latency), modelyard parallel:1 / llama-server -np 1: "
+              f"{anchor.itl_median_ms / single.itl_median_ms:.2f}")
     if 4 in ours:
         print(f"modelyard parallel:4 at concurrency 4 / its own one-stream figure: {ours[4].tok_per_s / single.tok_per_s:.2f}")
+        if ("llama-server -np 4", 4) in by and ("llama-server -np 1", 1) in by:
+            print(f"(llama-server -np 4 at concurrency 4 / llama-server -np 1 at 1: "
+                  f"{by[('llama-server -np 4', 4)].tok_per_s / by[('llama-server -np 1', 1)].tok_per_s:.2f})")
     for subject, (cold, warm) in probes.items():
         print(f"prefix cache, {subject}: TTFT cold {cold:.0f} ms, warm {warm:.0f} ms, ratio {warm / cold:.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(
-        {"results": [asdict(r) for r in results], "prefix_cache_ttft_ms": probes}, indent=2) + "\n")
+        {"rounds": args.rounds, "results": [asdict(r) for r in results], "prefix_cache_ttft_ms": probes},
+        indent=2) + "\n")
     plot(results, RESULTS / "serving.png")
 
 

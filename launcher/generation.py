@@ -152,7 +152,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
         if kind == "logprob":
             entries.append(event["logprob"])
         elif kind == "delta":
-            deltas += event.get("tokens", 1)
+            deltas += 1
             if piece := emit(stops.feed(event["text"])):
                 yield piece
             if stops.stopped:

@@ -3,11 +3,11 @@
 Version 1. Server → worker: ``generate`` {id, request}, ``embed`` {id, inputs}, ``cancel`` {id},
 ``shutdown``.
 Worker → server: ``ready`` {protocol, n_ctx}, ``load_failed`` {message}, ``started`` {id,
-prompt_tokens}, ``logprob`` {id, logprob} (before the token's text), ``delta`` {id, text,
-tokens (how many tokens the text covers; 1 when absent)},
-``done`` {id, finish_reason, prompt_tokens, completion_tokens}, ``embeddings`` {id, vectors, tokens},
-``error`` {id, status, code,
-message, param}. Every message carries ``type``; unknown types are ignored (forward compatible).
+prompt_tokens, cached_tokens}, ``logprob`` {id, logprob} (before the token's text), ``delta``
+{id, text} (one generated token's text, or the bytes completing a character), ``done`` {id,
+finish_reason, prompt_tokens, completion_tokens}, ``embeddings`` {id, vectors, tokens},
+``error`` {id, status, code, message, param}. Every message carries ``type``; unknown types are
+ignored (forward compatible).
 """
 
 from __future__ import annotations
