@@ -91,6 +91,7 @@ class LlamaCppBackend:
         # cores it decodes Gemma 3 270M 8-10% faster (benchmarks/serving_bench.py).
         params.flash_attn_type = getattr(self._llama_cpp, f"LLAMA_FLASH_ATTN_TYPE_{FLASH_ATTENTION[settings.flash_attention]}")
         params.kv_unified = True  # one pool shared by the slots, each up to the context size
+        params.swa_full = False  # sliding-window layers keep the window only (see SlotScheduler)
         slots = SlotSettings(
             parallel=settings.parallel, n_batch=settings.batch, context=self._context_size,
             prefix_cache=settings.cache_ram_mib != 0, context_shift=settings.context_shift,

@@ -86,6 +86,11 @@ class SlotScheduler:
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create a context for the parallel slots")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
+        # A sliding-window model's cache keeps only the window's worth of tokens for its
+        # sliding-window layers (llama-server's default; the full size costs 16x the memory
+        # for Gemma 3 at 4096 tokens a slot): a cached prefix is reusable only while the
+        # window before its end is still held.
+        self.n_swa = 0 if context_params.swa_full else llama_cpp.llama_model_n_swa(model.model)
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         self.batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
         self.pending: deque[Slot] = deque()
@@ -125,6 +130,8 @@ class SlotScheduler:
         seq_id, reuse = self._best_free_slot(slot.prompt)
         self.free_ids.remove(seq_id)
         self.cached.pop(seq_id, None)
+        if reuse and self.n_swa and self.lib.llama_memory_seq_pos_min(self.memory, seq_id) > max(0, reuse - self.n_swa):
+            reuse = 0  # the window before the prefix's end has left the cache (llama-server's test)
         if reuse and not self.lib.llama_memory_seq_rm(self.memory, seq_id, reuse, -1):
             reuse = 0  # this memory cannot drop a partial sequence: recompute it all
         if not reuse:

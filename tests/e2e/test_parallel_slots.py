@@ -114,6 +114,20 @@ def test_multi_turn_prefix_is_reused(client) -> None:
     assert first.usage.prompt_tokens <= cached < follow_up.usage.prompt_tokens
 
 
+def test_a_prefix_whose_window_left_the_cache_is_computed_again(client) -> None:
+    # Gemma 3's sliding-window layers keep 512 positions (plus a batch): after a 1,500-token
+    # prompt, a new one sharing only its first half finds that half's window gone and is
+    # computed from scratch; sent again, it reuses its own prefix and decodes the same text.
+    story = "A long account of a mountain village and the winters it came through. " * 110
+    complete(client, "p1", story + "The end.")
+    branch = story[:len(story) // 2] + "Suddenly, a dragon landed in the square."
+    cold = complete(client, "p1", branch)
+    warm = complete(client, "p1", branch)
+    assert cold.usage.prompt_tokens_details.cached_tokens == 0
+    assert warm.usage.prompt_tokens_details.cached_tokens == warm.usage.prompt_tokens - 1
+    assert warm.choices[0].text == cold.choices[0].text
+
+
 def test_context_shift_lets_generation_outgrow_the_context(client) -> None:
     response = client.completions.create(model="short", prompt="Once upon a time", max_tokens=300,
                                          extra_body={"ignore_eos": True})
