@@ -87,9 +87,9 @@ class SlotScheduler:
             raise RuntimeError("llama.cpp could not create a context for the parallel slots")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         # A sliding-window model's cache keeps only the window's worth of tokens for its
-        # sliding-window layers (llama-server's default; the full size costs 16x the memory
-        # for Gemma 3 at 4096 tokens a slot): a cached prefix is reusable only while the
-        # window before its end is still held.
+        # sliding-window layers (llama-server's default; Gemma 3's 15 such layers of 18 then
+        # hold 512 positions a slot instead of the whole context): a cached prefix is
+        # reusable only while the window before its end is still held.
         self.n_swa = 0 if context_params.swa_full else llama_cpp.llama_model_n_swa(model.model)
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         self.batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
