@@ -16,6 +16,7 @@ _MAGIC = b"GGUF"
 # value type → struct format of one scalar element
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q").unpack_from  # a string's byte count
 _WANTED_SUFFIXES = ("general.architecture", "general.name", "tokenizer.chat_template", ".context_length")
 
 
@@ -97,6 +98,10 @@ def _skip(data: mmap.mmap, offset: int, value_type: int) -> int:
         offset += 12
         if element_type in _SCALARS:
             return offset + count * struct.calcsize(_SCALARS[element_type])
+        if element_type == _STRING:  # the vocabulary: 262k strings for Gemma 3, so a tight loop
+            for _ in range(count):
+                offset += 8 + _LENGTH(data, offset)[0]
+            return offset
         for _ in range(count):
             offset = _skip(data, offset, element_type)
         return offset
