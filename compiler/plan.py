@@ -89,7 +89,7 @@ class LlamaCpp(_Frozen):
     grpc_servers: tuple[str, ...] = ()
     use_jinja: bool = False
     context_shift: bool = False
-    cache_ram_mib: int | None = None
+    cache_ram_mib: int | None = 8192  # llama.cpp's --cache-ram default; None: unlimited (-1)
     flash_attention: Literal["auto", "on", "off"] = "auto"  # llama.cpp's default: on where it is supported
 
 

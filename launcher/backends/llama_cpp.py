@@ -36,6 +36,14 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _per_slot_bytes(settings) -> int | None:
+    """``cache_ram`` shared among the slots: what each may keep in sliding-window checkpoints
+    (None: unlimited, -1 in LocalAI's and llama.cpp's terms)."""
+    if settings.cache_ram_mib is None:
+        return None
+    return settings.cache_ram_mib * 2**20 // settings.parallel
+
+
 class LlamaCppBackend:
     def __init__(self, model: ModelPlan) -> None:
         import llama_cpp  # heavy: imported in the worker process only
@@ -94,7 +102,8 @@ class LlamaCppBackend:
         params.swa_full = False  # sliding-window layers keep the window only (see SlotScheduler)
         slots = SlotSettings(
             parallel=settings.parallel, n_batch=settings.batch, context=self._context_size,
-            prefix_cache=settings.cache_ram_mib != 0, context_shift=settings.context_shift,
+            prefix_cache=settings.cache_ram_mib != 0, checkpoint_bytes=_per_slot_bytes(settings),
+            context_shift=settings.context_shift,
             n_keep=model.sampling.n_keep,
         )
         return SlotScheduler(self._llama_cpp, self._llm._model, params, slots, self._logprob)

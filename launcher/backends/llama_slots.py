@@ -13,6 +13,15 @@ takes the free slot that shares the longest prefix with its prompt and evaluates
 reused, so short prompts are computed exactly as without a cache. The cache lives in the slots'
 own KV pool: it costs no memory beyond the context.
 
+Checkpoints: a sliding-window model's cache holds only the last window of each sequence for
+its sliding-window layers, so a shared prefix that ends more than a window before the cached
+end (the same system prompt with a new question, a regenerated answer) cannot be resumed from
+the KV pool alone. As llama-server does, each slot copies its sliding-window state after every
+chunk of prompt it processes (``llama_state_seq_get_data_ext`` with the partial-state flag);
+such a prefix restores the newest checkpoint inside it and evaluates from there. These copies
+are the cache's only memory beyond the context: ``MAX_CHECKPOINTS`` a slot, and at most
+``cache_ram`` MiB across the slots when it is set.
+
 Context shift: a sequence that fills its context drops the older half of its tokens after the
 first ``n_keep`` and carries on, as llama.cpp does, when the model's memory can shift.
 """
@@ -37,6 +46,15 @@ from .base import Finish, GenerationRequest, Sink, Started
 log = logging.getLogger(__name__)
 
 MIN_REUSE = 32  # tokens of shared prefix below which a cached slot is recomputed from scratch
+MAX_CHECKPOINTS = 8  # sliding-window checkpoints kept a slot (llama-server's --ctx-checkpoints)
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """A sequence's sliding-window cache after its first ``n_tokens`` tokens."""
+
+    n_tokens: int
+    data: Any  # a ctypes byte array, as llama.cpp wrote it
 
 
 @dataclass(eq=False)
@@ -69,6 +87,7 @@ class SlotSettings:
     n_batch: int
     context: int  # per slot
     prefix_cache: bool = True
+    checkpoint_bytes: int | None = None  # per slot; None: only MAX_CHECKPOINTS bounds them
     context_shift: bool = False
     n_keep: int = 0
 
@@ -97,6 +116,8 @@ class SlotScheduler:
         self.active: list[Slot] = []
         self.free_ids = list(range(settings.parallel))
         self.cached: dict[int, list[int]] = {}  # seq id → the tokens its KV holds (free slots)
+        self.checkpoints: dict[int, list[Checkpoint]] = {}  # seq id → oldest first
+        self.checkpointing = bool(self.n_swa) and settings.prefix_cache and settings.checkpoint_bytes != 0
         self.wakeup = threading.Condition()
         self.piece_buffer = ctypes.create_string_buffer(256)
         # Candidate buffers for grammar-constrained sampling, allocated once.
@@ -130,12 +151,19 @@ class SlotScheduler:
         seq_id, reuse = self._best_free_slot(slot.prompt)
         self.free_ids.remove(seq_id)
         self.cached.pop(seq_id, None)
+        # Checkpoints past the shared prefix describe tokens this prompt does not have.
+        checkpoints = [c for c in self.checkpoints.pop(seq_id, ()) if c.n_tokens <= reuse]
         if reuse and self.n_swa and self.lib.llama_memory_seq_pos_min(self.memory, seq_id) > max(0, reuse - self.n_swa):
-            reuse = 0  # the window before the prefix's end has left the cache (llama-server's test)
+            # The window before the prefix's end has left the cache (llama-server's test):
+            # resume from the newest checkpoint inside the prefix, or from scratch.
+            reuse = self._restore(seq_id, checkpoints)
+            checkpoints = [c for c in checkpoints if c.n_tokens <= reuse]
         if reuse and not self.lib.llama_memory_seq_rm(self.memory, seq_id, reuse, -1):
             reuse = 0  # this memory cannot drop a partial sequence: recompute it all
         if not reuse:
             self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            checkpoints = []
+        self.checkpoints[seq_id] = checkpoints
         slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
         slot.sampler, slot.greedy = self._sampler(slot.request)
         if slot.grammar is not None:
@@ -166,10 +194,12 @@ class SlotScheduler:
                     continue
                 rows[slot] = self._add(slot.last_token, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
+        prefilling = []
         for slot in self.active:
             room = self.n_batch - batch.n_tokens
             if slot.decoding or room <= 0:
                 continue
+            prefilling.append(slot)
             chunk = slot.prompt[slot.prefilled:slot.prefilled + room]
             for offset, token in enumerate(chunk):
                 position = slot.prefilled + offset
@@ -184,6 +214,9 @@ class SlotScheduler:
             for slot in list(self.active):
                 self._finish(slot, "error", f"llama_decode failed with status {status}")
             return
+        if self.checkpointing:
+            for slot in prefilling:
+                self._checkpoint(slot)
         for slot, row in rows.items():
             self._sample(slot, row)
 
@@ -256,6 +289,33 @@ class SlotScheduler:
         """The logits of batch row ``row``, as a view on llama.cpp's buffer (valid until the next decode)."""
         return np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
 
+    def _checkpoint(self, slot: Slot) -> None:
+        """Copy the sliding-window state of ``slot``'s prompt so far (its first ``prefilled`` tokens)."""
+        lib, flags = self.lib, self.lib.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        if slot.prefilled < MIN_REUSE:
+            return
+        size = lib.llama_state_seq_get_size_ext(self.ctx, slot.seq_id, flags)
+        data = (ctypes.c_uint8 * size)()
+        if lib.llama_state_seq_get_data_ext(self.ctx, data, size, slot.seq_id, flags) != size:
+            log.warning("llama.cpp could not copy the state of sequence %d; no checkpoint taken", slot.seq_id)
+            return
+        kept = self.checkpoints.setdefault(slot.seq_id, [])
+        kept.append(Checkpoint(slot.prefilled, data))
+        budget = self.settings.checkpoint_bytes
+        while kept and (len(kept) > MAX_CHECKPOINTS or (budget is not None and sum(len(c.data) for c in kept) > budget)):
+            kept.pop(0)  # the oldest: the newest resume the longest prefixes
+
+    def _restore(self, seq_id: int, checkpoints: list[Checkpoint]) -> int:
+        """Put the newest of ``checkpoints`` back into ``seq_id``'s sliding-window cache; the
+        number of tokens now resumable (0: none, compute from scratch)."""
+        flags = self.lib.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        for checkpoint in reversed(checkpoints):
+            size = len(checkpoint.data)
+            if self.lib.llama_state_seq_set_data_ext(self.ctx, checkpoint.data, size, seq_id, flags) == size:
+                return checkpoint.n_tokens
+            log.warning("llama.cpp refused a checkpoint of sequence %d at %d tokens", seq_id, checkpoint.n_tokens)
+        return 0
+
     def _shift(self, slot: Slot) -> bool:
         """Make room by discarding the older half after ``n_keep``; False when not allowed."""
         if not (self.settings.context_shift and self.can_shift):
@@ -275,6 +335,7 @@ class SlotScheduler:
             self.cached[slot.seq_id] = in_kv
         else:
             self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            self.checkpoints.pop(slot.seq_id, None)
         self.lib.llama_sampler_free(slot.sampler)
         if slot.grammar_sampler is not None:
             self.lib.llama_sampler_free(slot.grammar_sampler)

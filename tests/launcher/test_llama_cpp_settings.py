@@ -7,6 +7,7 @@ import pytest
 from modelyard.launcher.backends import llama_cpp as backend_module
 
 from ..compiler.fakes import compile_yaml
+from .requests import greedy_request
 
 pytestmark = pytest.mark.real_model
 
@@ -49,3 +50,32 @@ def test_slots_share_one_context_sized_for_all_of_them(monkeypatch) -> None:
     params, settings = slot_context_params(monkeypatch, "options: [parallel:3]")
     assert (params.n_ctx, params.n_seq_max, params.n_batch, params.kv_unified) == (3 * 256, 3, 512, True)
     assert (settings.parallel, settings.context) == (3, 256)
+
+
+@pytest.mark.parametrize(("extra", "prefix_cache", "per_slot"), [
+    ("options: [parallel:4]", True, 8192 * 2**20 // 4),  # llama.cpp's --cache-ram default, shared
+    ("options: ['cache_ram:-1']", True, None),  # unlimited
+    ("options: ['cache_ram:0']", False, 0),  # no prefix cache at all
+])
+def test_cache_ram_bounds_the_slots_checkpoints(monkeypatch, extra, prefix_cache, per_slot) -> None:
+    _, settings = slot_context_params(monkeypatch, extra)
+    assert (settings.prefix_cache, settings.checkpoint_bytes) == (prefix_cache, per_slot)
+
+
+def test_checkpoints_are_taken_per_chunk_and_kept_within_cache_ram() -> None:
+    import threading
+
+    def checkpoints_after_a_long_prompt(options: str) -> list[tuple[int, int]]:
+        yaml = MODEL.replace("context_size: 256", "context_size: 2048").format(extra=options)
+        result = compile_yaml({"models/m.yaml": yaml}, check_files=False)
+        backend = backend_module.LlamaCppBackend(result.plan.models[0])
+        request = greedy_request("The winters of a mountain village, told at length. " * 120, max_tokens=1)
+        list(backend.generate(request, threading.Event()))
+        return [(c.n_tokens, len(c.data)) for c in backend._slots.checkpoints[0]]
+
+    taken = checkpoints_after_a_long_prompt("")
+    assert [n for n, _ in taken] == [512, 1024, taken[-1][0]] and 1024 < taken[-1][0] <= 1536
+    size = max(s for _, s in taken)
+    assert 0 < size < 64 * 2**20  # the window only, not the whole sequence
+    bound = max(1, (size + 2**20 - 1) // 2**20)  # room for exactly one checkpoint
+    assert [n for n, _ in checkpoints_after_a_long_prompt(f"options: ['cache_ram:{bound}']")] == [taken[-1][0]]

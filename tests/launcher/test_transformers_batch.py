@@ -15,6 +15,7 @@ from modelyard.launcher.backends.transformers_backend import TransformersBackend
 from modelyard.launcher.backends.transformers_batch import BatchScheduler  # noqa: E402
 
 from ..e2e.test_transformers import build_tiny_llama  # noqa: E402
+from .requests import greedy_request as request  # noqa: E402
 
 PROMPTS = ["The quick brown fox", "Hello", "café naïve 東京 and the lazy dog"]
 
@@ -27,12 +28,6 @@ def backend(tmp_path_factory):
     result = compile_sources([Source(str(directory / "m.yaml"), "yaml", text, str(directory))],
                              CompileOptions(env={}, probe=LocalProbe()))
     return TransformersBackend(result.plan.models[0])
-
-
-def request(prompt: str, **changes) -> GenerationRequest:
-    values = dict(prompt=prompt, max_tokens=12, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, typical_p=1.0,
-                  repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, seed=None, ignore_eos=True)
-    return GenerationRequest(**{**values, **changes})
 
 
 def tokens_of(backend, req: GenerationRequest) -> tuple[str, Finish]:
