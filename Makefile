@@ -30,8 +30,10 @@ install: $(SERVE_STAMP)
 serve: install
 	$(BIN)/modelyard launch
 
-# pytest exits non-zero when it collects no test, so an empty run never passes as green.
+# Lint first (seconds; rules in pyproject.toml), then the tests. pytest exits non-zero when it
+# collects no test, so an empty run never passes as green.
 test: $(TEST_STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # Compile speed, then serving speed against llama-server (built once into .bench-venv, ~7 min)

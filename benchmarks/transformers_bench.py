@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests/random_llama.py
 
-from modelyard.compiler import CompileOptions, LocalProbe, Source, compile_sources  # noqa: E402
-from modelyard.launcher.backends.base import Finish, GenerationRequest  # noqa: E402
-from modelyard.launcher.backends.transformers_backend import TransformersBackend  # noqa: E402
-from tests.random_llama import build_random_llama  # noqa: E402
+from modelyard.compiler import CompileOptions, LocalProbe, Source, compile_sources
+from modelyard.launcher.backends.base import Finish, GenerationRequest
+from modelyard.launcher.backends.transformers_backend import TransformersBackend
+from tests.random_llama import build_random_llama
 
 
 def build_model(directory: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from modelyard.compiler.diagnostics import format_text
 from modelyard.compiler.gallery import GalleryError
 from modelyard.compiler.overrides import OverrideSyntaxError, parse_set

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from modelyard.compiler import CompileOptions, CompileResult, LocalProbe, compile_sources, discover, format_report
 from modelyard.compiler.explain import explain_model
 from modelyard.compiler.overrides import OverrideSyntaxError, SetOverride, parse_set
@@ -163,9 +164,8 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
     PATHS and no ./models directory, the embedded default model (Gemma 3 270M) is served.
     """
     from modelyard.launcher.backends import missing_backend_message
-    from modelyard.launcher.server import KeySourceError, resolve_api_keys, serve
-
     from modelyard.launcher.logs import configure_logging
+    from modelyard.launcher.server import KeySourceError, resolve_api_keys, serve
 
     configure_logging(log_level, log_format)
     if plan_file:

@@ -13,8 +13,8 @@ the last (mappings merge key by key, anything else replaces); the name is set la
 from __future__ import annotations
 
 import copy
-import io
 import functools
+import io
 import posixpath
 import re
 from collections.abc import Callable, Iterator, Mapping

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from modelyard.compiler.gallery import GalleryError
-from modelyard.compiler.plan import LaunchPlan, ModelPlan
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -30,8 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from modelyard.compiler.gallery import GalleryError
+from modelyard.compiler.plan import LaunchPlan, ModelPlan
+
 from .backends import missing_backend_message
 from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
+from .gallery_api import GalleryService
 from .generation import (
     Admission,
     ChoiceResult,
@@ -43,7 +45,6 @@ from .generation import (
     run_choice,
     usage,
 )
-from .gallery_api import GalleryService
 from .installer import Installer
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import openapi_document

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+
 from modelyard.compiler.gallery import GalleryError, GalleryFile, safe_relative_path
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 

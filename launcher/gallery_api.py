@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.compiler.gallery import GalleryEntry, GalleryError
-from modelyard.compiler.plan import ModelPlan
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from modelyard.compiler.gallery import GalleryEntry, GalleryError
+from modelyard.compiler.plan import ModelPlan
 
 from .errors import OpenAIError
 from .galleries import HUGGINGFACE, url_entry

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelyard.compiler.plan import ModelPlan
 from starlette.requests import Request
+
+from modelyard.compiler.plan import ModelPlan
 
 from .backends.base import GenerationRequest
 from .errors import OpenAIError

@@ -42,7 +42,6 @@ from modelyard.compiler.plan import ModelPlan
 from .downloads import FileProgress, RetryPolicy, download, target_path
 from .galleries import Galleries
 
-
 DEFAULT_RETRY = RetryPolicy()
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import TemplateError
+
 from modelyard.compiler.plan import ModelPlan, Template
 from modelyard.compiler.template_env import compiled_template
 

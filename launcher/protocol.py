@@ -11,7 +11,6 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-
 from starlette.requests import Request
 
 from .errors import OpenAIError

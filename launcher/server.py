@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import uvicorn
+
 from modelyard.compiler.plan import LaunchPlan
 
 from .app import create_app

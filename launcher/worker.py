@@ -39,7 +39,7 @@ def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level
     channel = Channel(sock)
     try:
         backend = load_backend_class(backend_import)(model)
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported, then we exit
+    except Exception as exc:  # any load failure is reported, then we exit
         log.exception("loading %s failed", model.name)
         channel.send({"type": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
         sock.close()
@@ -141,7 +141,7 @@ class Dispatcher:
             for item in self.backend.generate(request, cancelled):
                 sink.put(item)
             self.cancels.pop(request_id, None)  # in case it stopped (cancelled) without a Finish
-        except Exception as exc:  # noqa: BLE001 - reported to the server as this request's error
+        except Exception as exc:  # reported to the server as this request's error
             if not isinstance(exc, RequestError):
                 log.exception("generation failed")
             sink.put(exc)
@@ -149,7 +149,7 @@ class Dispatcher:
     def _embed(self, request_id: str, inputs: list[str | list[int]]) -> None:
         try:
             vectors, tokens = self.backend.embed(inputs)
-        except Exception as exc:  # noqa: BLE001 - a backend bug fails this request, not the worker
+        except Exception as exc:  # a backend bug fails this request, not the worker
             if not isinstance(exc, RequestError):
                 log.exception("embedding failed")
             RequestSink(self.channel, request_id).put(exc)

@@ -155,7 +155,7 @@ class ExLlamaV2Backend:
                 continue
             try:
                 results = self.generator.iterate()
-            except Exception as exc:  # noqa: BLE001 - every running request learns of it
+            except Exception as exc:  # every running request learns of it
                 log.exception("exllamav2 iterate failed")
                 for identifier in list(self._jobs):
                     self._deliver(identifier, exc)

@@ -70,7 +70,7 @@ class BatchScheduler:
                 rows = [self.pending.popleft() for _ in range(min(MAX_BATCH if self.batched else 1, len(self.pending)))]
             try:
                 self._decode(rows) if self.batched else self._generate_one(rows[0])
-            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the worker
+            except Exception as exc:  # a failed batch fails its requests, not the worker
                 log.exception("batch decode failed")
                 for row in rows:
                     row.out.put(exc)

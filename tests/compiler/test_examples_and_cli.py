@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from modelyard.cli.main import main
 from modelyard.compiler.plan import plan_json_schema
 from modelyard.compiler.sources import GGML_DEPRECATED
@@ -61,8 +62,8 @@ def test_env_and_set_origins_show_in_explain(in_repo) -> None:
     result = run("compile", "examples/gemma-3-270m-parallel.yaml", "--explain", "gemma-3-270m-parallel",
                  "--set", "gemma-3-270m-parallel.threads=1",
                  env={"GEMMA_CONTEXT_SIZE": "1024", "LLAMACPP_GRPC_SERVERS": "10.1.1.1:50052"})
-    lines = [l.split() for l in result.stdout.splitlines() if l.startswith("  ")]
-    rows = {l[0]: (l[1], " ".join(l[2:])) for l in lines if len(l) >= 3}
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("  ")]
+    rows = {words[0]: (words[1], " ".join(words[2:])) for words in lines if len(words) >= 3}
     assert rows["context_size"] == ("1024", "[examples/gemma-3-270m-parallel.yaml:6:15]")
     assert rows["threads"] == ("1", "[--set]")
     assert rows["llama_cpp.grpc_servers"] == ('["10.1.1.1:50052"]', "[env LLAMACPP_GRPC_SERVERS]")

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from modelyard.compiler.diagnostics import DiagnosticSink
 from modelyard.compiler.go_template import (
     TranslationError,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from modelyard.compiler import format_report
 
 from ..conftest import assert_golden

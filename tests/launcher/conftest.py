@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from modelyard.launcher.app import create_app
 from starlette.testclient import TestClient
+
+from modelyard.launcher.app import create_app
 
 from .fakes import FakePool, make_plan
 

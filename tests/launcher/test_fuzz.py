@@ -8,6 +8,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
+
 from modelyard.launcher.app import create_app  # noqa: E402
 
 from .fakes import FakePool, make_plan  # noqa: E402

@@ -6,11 +6,12 @@ import collections
 import hashlib
 
 import pytest
+
 from modelyard.compiler import CompileOptions, Severity, Source, compile_sources
+from modelyard.compiler.diagnostics import DiagnosticSink
 from modelyard.compiler.gallery import GalleryError, model_yaml, resolve_entry
 from modelyard.compiler.pipeline import SUPPORTED_BACKENDS
 from modelyard.compiler.yaml_loader import load_yaml
-from modelyard.compiler.diagnostics import DiagnosticSink
 from modelyard.launcher.galleries import Galleries, GallerySpec, builtin_spec, parse_specs
 
 from ..compiler.fakes import default_probe

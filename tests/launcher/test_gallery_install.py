@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
+
 from modelyard.compiler.gallery import GalleryError
 from modelyard.launcher.app import create_app
 from modelyard.launcher.downloads import RetryPolicy
 from modelyard.launcher.galleries import Galleries, GallerySpec, builtin_spec
 from modelyard.launcher.installer import Installer, InstallError, InstallProgress
-from starlette.testclient import TestClient
 
 from .fakes import FakePool, make_plan, wait_until_ready
 from .file_server import FileServer, tiny_gguf

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from modelyard.launcher.backends import missing_backend_message
 from modelyard.launcher.backends.base import GenerationRequest, RequestError
 from modelyard.launcher.backends.exllamav2_backend import cache_tokens, job_arguments, sampler_settings

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from modelyard.launcher.app import create_app
-from modelyard.launcher.pool import ModelUnavailable
 from starlette.testclient import TestClient
 
+from modelyard.launcher.app import create_app
+from modelyard.launcher.pool import ModelUnavailable
+
 from .fakes import FakePool, make_plan, wait_until_ready
+
 
 def chat(client, content="hi", **body):
     return client.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": content}], **body})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+from starlette.testclient import TestClient
+
 from modelyard.launcher.app import create_app
 from modelyard.launcher.logs import JsonFormatter, RequestIdFilter
-from starlette.testclient import TestClient
 
 from .fakes import FakePool, make_plan
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 
 import pytest
+from starlette.testclient import TestClient
+
 from modelyard.compiler.plan import LaunchPlan
 from modelyard.launcher.app import create_app
 from modelyard.launcher.security import ApiKeys
 from modelyard.launcher.server import KeySourceError, resolve_api_keys
-from starlette.testclient import TestClient
 
 from .fakes import FakePool, make_plan
 

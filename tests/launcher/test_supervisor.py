@@ -6,9 +6,10 @@ import json
 import time
 
 import pytest
+from starlette.testclient import TestClient
+
 from modelyard.launcher.app import create_app
 from modelyard.launcher.pool import PoolSettings, WorkerPool
-from starlette.testclient import TestClient
 
 from .fakes import make_plan
 

@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, bounded, parse_calls, parse_tool_request
 
 from .fakes import make_plan

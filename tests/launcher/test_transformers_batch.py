@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from modelyard.compiler import CompileOptions, LocalProbe, Source, compile_sources
 from modelyard.launcher.backends.base import Finish, GenerationRequest
 

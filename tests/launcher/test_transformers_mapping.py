@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+
 from modelyard.launcher.backends.transformers_backend import LoadError, pick_device, pick_dtype, quantization_config
 
 
