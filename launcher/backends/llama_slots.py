@@ -16,11 +16,14 @@ own KV pool: it costs no memory beyond the context.
 Checkpoints: a sliding-window model's cache holds only the last window of each sequence for
 its sliding-window layers, so a shared prefix that ends more than a window before the cached
 end (the same system prompt with a new question, a regenerated answer) cannot be resumed from
-the KV pool alone. As llama-server does, each slot copies its sliding-window state after every
-chunk of prompt it processes (``llama_state_seq_get_data_ext`` with the partial-state flag);
-such a prefix restores the newest checkpoint inside it and evaluates from there. These copies
-are the cache's only memory beyond the context: ``MAX_CHECKPOINTS`` a slot, and at most
-``cache_ram`` MiB across the slots when it is set.
+the KV pool alone. As llama-server does, each slot copies its sliding-window state at every
+chunk boundary inside a prompt (``llama_state_seq_get_data_ext`` with the partial-state flag),
+and a prompt longer than the window gets one more boundary ``CHECKPOINT_TAIL`` tokens before
+its end: the next turn of a chat whose template re-renders the last answer differently (a
+reasoning model's thoughts dropped), or a regenerated answer, shares the prompt up to about
+there. Such a prefix restores the newest checkpoint inside it and evaluates from there. These
+copies are the cache's only memory beyond the context: ``MAX_CHECKPOINTS`` a slot, and at most
+``cache_ram`` MiB across the slots.
 
 Context shift: a sequence that fills its context drops the older half of its tokens after the
 first ``n_keep`` and carries on, as llama.cpp does, when the model's memory can shift.
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MIN_REUSE = 32  # tokens of shared prefix below which a cached slot is recomputed from scratch
 MAX_CHECKPOINTS = 8  # sliding-window checkpoints kept a slot (llama-server's --ctx-checkpoints)
+CHECKPOINT_TAIL = 4  # a long prompt's last checkpoint sits this many tokens before its end (llama-server's)
 
 
 @dataclass(eq=False)
@@ -194,13 +198,19 @@ class SlotScheduler:
                     continue
                 rows[slot] = self._add(slot.last_token, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
-        prefilling = []
+        prefilled = []
         for slot in self.active:
             room = self.n_batch - batch.n_tokens
             if slot.decoding or room <= 0:
                 continue
-            prefilling.append(slot)
-            chunk = slot.prompt[slot.prefilled:slot.prefilled + room]
+            prefilled.append(slot)
+            end = slot.prefilled + room
+            tail = len(slot.prompt) - CHECKPOINT_TAIL
+            if self.n_swa and len(slot.prompt) > self.n_swa and slot.prefilled < tail < end:
+                # A chunk boundary, hence a checkpoint, just before the prompt's end; made with
+                # the cache off too, so that a prompt is computed the same way either way.
+                end = tail
+            chunk = slot.prompt[slot.prefilled:end]
             for offset, token in enumerate(chunk):
                 position = slot.prefilled + offset
                 index = self._add(token, position, slot.seq_id, position == len(slot.prompt) - 1)
@@ -215,8 +225,9 @@ class SlotScheduler:
                 self._finish(slot, "error", f"llama_decode failed with status {status}")
             return
         if self.checkpointing:
-            for slot in prefilling:
-                self._checkpoint(slot)
+            for slot in prefilled:
+                if not slot.decoding:  # it stopped at a boundary inside its prompt
+                    self._checkpoint(slot)
         for slot, row in rows.items():
             self._sample(slot, row)
 

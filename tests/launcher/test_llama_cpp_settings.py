@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelyard.launcher.backends import llama_cpp as backend_module
+from modelyard.launcher.backends.base import Started
 
 from ..compiler.fakes import compile_yaml
 from .requests import greedy_request
@@ -65,17 +66,21 @@ def test_cache_ram_bounds_the_slots_checkpoints(monkeypatch, extra, prefix_cache
 def test_checkpoints_are_taken_per_chunk_and_kept_within_cache_ram() -> None:
     import threading
 
-    def checkpoints_after_a_long_prompt(options: str) -> list[tuple[int, int]]:
+    def checkpoints_after_a_long_prompt(options: str) -> tuple[int, list[tuple[int, int]]]:
         yaml = MODEL.replace("context_size: 256", "context_size: 2048").format(extra=options)
         result = compile_yaml({"models/m.yaml": yaml}, check_files=False)
         backend = backend_module.LlamaCppBackend(result.plan.models[0])
         request = greedy_request("The winters of a mountain village, told at length. " * 120, max_tokens=1)
-        list(backend.generate(request, threading.Event()))
-        return [(c.n_tokens, len(c.data)) for c in backend._slots.checkpoints[0]]
+        items = list(backend.generate(request, threading.Event()))
+        started = next(item for item in items if isinstance(item, Started))
+        return started.prompt_tokens, [(c.n_tokens, len(c.data)) for c in backend._slots.checkpoints[0]]
 
-    taken = checkpoints_after_a_long_prompt("")
-    assert [n for n, _ in taken] == [512, 1024, taken[-1][0]] and 1024 < taken[-1][0] <= 1536
+    # 512-token chunks, then a boundary 4 tokens before the end of the ~1,100-token prompt.
+    prompt_tokens, taken = checkpoints_after_a_long_prompt("")
+    assert 1024 + 4 < prompt_tokens <= 1536
+    assert [n for n, _ in taken] == [512, 1024, prompt_tokens - 4]
     size = max(s for _, s in taken)
     assert 0 < size < 64 * 2**20  # the window only, not the whole sequence
     bound = max(1, (size + 2**20 - 1) // 2**20)  # room for exactly one checkpoint
-    assert [n for n, _ in checkpoints_after_a_long_prompt(f"options: ['cache_ram:{bound}']")] == [taken[-1][0]]
+    _, kept = checkpoints_after_a_long_prompt(f"options: ['cache_ram:{bound}']")
+    assert [n for n, _ in kept] == [prompt_tokens - 4]  # the newest
