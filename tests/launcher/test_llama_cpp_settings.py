@@ -1,6 +1,9 @@
-"""What the llama-cpp backend hands llama.cpp for the slots' context, on the real GGUF."""
+"""What the llama-cpp backend hands llama.cpp for the slots' context, and the sliding-window
+checkpoints the slots keep, on the real GGUF."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
@@ -64,8 +67,6 @@ def test_cache_ram_bounds_the_slots_checkpoints(monkeypatch, extra, prefix_cache
 
 
 def test_checkpoints_are_taken_per_chunk_and_kept_within_cache_ram() -> None:
-    import threading
-
     def checkpoints_after_a_long_prompt(options: str) -> tuple[int, list[tuple[int, int]]]:
         yaml = MODEL.replace("context_size: 256", "context_size: 2048").format(extra=options)
         result = compile_yaml({"models/m.yaml": yaml}, check_files=False)
