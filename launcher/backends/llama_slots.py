@@ -1,9 +1,8 @@
 """Continuous batching for llama.cpp: ``parallel`` sequences decoded together in one batch.
 
-One decode thread owns a llama.cpp context with ``n_seq_max = parallel`` (and a scratch
-sequence for padding, below). Each request gets a slot: a sequence id, its own sampler chain
-(sampling runs in C, on the logits row of its last token: no copy of logits into Python), and
-an output queue. Every step builds one
+One decode thread owns a llama.cpp context with ``n_seq_max = parallel``. Each request gets a
+slot: a sequence id, its own sampler chain (sampling runs in C, on the logits row of its last
+token: no copy of logits into Python), and an output queue. Every step builds one
 ``llama_batch``: first one token for each slot already generating (so running streams never
 stall), then as much prompt as the batch has room for (prompt processing in chunks); new
 requests join the running batch as soon as a slot is free.
@@ -28,15 +27,6 @@ copies are the cache's only memory beyond the context: ``MAX_CHECKPOINTS`` a slo
 
 Context shift: a sequence that fills its context drops the older half of its tokens after the
 first ``n_keep`` and carries on, as llama.cpp does, when the model's memory can shift.
-
-Padding: llama.cpp's CPU matrix kernels work on tiles of several rows, so a step's cost is not
-linear in its size: on the 2-core AVX2 machine this project is measured on, a step of three
-tokens costs 93 ms and one of four 70 ms; odd sizes from three up cost more than the next even
-one (``benchmarks/batch_scaling.py``). At load the scheduler times a decode step of every size
-up to ``parallel + 1``; a decode step whose size is dearer than a slightly larger one gets dummy
-rows, in a scratch sequence of their own that is emptied after the step (as vLLM pads batches
-to its captured graph sizes). Measured on the machine it runs on: where no larger size is
-cheaper, nothing is padded.
 """
 
 from __future__ import annotations
@@ -47,9 +37,7 @@ import logging
 import math
 import queue
 import random
-import statistics
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,29 +51,6 @@ log = logging.getLogger(__name__)
 MIN_REUSE = 32  # tokens of shared prefix below which a cached slot is recomputed from scratch
 MAX_CHECKPOINTS = 8  # sliding-window checkpoints kept a slot (llama-server's --ctx-checkpoints)
 CHECKPOINT_TAIL = 4  # a long prompt's last checkpoint sits this many tokens before its end (llama-server's)
-MAX_PADDING = 3  # dummy rows a decode step may gain (the scratch sequence's cells)
-PADDING_GAIN = 0.9  # a padded step must cost at most this much of the unpadded one (timing noise)
-MAX_CALIBRATED = 17  # batch sizes timed at load, at most (larger batches are not padded)
-CALIBRATION_STEPS = 3  # timed decode steps a size, after one to warm up
-
-
-def uses_padding(parallel: int) -> bool:
-    """Whether ``parallel`` slots may have their decode steps padded: with one or two there is
-    no size to pad (one token a step is the cheapest step there is)."""
-    return parallel >= 3
-
-
-def choose_padding(costs: dict[int, float], most: int = MAX_PADDING, gain: float = PADDING_GAIN) -> dict[int, int]:
-    """The padded size of each batch size in ``costs`` (seconds a decode step) that has one:
-    the cheapest size at most ``most`` rows larger, when it costs at most ``gain`` times as much."""
-    padding = {}
-    for size, cost in costs.items():
-        larger = [s for s in range(size + 1, size + most + 1) if s in costs]
-        if larger:
-            best = min(larger, key=costs.__getitem__)
-            if costs[best] <= gain * cost:
-                padding[size] = best
-    return padding
 
 
 @dataclass(eq=False)
@@ -129,7 +94,6 @@ class SlotSettings:
     checkpoint_bytes: int | None = None  # per slot; None: only MAX_CHECKPOINTS bounds them
     context_shift: bool = False
     n_keep: int = 0
-    padding: bool = True  # time the step sizes at load and pad those a larger one beats
 
 
 class SlotScheduler:
@@ -141,12 +105,6 @@ class SlotScheduler:
         self.settings = settings
         self.n_batch = settings.n_batch
         self._logprob = logprob  # (logits pointer, token, top) -> Logprob
-        # Padding rows go to a scratch sequence after the slots', in cells of their own.
-        self.scratch = settings.parallel if settings.padding and uses_padding(settings.parallel) else None
-        if self.scratch is not None:
-            context_params = type(context_params).from_buffer_copy(context_params)
-            context_params.n_seq_max += 1
-            context_params.n_ctx += MAX_PADDING
         self.ctx = llama_cpp.llama_init_from_model(model.model, context_params)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create a context for the parallel slots")
@@ -171,8 +129,6 @@ class SlotScheduler:
         self.token_ids = np.arange(self.n_vocab, dtype=np.int32)
         self.candidate_ptr = self.candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
         self.one = (llama_cpp.llama_token_data * 1)()
-        self.step_costs: dict[int, float] = {}  # seconds a decode step of each size, timed at load
-        self.padding: dict[int, int] = {} if self.scratch is None else self._calibrate()  # size → padded size
         threading.Thread(target=self._run, name="llama-slots", daemon=True).start()
 
     def submit(self, slot: Slot) -> None:
@@ -262,7 +218,7 @@ class SlotScheduler:
             slot.n_past = slot.prefilled
             if slot.decoding:
                 rows[slot] = index
-        status = self._decode(pad=not prefilled)
+        status = self.lib.llama_decode(self.ctx, batch)
         if status != 0:
             log.error("llama_decode failed with status %d", status)
             for slot in list(self.active):
@@ -274,50 +230,6 @@ class SlotScheduler:
                     self._checkpoint(slot)
         for slot, row in rows.items():
             self._sample(slot, row)
-
-    def _decode(self, pad: bool) -> int:
-        """``llama_decode`` the batch, first padded to a cheaper size when ``pad`` and one is
-        known; the padding rows leave the batch and the KV pool afterwards."""
-        lib, batch = self.lib, self.batch
-        size = batch.n_tokens
-        rows = self.padding.get(size, size) - size if pad else 0
-        for position in range(rows):
-            self._add(batch.token[0], position, self.scratch, True)
-        status = lib.llama_decode(self.ctx, batch)
-        if rows:
-            lib.llama_memory_seq_rm(self.memory, self.scratch, -1, -1)
-            batch.n_tokens = size
-            if status == 1:  # no room in the KV pool for the padding: decode what is real
-                status = lib.llama_decode(self.ctx, batch)
-        return status
-
-    def _calibrate(self) -> dict[int, int]:
-        """Time a decode step of each size up to ``parallel + 1`` (one token in each of that many
-        sequences) and choose the sizes to pad."""
-        began = time.perf_counter()
-        sizes = range(1, min(self.settings.parallel + 1, MAX_CALIBRATED, self.n_batch) + 1)
-        self.step_costs = costs = {size: self._step_cost(size) for size in sizes}  # seconds
-        padding = choose_padding(costs)
-        log.info("decode step by batch size, ms: %s; padded: %s (calibrated in %.1f s)",
-                 ", ".join(f"{size}: {cost * 1000:.1f}" for size, cost in costs.items()),
-                 ", ".join(f"{size}→{to}" for size, to in padding.items()) or "none", time.perf_counter() - began)
-        return padding
-
-    def _step_cost(self, size: int) -> float:
-        """Median seconds of a decode step of ``size`` one-token rows in as many sequences."""
-        timings = []
-        for step in range(CALIBRATION_STEPS + 1):  # the first warms up
-            self.batch.n_tokens = 0
-            for seq_id in range(size):
-                self._add(0, step, seq_id, True)
-            began = time.perf_counter()
-            status = self.lib.llama_decode(self.ctx, self.batch)
-            timings.append(time.perf_counter() - began)
-            if status != 0:
-                timings = [math.inf]
-                break
-        self.lib.llama_memory_clear(self.memory, True)
-        return statistics.median(timings[1:] or timings)
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> int:
         batch = self.batch
