@@ -103,9 +103,9 @@ def summarize(subject, concurrency, requests, runs, wall, rss) -> Result:
 # --- process-tree memory -----------------------------------------------------------------------
 
 
-def tree_rss_mib(root: int) -> float:
+def tree_rss_mib(root: int, children: bool = True) -> float:
     pids, total = {root}, 0
-    for entry in Path("/proc").iterdir():
+    for entry in Path("/proc").iterdir() if children else ():
         if entry.name.isdigit():
             try:
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == root:
@@ -123,15 +123,16 @@ def tree_rss_mib(root: int) -> float:
 
 
 class PeakRss:
-    """Samples a process tree's RSS every 100 ms while the load runs."""
+    """Samples a process tree's RSS (or, without ``children``, one process's) every 100 ms
+    while the load runs."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+    def __init__(self, pid: int, children: bool = True) -> None:
+        self.pid, self.children, self.peak, self._stop = pid, children, 0.0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self.peak = max(self.peak, tree_rss_mib(self.pid))
+            self.peak = max(self.peak, tree_rss_mib(self.pid, self.children))
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -156,7 +157,7 @@ def load_in_process(path: str):
 def bench_in_process(llm, requests: int, max_tokens: int) -> Result:
     runs = []
     start = time.perf_counter()
-    with PeakRss(os.getpid()) as rss:
+    with PeakRss(os.getpid(), children=False) as rss:  # the servers are this process's children
         for i in range(requests):
             began, first, count, stamps = time.perf_counter(), None, 0, []
             for chunk in llm.create_completion(PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens, temperature=0,
