@@ -176,8 +176,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 once start-up work is done and no model is failing; else 503 with the reasons (a
+    model that failed to load or whose worker keeps dying, and when it is tried again)."""
     if not request.app.state.ready:
         return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
+    failing = request.app.state.pool.failures()
+    if failing:
+        retry = max(1, round(min(seconds for _, seconds in failing.values())))
+        models = {name: {"error": reason, "retry_in_s": round(seconds, 1)} for name, (reason, seconds) in failing.items()}
+        return JSONResponse({"status": "failing", "models": models}, status_code=503,
+                            headers={"Retry-After": str(retry)})
     return JSONResponse({"status": "ready"})
 
 

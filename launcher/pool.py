@@ -3,8 +3,10 @@
 A worker starts on its model's first request (or at launch with ``preload``), from a ``spawn``
 context so no server state leaks into it. Requests wait for a loading model up to
 ``load_wait_s``, then get 503 + Retry-After. A worker that dies fails its in-flight requests
-with a clear error; the next request restarts it, after a backoff that doubles with each
-consecutive failure (so a model that cannot load does not crash-loop).
+with a clear error naming how it died (``worker died: SIGSEGV during decode of model X``); the
+next request restarts it, after a backoff that doubles with each consecutive failure. A worker
+counts as healthy again only once it has answered a request, so one that loads and then crashes
+on its first decode backs off like one that cannot load, rather than restart-looping.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +32,18 @@ from .ipc import PROTOCOL_VERSION, encode, read_message
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker process ended, in words: ``SIGSEGV``, ``exit status 3``."""
+    if exitcode is None:
+        return "an unknown cause (its exit status could not be read)"
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit status {exitcode}"
 
 
 class ModelUnavailable(OpenAIError):
@@ -66,6 +81,7 @@ class ModelWorker:
         self.cooldown_until = 0.0
         self.last_error = ""
         self.restarts = 0
+        self.doing: dict[str, str] = {}  # request id -> what it asks the worker ("decode", "embedding")
         self.last_used = time.monotonic()
         self.stopping = False  # a deliberate stop (shutdown, idle, eviction): not a crash
         self.make_room: Any = None  # set by the pool: evicts another worker before this one loads
@@ -124,7 +140,7 @@ class ModelWorker:
         # A worker that dies before connecting (import error, bad plan) never says anything.
         while self.ready is not None and not self.ready.done():
             if self.process is not None and not self.process.is_alive():
-                self._fail(f"worker exited with status {self.process.exitcode} while loading")
+                self._fail(f"worker died: {describe_exit(self.process.exitcode)} while loading model {self.model.name}")
                 return
             await asyncio.sleep(0.2)
 
@@ -140,7 +156,6 @@ class ModelWorker:
             writer.close()
             return
         self.writer = writer
-        self.failures = 0
         assert self.ready is not None
         if not self.ready.done():
             self.ready.set_result(None)
@@ -149,6 +164,8 @@ class ModelWorker:
 
     async def _read_loop(self, reader: asyncio.StreamReader, owner: Any) -> None:
         while (message := await read_message(reader)) is not None:
+            if message.get("type") in ("done", "embeddings"):
+                self.failures = 0  # it answered: healthy again
             stream = self.streams.get(message.get("id", ""))
             if stream is not None:
                 stream.put_nowait(message)
@@ -156,8 +173,12 @@ class ModelWorker:
         if self.stopping or self.process is not owner:
             return  # stopped on purpose (idle, evicted): the next request starts it again
         self.writer = None
-        code = self.process.exitcode if self.process is not None else None
-        reason = f"the model worker stopped unexpectedly (exit status {code})"
+        # The socket closes as the process dies; its exit status is there a moment later.
+        if owner is not None:
+            await asyncio.to_thread(owner.join, 5)
+        doing = sorted(set(self.doing.values()))
+        during = f"during {' and '.join(doing)}" if doing else "while idle"
+        reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during} of model {self.model.name}"
         if self.streams:
             log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
         for stream in self.streams.values():
@@ -191,9 +212,22 @@ class ModelWorker:
         self.streams[request_id] = stream
         return request_id, stream
 
+    def _close_stream(self, request_id: str) -> None:
+        self.streams.pop(request_id, None)
+        self.doing.pop(request_id, None)
+
+    @property
+    def failure(self) -> tuple[str, float] | None:
+        """Why the model cannot serve right now and the seconds until it is tried again; None
+        when it is up, loading, unloaded on purpose, or healthy since its last failure."""
+        if self.failures == 0 or self.alive:
+            return None
+        return self.last_error, max(0.0, self.cooldown_until - time.monotonic())
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
         """Events for one generation: ``delta``..., then ``done`` or ``error``."""
         request_id, stream = await self._open_stream()
+        self.doing[request_id] = "decode"
         finished = False
         try:
             self.writer.write(encode({"type": "generate", "id": request_id, "request": request.to_dict()}))
@@ -204,7 +238,7 @@ class ModelWorker:
                     finished = True
                     return
         finally:
-            self.streams.pop(request_id, None)
+            self._close_stream(request_id)
             self.last_used = time.monotonic()
             if not finished and self.writer is not None:  # the client went away, or a stop matched
                 self.writer.write(encode({"type": "cancel", "id": request_id}))
@@ -212,11 +246,12 @@ class ModelWorker:
     async def embed(self, inputs: list[str | list[int]]) -> dict[str, Any]:
         """The worker's ``embeddings`` or ``error`` message for ``inputs``."""
         request_id, stream = await self._open_stream()
+        self.doing[request_id] = "embedding"
         try:
             self.writer.write(encode({"type": "embed", "id": request_id, "inputs": inputs}))
             return await stream.get()
         finally:
-            self.streams.pop(request_id, None)
+            self._close_stream(request_id)
 
     async def unload(self, why: str) -> None:
         """Stop the worker to free its memory; the next request loads it again."""
@@ -315,6 +350,10 @@ class WorkerPool:
         """Start the workers (as many as may be resident at once)."""
         workers = list(self.workers.values())[:self.settings.max_resident or None]
         await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
+
+    def failures(self) -> dict[str, tuple[str, float]]:
+        """Models that cannot serve now: the reason and the seconds until the next try."""
+        return {name: failure for name, w in sorted(self.workers.items()) if (failure := w.failure) is not None}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per model: worker up (1/0), generations in flight, restarts after crashes."""

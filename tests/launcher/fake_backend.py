@@ -4,6 +4,7 @@ It "generates" a reply chosen by markers in the prompt:
   [echo]   the prompt itself, split in 3-character tokens
   [slow]   200 tokens, 20 ms apart (for cancellation and crash tests)
   [crash]  kills its own process after 3 tokens
+  [segv]   dies of SIGSEGV before its first token (a decode that crashes, as llama.cpp's AMX kernels did)
   [fail]   raises a RequestError (context exceeded) before generating
   [call:NAME]  a tool call {"name": NAME, "arguments": {"city": "Paris"}}, in 3-character tokens
 a request with a JSON Schema (response_format, forced tool calls) gets the smallest instance of
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +61,8 @@ class FakeBackend:
         else:
             tokens = list(DEFAULT_REPLY)
         prompt_tokens = max(1, len(prompt) // 4)
+        if "[segv]" in prompt:
+            os.kill(os.getpid(), signal.SIGSEGV)
         yield Started(prompt_tokens)
         limit = request.max_tokens if request.max_tokens is not None else CONTEXT - prompt_tokens
         produced = 0

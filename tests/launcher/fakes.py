@@ -29,6 +29,7 @@ class FakePool:
         self.unavailable: ModelUnavailable | None = None
         self.closed = False
         self.preloaded = False
+        self.failing: dict[str, tuple[str, float]] = {}  # what failures() reports
 
     def add(self, model: ModelPlan) -> None:
         self.backends[model.name] = FakeBackend(model)
@@ -62,6 +63,9 @@ class FakePool:
     async def embed(self, model: str, inputs: list[str]) -> dict[str, Any]:
         vectors, tokens = self.backends[model].embed(inputs)
         return {"type": "embeddings", "vectors": vectors, "tokens": tokens}
+
+    def failures(self) -> dict[str, tuple[str, float]]:
+        return dict(self.failing)
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {name: {"loaded": 1, "in_flight": 0, "restarts": 0} for name in self.backends}

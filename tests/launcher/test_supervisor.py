@@ -55,7 +55,8 @@ def test_worker_crash_mid_stream_gives_an_error_event_then_recovers(served) -> N
         lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "[DONE]"
     error = json.loads(lines[-2])["error"]
-    assert error["code"] == "worker_crashed" and "stopped unexpectedly" in error["message"]
+    assert error["code"] == "worker_crashed"
+    assert error["message"] == "worker died: exit status 3 during decode of model m"
     # The fake dies after 3 tokens; one may still be in the worker's outbox when it does.
     assert 2 <= sum(1 for line in lines[:-2] if json.loads(line)["choices"][0]["delta"].get("content")) <= 3
     assert ask(client, "hi").status_code == 200  # restarted on the next request
@@ -85,6 +86,44 @@ def test_load_failure_is_503_then_cools_down(served) -> None:
     again = ask(client, "hi", model="broken")
     assert again.status_code == 503 and "retrying in" in again.json()["error"]["message"]
     assert ask(client, "hi").status_code == 200  # the other model is unaffected
+
+
+def test_a_worker_that_dies_on_every_first_decode_cools_down_instead_of_restart_looping(served) -> None:
+    client, pool = served
+    first = ask(client, "[segv]")
+    assert first.status_code == 503
+    assert first.json()["error"]["message"] == "worker died: SIGSEGV during decode of model m"
+    # The first crash restarts at once (a one-off); the second, with no request answered in
+    # between, starts the backoff: the next request is refused with Retry-After, not restarted.
+    assert ask(client, "[segv]").status_code == 503
+    cooling = ask(client, "hi")
+    assert cooling.status_code == 503 and int(cooling.headers["retry-after"]) >= 1
+    assert "SIGSEGV during decode" in cooling.json()["error"]["message"]
+    assert "retrying in" in cooling.json()["error"]["message"]
+    assert pool.workers["m"].restarts == 2
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "retry-after" in ready.headers
+    assert ready.json()["status"] == "failing"
+    assert ready.json()["models"]["m"]["error"] == "worker died: SIGSEGV during decode of model m"
+    # Once the cooldown is over a good request brings it back, and it is healthy again.
+    time.sleep(pool.workers["m"].failure[1] + 0.1)
+    assert ask(client, "hi").status_code == 200
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_readyz_is_503_while_a_preloaded_model_failed_to_load() -> None:
+    plan = make_plan(PLAN)
+    pool = WorkerPool(plan, backends=FAKE, settings=PoolSettings(load_wait_s=20, backoff_initial_s=30))
+    with TestClient(create_app(plan, pool=pool, preload=True)) as client:
+        deadline = time.monotonic() + 20
+        while (ready := client.get("/readyz")).json()["status"] == "starting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.status_code == 503
+        failing = ready.json()["models"]
+        assert list(failing) == ["broken"]  # m loaded
+        assert failing["broken"]["error"] == "load failed: RuntimeError: this model is configured to fail loading"
+        assert 0 < failing["broken"]["retry_in_s"] <= 30
+        assert ask(client, "hi").status_code == 200
 
 
 LIFECYCLE_PLAN = """
