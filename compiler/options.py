@@ -76,7 +76,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("cache_ram", _cache_mib, ("llama-cpp",)),
     OptionSpec("parallel", _positive_int, ("llama-cpp",), ("n_parallel",)),
     OptionSpec("grpc_servers", _servers, ("llama-cpp",), ("rpc_servers",)),
+    OptionSpec("repack", _bool, ("llama-cpp",)),  # set by the raw flag below only: LocalAI has no key for it
 )
+
+# llama-server flags acted on (LocalAI passes raw '-flag' entries to llama-server's own parser),
+# as (option, value).
+RAW_FLAGS = {"--no-repack": ("repack", "false"), "-nr": ("repack", "false")}
 
 # Options LocalAI's backends understand that modelyard accepts without acting on them.
 LOCALAI_ONLY_OPTIONS = frozenset({
@@ -84,7 +89,9 @@ LOCALAI_ONLY_OPTIONS = frozenset({
     "tool_parser", "reasoning_parser", "torch_dtype", "spec_type", "draft_max", "draft_min",
 })
 
-_BY_NAME = {alias: spec for spec in OPTIONS for alias in (spec.name, *spec.aliases)}
+_SPECS = {spec.name: spec for spec in OPTIONS}
+# key:value names; repack has none of its own (only the flag).
+_BY_NAME = {alias: spec for spec in OPTIONS for alias in (spec.name, *spec.aliases) if spec.name != "repack"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,18 @@ class ParsedOption:
     index: int
     spec: OptionSpec
     value: Any
+
+
+_SPLIT_SERVER_LIST = ("; a comma inside [...] separates YAML list items: quote the grpc_servers option "
+                      "or write options as a block list")
+
+
+def _continues_server_list(earlier: list, entry: str) -> bool:
+    """``options: [grpc_servers:a:1,b:2]`` reaches us as two items, the second a bare ``b:2``."""
+    servers = _BY_NAME["grpc_servers"]
+    names = (servers.name, *servers.aliases)
+    return bool(_HOST_PORT.match(entry)) and any(
+        isinstance(e, str) and e.partition(":")[0].strip() in names for e in earlier)
 
 
 @dataclass(frozen=True)
@@ -108,6 +127,15 @@ def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOpt
     for index, entry in enumerate(entries):
         if not isinstance(entry, str):
             continue  # the schema reports non-strings
+        if entry.strip() in RAW_FLAGS:
+            name, raw = RAW_FLAGS[entry.strip()]
+            spec = _SPECS[name]
+            if backend in spec.backends:
+                parsed[name] = ParsedOption(index, spec, spec.parse(raw))
+            else:
+                problems.append(OptionProblem(index, f"flag {entry!r} applies to {', '.join(spec.backends)}, "
+                                                     f"not {backend}", True))
+            continue
         if entry.startswith("-"):
             problems.append(OptionProblem(index, f"raw llama-server flag {entry!r} is not acted on", False))
             continue
@@ -121,7 +149,8 @@ def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOpt
             if key in LOCALAI_ONLY_OPTIONS:
                 problems.append(OptionProblem(index, f"option {key!r} is not acted on yet", False))
             else:
-                hint = did_you_mean(key, list(_BY_NAME) + sorted(LOCALAI_ONLY_OPTIONS))
+                hint = (_SPLIT_SERVER_LIST if _continues_server_list(entries[:index], entry)
+                        else did_you_mean(key, list(_BY_NAME) + sorted(LOCALAI_ONLY_OPTIONS)))
                 problems.append(OptionProblem(index, f"unknown option {key!r}, passed to no backend{hint}", False))
             continue
         if backend not in spec.backends:

@@ -91,6 +91,7 @@ class LlamaCpp(_Frozen):
     context_shift: bool = False
     cache_ram_mib: int | None = 8192  # llama.cpp's --cache-ram default; None: unlimited (-1)
     flash_attention: Literal["auto", "on", "off"] = "auto"  # llama.cpp's default: on where it is supported
+    repack: bool = True  # llama.cpp's extra CPU buffer types (repacked weights); the --no-repack flag turns them off
 
 
 class Transformers(_Frozen):

@@ -20,6 +20,7 @@ from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from ..schema_utils import expand_type_lists
 from .base import GenerationRequest, Item, Logprob, RequestError, Sink, generate_with
+from .llama_devices import add_rpc_servers, load_log, load_options, model_params, placement
 from .llama_slots import Slot, SlotScheduler, SlotSettings
 
 log = logging.getLogger(__name__)
@@ -61,24 +62,28 @@ class LlamaCppBackend:
         # model instead embeds in Llama's context, sized to hold a whole input in one batch.
         self._embedding = model.embeddings
         context = model.context_size or 0
-        self._llm = llama_cpp.Llama(
-            model_path=path,
-            n_ctx=context if self._embedding else 64,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=context if self._embedding else settings.batch,
-            n_ubatch=context if self._embedding else settings.batch,
-            n_gpu_layers=-1 if settings.gpu_layers is None else settings.gpu_layers,
-            main_gpu=settings.main_gpu,
-            use_mmap=settings.mmap,
-            use_mlock=settings.mlock,
-            rope_freq_base=settings.rope_freq_base,
-            rope_freq_scale=settings.rope_freq_scale,
-            rpc_servers=",".join(settings.grpc_servers) or None,
-            embedding=model.embeddings,
-            flash_attn=settings.flash_attention == "on",  # Llama takes no "auto": the slots' context does
-            verbose=False,
-        )
+        # RPC servers are ggml devices once registered: the load spreads the layers over them.
+        add_rpc_servers(llama_cpp, settings.grpc_servers)
+        with model_params(llama_cpp, **load_options(llama_cpp, settings.repack)), load_log(llama_cpp) as lines:
+            self._llm = llama_cpp.Llama(
+                model_path=path,
+                n_ctx=context if self._embedding else 64,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=context if self._embedding else settings.batch,
+                n_ubatch=context if self._embedding else settings.batch,
+                n_gpu_layers=-1 if settings.gpu_layers is None else settings.gpu_layers,
+                main_gpu=settings.main_gpu,
+                use_mmap=settings.mmap,
+                use_mlock=settings.mlock,
+                rope_freq_base=settings.rope_freq_base,
+                rope_freq_scale=settings.rope_freq_scale,
+                embedding=model.embeddings,
+                flash_attn=settings.flash_attention == "on",  # Llama takes no "auto": the slots' context does
+                verbose=False,
+            )
+        for line in placement(lines):
+            log.info("%s: %s", model.name, line)
         self._context_size = model.context_size or self._llm._model.n_ctx_train()
         self._shift = settings.context_shift
         self._slots = None if self._embedding else self._scheduler(model)

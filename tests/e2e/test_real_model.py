@@ -199,6 +199,6 @@ def test_killing_the_worker_mid_stream(client, server) -> None:
                 if received == 3:
                     [worker] = workers(server["process"].pid)
                     os.kill(worker, signal.SIGKILL)
-    assert "stopped unexpectedly" in str(caught.value)
+    assert f"worker died: SIGKILL during decode of model {MODEL}" in str(caught.value)
     response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)
     assert response.choices[0].message.content is not None
