@@ -177,8 +177,9 @@ class ModelWorker:
         if owner is not None:
             await asyncio.to_thread(owner.join, 5)
         doing = sorted(set(self.doing.values()))
-        during = f"during {' and '.join(doing)}" if doing else "while idle"
-        reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during} of model {self.model.name}"
+        during = (f"during {' and '.join(doing)} of model {self.model.name}" if doing
+                  else f"while model {self.model.name} was idle")
+        reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during}"
         if self.streams:
             log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
         for stream in self.streams.values():

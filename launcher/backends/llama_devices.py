@@ -86,8 +86,7 @@ def check_reachable(endpoint: str, timeout_s: float = RPC_CONNECT_TIMEOUT_S) -> 
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
-        reason = "no answer within {:.0f} s".format(timeout_s) if isinstance(exc, TimeoutError) else (
-            exc.strerror or str(exc))
+        reason = f"no answer within {timeout_s:.0f} s" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
         raise RuntimeError(f"cannot reach the llama.cpp RPC server at {endpoint} ({reason}); start "
                            f"`ggml-rpc-server --host {host} --port {port}` there, or fix grpc_servers") from None
 

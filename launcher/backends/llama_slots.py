@@ -35,10 +35,12 @@ import codecs
 import ctypes
 import logging
 import math
+import os
 import queue
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,9 +98,22 @@ class SlotSettings:
     n_keep: int = 0
 
 
+EXIT_DECODE_LOOP_FAILED = 70  # EX_SOFTWARE: the worker exits so the supervisor starts a fresh one
+
+
+def exit_worker(exc: BaseException) -> None:
+    """What a failed decode loop does by default: the context's state is unknown after it, so the
+    worker process ends and the supervisor restarts it (its requests have had their error)."""
+    log.critical("the decode loop failed; exiting so that a fresh worker takes over")
+    os._exit(EXIT_DECODE_LOOP_FAILED)
+
+
 class SlotScheduler:
-    def __init__(self, llama_cpp: Any, model: Any, context_params: Any, settings: SlotSettings, logprob: Any) -> None:
+    def __init__(self, llama_cpp: Any, model: Any, context_params: Any, settings: SlotSettings, logprob: Any,
+                 on_failure: Callable[[BaseException], None] = exit_worker) -> None:
         self.lib = llama_cpp
+        self._on_failure = on_failure
+        self.failure: str | None = None  # set once the decode loop has failed: nothing runs any more
         self.model = model
         self.vocab = model.vocab
         self.n_vocab = model.n_vocab()
@@ -133,12 +148,33 @@ class SlotScheduler:
 
     def submit(self, slot: Slot) -> None:
         with self.wakeup:
-            self.pending.append(slot)
-            self.wakeup.notify()
+            if self.failure is None:
+                self.pending.append(slot)
+                self.wakeup.notify()
+                return
+        slot.out.put(RuntimeError(self.failure))
 
     # --- the decode loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The decode thread. A Python error in it (a bug: client input is checked before it gets
+        here) must not leave requests waiting forever: every request in flight or queued gets
+        the error, then ``on_failure`` runs (by default the worker exits and is restarted)."""
+        try:
+            self._loop()
+        except Exception as exc:  # whatever broke, the requests must hear of it (and it is logged)
+            log.exception("the llama.cpp decode loop failed")
+            message = f"the model's decode loop failed ({type(exc).__name__}: {exc}); its worker restarts"
+            with self.wakeup:
+                self.failure = message
+                stranded = [*self.active, *self.pending]
+                self.active.clear()
+                self.pending.clear()
+            for slot in stranded:
+                slot.out.put(RuntimeError(message))
+            self._on_failure(exc)
+
+    def _loop(self) -> None:
         while True:
             with self.wakeup:
                 while self.free_ids and self.pending:

@@ -245,6 +245,15 @@ def test_health_and_readiness(pool) -> None:
     assert pool.closed
 
 
+def test_readiness_names_the_failing_models_and_when_they_are_tried_again(client, pool) -> None:
+    wait_until_ready(client)
+    pool.failing = {"chat": ("worker died: SIGSEGV during decode of model chat", 12.34)}
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.headers["retry-after"] == "12"
+    assert response.json() == {"status": "failing", "models": {
+        "chat": {"error": "worker died: SIGSEGV during decode of model chat", "retry_in_s": 12.3}}}
+
+
 def test_metrics(client) -> None:
     chat(client)
     client.get("/v1/models/whatever-a-client-sends")
