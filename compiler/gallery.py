@@ -310,19 +310,31 @@ def iter_unverified(resolved: ResolvedModel) -> Iterator[GalleryFile]:
     return (f for f in resolved.files if f.sha256 is None)
 
 
+def escape_interpolation(text: str) -> str:
+    """``text`` as a YAML value that ``${VAR}`` interpolation reads back unchanged (``$${`` is a
+    literal ``${``)."""
+    return text.replace("${", "$${")
+
+
 def model_yaml(resolved: ResolvedModel, header: str) -> str:
     """The model YAML text an install writes: block style, multi-line strings (templates) as
-    literal blocks, key order kept, a ``header`` comment first. Deterministic."""
+    literal blocks, key order kept, a ``header`` comment first. Deterministic.
+
+    Every ``${`` is escaped: the entry, its bases and the caller's overrides come from galleries
+    and over HTTP, and such data is never interpolated with the server's environment (an
+    override of ``${MODELYARD_API_KEYS}`` would otherwise read the keys back in an error)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.scalarstring import LiteralScalarString
 
     def literal(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: literal(v) for k, v in value.items()}
+            return {literal(k): literal(v) for k, v in value.items()}
         if isinstance(value, list):
             return [literal(v) for v in value]
-        if isinstance(value, str) and "\n" in value and not any(c in value for c in "\t\r"):
-            return LiteralScalarString(value)
+        if isinstance(value, str):
+            value = escape_interpolation(value)
+            if "\n" in value and not any(c in value for c in "\t\r"):
+                return LiteralScalarString(value)
         return value
 
     name_first = {"name": resolved.config["name"], **{k: v for k, v in resolved.config.items() if k != "name"}}

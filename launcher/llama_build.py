@@ -193,6 +193,19 @@ def programs(dest: Path, names: list[str]) -> list[Path]:
     return copied
 
 
+def _cmake() -> str:
+    """cmake from PATH or this environment; installed from PyPI into it when neither has one."""
+    here = str(Path(sys.executable).parent)
+    found = shutil.which("cmake") or shutil.which("cmake", path=here)
+    if found is None:
+        _say("installing cmake from PyPI (none on PATH)")
+        _run([sys.executable, "-m", "pip", "install", "-q", "cmake"])
+        found = shutil.which("cmake", path=here)
+    if found is None:
+        raise SystemExit("llama_build: cmake is needed to build llama.cpp's programs and could not be installed")
+    return found
+
+
 def _build_programs(cache: Path, names: list[str]) -> None:
     sdist = source_package(cache)
     extra = sorted({arg for name in names for arg in PROGRAMS[name]})
@@ -205,8 +218,9 @@ def _build_programs(cache: Path, names: list[str]) -> None:
         source = next(Path(scratch).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
         build = Path(scratch) / "build"
         log = cache / "build.log"
-        _run(["cmake", "-S", str(source), "-B", str(build), *PROGRAM_ARGS, *cmake_args(), *extra], log)
-        _run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *names], log)
+        cmake = _cmake()
+        _run([cmake, "-S", str(source), "-B", str(build), *PROGRAM_ARGS, *cmake_args(), *extra], log)
+        _run([cmake, "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *names], log)
         (cache / "bin").mkdir(parents=True, exist_ok=True)
         for name in names:
             (build / "bin" / name).replace(cache / "bin" / name)

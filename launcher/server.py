@@ -27,10 +27,10 @@ def resolve_api_keys(plan: LaunchPlan, env: Mapping[str, str]) -> list[str]:
     server = plan.server
     keys: list[str] = []
     if server.api_key_env:
-        value = env.get(server.api_key_env, "")
-        if not value.strip():
-            raise KeySourceError(f"API keys are configured from ${server.api_key_env}, which is unset or empty")
-        keys += [k.strip() for k in value.split(",") if k.strip()]
+        found = [k.strip() for k in env.get(server.api_key_env, "").split(",") if k.strip()]
+        if not found:  # unset, empty, or only commas and blanks
+            raise KeySourceError(f"API keys are configured from ${server.api_key_env}, which holds no key")
+        keys += found
     if server.api_key_file:
         try:
             lines = Path(server.api_key_file).read_text(encoding="utf-8").splitlines()
@@ -40,6 +40,11 @@ def resolve_api_keys(plan: LaunchPlan, env: Mapping[str, str]) -> list[str]:
         if not found:
             raise KeySourceError(f"the API key file {server.api_key_file} holds no key")
         keys += found
+    unusable = sum(1 for key in keys if not (key.isascii() and key.isprintable()))
+    if unusable:
+        # A bearer token travels in an HTTP header: printable ASCII is what every client sends as is.
+        raise KeySourceError(f"{unusable} API key(s) hold characters other than printable ASCII; "
+                             "HTTP clients cannot send them reliably")
     return keys
 
 

@@ -18,6 +18,7 @@ from modelyard.launcher.downloads import RetryPolicy
 from modelyard.launcher.galleries import Galleries, GallerySpec, builtin_spec
 from modelyard.launcher.installer import Installer, InstallError, InstallProgress
 
+from ..compiler.fakes import compile_yaml
 from .fakes import FakePool, make_plan, wait_until_ready
 from .file_server import FileServer, tiny_gguf
 
@@ -311,6 +312,26 @@ def test_install_api_client_errors_are_400s_and_failed_jobs_say_why(tmp_path, se
         assert client.post("/models/delete/never-installed").status_code == 404
         # The server still serves its other models.
         assert client.post("/v1/completions", json={"model": "plain", "prompt": "hi"}).status_code == 200
+
+
+def test_install_data_is_never_interpolated_with_the_servers_environment(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    installer = make_installer(tmp_path, [entry("tiny", f"{server.base}/tiny.gguf", sha)])
+    installer.env = {"MODELYARD_API_KEYS": "rt-s3cr3t-token-value"}
+    client, _ = api_client(installer)
+    with client:
+        leak = client.post("/models/apply", json={"id": "test@tiny", "overrides": {"context_size": "${MODELYARD_API_KEYS}"}})
+        assert leak.status_code == 400
+        message = leak.json()["error"]["message"]
+        assert "rt-s3cr3t" not in message and "'${MODELYARD_API_KEYS}'" in message
+        # A string field takes it literally, in the plan and in the YAML written (read back alike later).
+        job = poll(client, client.post("/models/apply", json={
+            "id": "test@tiny", "overrides": {"description": "costs ${MODELYARD_API_KEYS} and $${HOME}"}}).json()["status"])
+        assert job["state"] == "done", job
+    written = (tmp_path / "models" / "tiny.yaml").read_text()
+    assert "rt-s3cr3t" not in written and "costs $${MODELYARD_API_KEYS} and $$${HOME}" in written
+    [model] = compile_yaml({"models/tiny.yaml": written}, check_files=False, env=installer.env).plan.models
+    assert model.description == "costs ${MODELYARD_API_KEYS} and $${HOME}"
 
 
 def test_launch_installs_wait_for_readiness_and_on_demand_installs_answer_503(tmp_path, server, gguf_bytes) -> None:

@@ -86,8 +86,11 @@ def test_key_sources(tmp_path) -> None:
     plan = LaunchPlan()
     env_plan = plan.model_copy(update={"server": plan.server.model_copy(update={"api_key_env": "KEYS"})})
     assert resolve_api_keys(env_plan, {"KEYS": "a, b"}) == ["a", "b"]
-    with pytest.raises(KeySourceError):
-        resolve_api_keys(env_plan, {})  # configured but empty: never start open
+    for holds_none in ({}, {"KEYS": ""}, {"KEYS": ","}, {"KEYS": " , ,"}):  # configured but no key: never start open
+        with pytest.raises(KeySourceError, match=r"\$KEYS, which holds no key"):
+            resolve_api_keys(env_plan, holds_none)
+    with pytest.raises(KeySourceError, match="other than printable ASCII"):
+        resolve_api_keys(env_plan, {"KEYS": "good, clé"})
     (tmp_path / "keys").write_text("# team keys\nk1\n\nk2\n")
     file_plan = plan.model_copy(update={"server": plan.server.model_copy(update={"api_key_file": str(tmp_path / "keys")})})
     assert resolve_api_keys(file_plan, {}) == ["k1", "k2"]
