@@ -29,6 +29,9 @@ from .schema_validation import describe_errors, load_schema
 from .yaml_loader import load_yaml
 
 SUPPORTED_SCHEMES = ("https://", "http://", "file://", "huggingface://", "hf://", "github:", "package://")
+# What a listing from elsewhere (a remote index or base, an install request over HTTP) may name:
+# file:// and package:// would make the server read, hash and copy its own files.
+REMOTE_SCHEMES = ("https://", "http://", "github:", "huggingface://", "hf://")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -177,11 +180,15 @@ def resolve_entry(
     name: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     extra_files: tuple[GalleryFile, ...] = (),
+    local_files: bool = False,
 ) -> ResolvedModel:
     """The model YAML mapping and files for ``entry``; ``load_base(url)`` returns a base's text.
 
+    ``local_files``: the entry comes from an index on this machine (the operator's), so it and a
+    base beside it may name local files (``file://``, ``package://``); a remote base never may.
+
     Raises GalleryError naming the problem: a base that cannot be read or parsed, an unsafe
-    name or file name, a URI with an unsupported scheme.
+    name or file name, a URI with an unsupported scheme, a local file named from elsewhere.
     """
     data = entry.data
     if not any(data.get(k) for k in ("url", "config_file", "overrides", "files")):
@@ -190,7 +197,8 @@ def resolve_entry(
     templates: list[tuple[str, str]] = []
     files: list[GalleryFile] = []
     if entry.base_url:
-        base = _parse_base(load_base(entry.base_url), entry.base_url)
+        remote_base = entry.base_url.startswith(REMOTE_SCHEMES)
+        base = _parse_base(load_base(entry.base_url), entry.base_url, remote_only=remote_base or not local_files)
         config = base.config
         templates += base.prompt_templates
         files += base.files
@@ -204,7 +212,7 @@ def resolve_entry(
                            "(it becomes the file name <name>.yaml)")
     config["name"] = model_name
     templates += [(str(t["name"]), str(t["content"])) for t in data.get("prompt_templates") or ()]
-    files += [_gallery_file(f, entry.id) for f in data.get("files") or ()]
+    files += [_gallery_file(f, entry.id, remote_only=not local_files) for f in data.get("files") or ()]
     files += extra_files
     for template_name, _ in templates:
         safe_relative_path(f"{template_name}.tmpl", what="prompt template name")
@@ -224,7 +232,7 @@ class _Base:
     files: list[GalleryFile]
 
 
-def _parse_base(text: str, url: str) -> _Base:
+def _parse_base(text: str, url: str, *, remote_only: bool) -> _Base:
     """A base is LocalAI's form (``config_file:`` holding the model YAML, maybe as a string,
     plus ``prompt_templates`` and ``files``) or simply a model YAML mapping (modelyard's bases)."""
     outer = _yaml_mapping(text, f"base config {url}")
@@ -233,7 +241,7 @@ def _parse_base(text: str, url: str) -> _Base:
     config = _config_mapping(outer.get("config_file") or {}, f"base config {url}")
     templates = [(str(t["name"]), str(t["content"])) for t in outer.get("prompt_templates") or ()
                  if isinstance(t, dict) and "name" in t and "content" in t]
-    files = [_gallery_file(f, url) for f in outer.get("files") or ()]
+    files = [_gallery_file(f, url, remote_only=remote_only) for f in outer.get("files") or ()]
     return _Base(config, templates, files)
 
 
@@ -260,12 +268,15 @@ def _yaml_mapping(text: str, what: str) -> dict[str, Any]:
     return data
 
 
-def _gallery_file(item: Any, where: str) -> GalleryFile:
+def _gallery_file(item: Any, where: str, *, remote_only: bool) -> GalleryFile:
     if not isinstance(item, dict) or not item.get("filename") or not item.get("uri"):
         raise GalleryError(f"{where}: a file needs 'filename' and 'uri'")
     uri = str(item["uri"])
     if not uri.startswith(SUPPORTED_SCHEMES):
         raise GalleryError(f"{where}: {uri!r} uses an unsupported scheme (supported: {', '.join(SUPPORTED_SCHEMES)})")
+    if remote_only and not uri.startswith(REMOTE_SCHEMES):
+        raise GalleryError(f"{where}: {uri!r} names a file on this machine, which only a gallery index on this "
+                           f"machine may do (take {', '.join(REMOTE_SCHEMES)})")
     sha = item.get("sha256") or None
     if sha is not None and not _HEX64.match(str(sha)):
         raise GalleryError(f"{where}: sha256 of {item['filename']!r} is not 64 hex digits")

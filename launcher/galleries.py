@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from modelyard.compiler.gallery import Gallery, GalleryEntry, GalleryError, parse_gallery
+from modelyard.compiler.gallery import REMOTE_SCHEMES, Gallery, GalleryEntry, GalleryError, parse_gallery
 from modelyard.compiler.suggestions import did_you_mean
 
 from .downloads import fetch_text
@@ -124,6 +124,12 @@ class Galleries:
             names += [e.name for e in gallery.entries]
         raise GalleryError(f"no gallery entry {ref!r}{did_you_mean(name, names)}")
 
+    def is_local(self, entry: GalleryEntry) -> bool:
+        """Whether ``entry`` comes from an index on this machine (not a URL install, not a
+        remote index): only such entries may name local files."""
+        spec = next((s for s in self.specs if s.name == entry.gallery), None)
+        return spec is not None and spec.is_local
+
     def load_base(self, entry: GalleryEntry, url: str) -> str:
         """The text of ``entry``'s base config ``url``.
 
@@ -180,7 +186,6 @@ def huggingface_file_entry(ref: str) -> GalleryEntry | None:
 
 
 URL_GALLERY = "url"
-REMOTE_SCHEMES = ("https://", "http://", "github:", "huggingface://", "hf://")
 
 
 def url_entry(url: str, name: str, overrides: dict, files: list) -> GalleryEntry:

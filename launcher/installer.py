@@ -123,7 +123,7 @@ class Installer:
         names an entry (``gallery@name``) or is one (installs from a URL)."""
         entry = ref if isinstance(ref, GalleryEntry) else self.galleries.find(ref)
         resolved = resolve_entry(entry, lambda url: self.galleries.load_base(entry, url),
-                                 name=name, overrides=overrides)
+                                 name=name, overrides=overrides, local_files=self.galleries.is_local(entry))
         text = model_yaml(resolved, f"Installed by modelyard from gallery entry {entry.id}.")
         self._compile(resolved.name, text, check_files=False)
         return resolved, text

