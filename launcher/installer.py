@@ -146,6 +146,7 @@ class Installer:
         if unverified and not (self.allow_unverified if allow_unverified is None else allow_unverified):
             raise InstallError(f"{entry.id}: no sha256 for {', '.join(unverified)}; pass --allow-unverified to "
                                "install without checking them")
+        self._check_targets(resolved)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         paths, fetched_paths = self._download_all(resolved.files, progress)
         progress.update(message=f"checking {resolved.name}")
@@ -167,6 +168,43 @@ class Installer:
         _write_atomic(yaml_path, text)
         progress.update(message=f"installed {resolved.name}")
         return InstallResult(resolved.name, yaml_path, tuple(paths), fetched, model)
+
+    def _records(self) -> list[dict[str, Any]]:
+        records = []
+        for path in sorted(self.models_dir.glob(".gallery-*.json")) if self.models_dir.is_dir() else ():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def _check_targets(self, resolved: ResolvedModel) -> None:
+        """An install writes only files it creates. A file already in the models directory is
+        reused only when another install wrote it with the same checksum (models sharing a
+        GGUF); anything else there (a user's file, another model's YAML, GGUF or template) is
+        never overwritten, taken over, or later deleted with this model."""
+        written = {}  # filename -> (model, sha256) for every file an install recorded
+        for record in self._records():
+            for f in record.get("files", []):
+                if isinstance(f, dict):
+                    written[f.get("filename")] = (record.get("name"), f.get("sha256"))
+            for template in record.get("templates", []):
+                written[template] = (record.get("name"), None)
+        targets = [(f.filename, f.sha256) for f in resolved.files]
+        targets += [(f"{name}.tmpl", None) for name, _ in resolved.prompt_templates]
+        for filename, sha256 in targets:
+            if not target_path(self.models_dir, filename).exists():
+                continue
+            if filename not in written:
+                raise InstallError(f"{filename} is already in {self.models_dir} and no install wrote it; an install "
+                                   "never overwrites or takes over a file it did not create (move it, or install "
+                                   "under another entry)")
+            owner, owner_sha = written[filename]
+            if sha256 is None or owner_sha is None or sha256.lower() != str(owner_sha).lower():
+                raise InstallError(f"{filename} belongs to the installed model {owner!r}; it is shared only with the "
+                                   "same contents (the same sha256)")
 
     def _download_all(self, files: tuple[GalleryFile, ...], progress: InstallProgress) -> tuple[list[Path], list[Path]]:
         """Every file in place and verified: (all their paths, the ones fetched now)."""
@@ -230,16 +268,9 @@ class Installer:
         return removed
 
     def _used_by_other_install(self, filename: str, name: str) -> bool:
-        for path in self.models_dir.glob(".gallery-*.json"):
-            if path == metadata_path(self.models_dir, name):
-                continue
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if any(f.get("filename") == filename for f in record.get("files", [])):
-                return True
-        return False
+        return any(record.get("name") != name and any(isinstance(f, dict) and f.get("filename") == filename
+                                                      for f in record.get("files", []))
+                   for record in self._records())
 
 
 def _check_name(name: str) -> None:

@@ -209,6 +209,29 @@ def test_remove_deletes_what_the_install_wrote_and_keeps_shared_files(tmp_path, 
 # --- safety ------------------------------------------------------------------------------------
 
 
+def test_an_install_never_overwrites_or_takes_over_a_file_it_did_not_create(tmp_path, server, gguf_bytes) -> None:
+    sha = server.add("/tiny.gguf", gguf_bytes)
+    other = server.add("/other.gguf", gguf_bytes + b"\0")
+    installer = make_installer(tmp_path, [
+        entry("tiny", f"{server.base}/tiny.gguf", sha), entry("same", f"{server.base}/tiny.gguf", sha),
+        entry("clash", f"{server.base}/other.gguf", other),  # the same file name, other contents
+        entry("own", f"{server.base}/tiny.gguf", sha, filename="mine.gguf",
+              prompt_templates=[{"name": "notes", "content": "{{.Input}}"}])])
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mine.gguf").write_bytes(b"the user's own model")
+    (models / "notes.tmpl").write_text("the user's own template")
+    with pytest.raises(InstallError, match="mine.gguf is already in .* and no install wrote it"):
+        installer.install("test@own")
+    assert (models / "mine.gguf").read_bytes() == b"the user's own model"
+    assert (models / "notes.tmpl").read_text() == "the user's own template"
+    installer.install("test@tiny")
+    installer.install("test@same")  # the same file, the same checksum: shared
+    with pytest.raises(InstallError, match="tiny.gguf belongs to the installed model 'tiny'"):
+        installer.install("test@clash")
+    assert (models / "tiny.gguf").read_bytes() == gguf_bytes
+
+
 @pytest.mark.parametrize("filename", ["../escape.gguf", "/etc/escape.gguf", "a/../../escape.gguf", ".hidden.gguf",
                                       "a\\..\\escape.gguf"])
 def test_file_names_cannot_leave_the_models_directory(tmp_path, server, gguf_bytes, filename) -> None:
