@@ -12,6 +12,7 @@ import json
 import os
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,23 +80,45 @@ def _default_name(location: str) -> str:
     return (parent if stem == "index" and parent else stem) or "gallery"
 
 
+FAILED_INDEX_RETRY_S = 60.0  # an index that could not be read is not tried again sooner
+
+
 class Galleries:
-    """Loads each index once (thread-safe: installs run in threads), resolves bases."""
+    """Loads each index once (thread-safe: installs run in threads), resolves bases. An index
+    that cannot be read is remembered as failed for ``FAILED_INDEX_RETRY_S``, so a gallery that
+    is down costs one fetch a minute, not one (with its retries) per request."""
 
     def __init__(self, specs: Iterable[GallerySpec], env: Mapping[str, str]) -> None:
         self.specs = list(specs)
         self.env = dict(env)
         self._loaded: dict[str, Gallery] = {}
+        self._failed: dict[str, tuple[float, GalleryError]] = {}  # name -> (when, why)
         self._bases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def gallery(self, spec: GallerySpec) -> Gallery:
         with self._lock:
-            if spec.name not in self._loaded:
-                location = spec.location if not spec.is_local else os.path.abspath(spec.location)
+            if spec.name in self._loaded:
+                return self._loaded[spec.name]
+            failed = self._failed.get(spec.name)
+            if failed is not None and time.monotonic() - failed[0] < FAILED_INDEX_RETRY_S:
+                raise failed[1]
+            location = spec.location if not spec.is_local else os.path.abspath(spec.location)
+            try:
                 text = fetch_text(Path(location).as_uri() if spec.is_local else location, self.env)
                 self._loaded[spec.name] = parse_gallery(text, location, spec.name)
+            except GalleryError as exc:
+                self._failed[spec.name] = (time.monotonic(), exc)
+                raise
+            self._failed.pop(spec.name, None)
             return self._loaded[spec.name]
+
+    def loaded_only(self) -> Galleries:
+        """A view that finds entries in the indexes already read and never fetches one: for the
+        request path, which must not wait on a gallery's host."""
+        view = Galleries([s for s in self.specs if s.name in self._loaded], self.env)
+        view._loaded = dict(self._loaded)
+        return view
 
     def all(self) -> list[Gallery]:
         return [self.gallery(spec) for spec in self.specs]

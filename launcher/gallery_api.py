@@ -66,6 +66,7 @@ class GalleryService:
         self.on_installed = on_installed
         self.on_removed = on_removed
         self.on_demand = on_demand
+        self._reading: asyncio.Task | None = None  # a background read of the indexes
         self.jobs: dict[str, InstallJob] = {}
         self._by_ref: dict[str, InstallJob] = {}  # the live job per entry: one install at a time each
         self._lock = asyncio.Lock()  # one install at a time: they share the disk and the network
@@ -124,8 +125,12 @@ class GalleryService:
     def on_demand_ref(self, model: str) -> str | None:
         """What to install for a request's unknown ``model``: a gallery entry's id, or the
         Hugging Face file it names; None when it names neither."""
+        galleries = self.installer.galleries
+        readable = galleries.loaded_only()  # never a fetch on the request path
+        if len(readable.specs) < len(galleries.specs):
+            self._read_indexes_soon()
         try:
-            entry = self.installer.galleries.find(model)
+            entry = readable.find(model)
         except GalleryError:
             return None
         if entry.gallery == HUGGINGFACE:
@@ -135,6 +140,20 @@ class GalleryService:
                                   param="model", code="model_not_found")
             return model
         return entry.id
+
+    def _read_indexes_soon(self) -> None:
+        """Read the indexes not read yet in a thread, one such attempt at a time (a failed one
+        is retried a minute later at the soonest: ``Galleries``)."""
+        if self._reading is not None and not self._reading.done():
+            return
+
+        def read() -> None:
+            try:
+                self.installer.galleries.all()
+            except GalleryError as exc:
+                log.warning("cannot read the galleries for on-demand installs: %s", exc)
+
+        self._reading = asyncio.get_running_loop().create_task(asyncio.to_thread(read))  # held: weak refs
 
     def served_name(self, requested: str) -> str:
         """The model name an on-demand install gave ``requested`` (``owner/repo/file.gguf`` → ``file``)."""

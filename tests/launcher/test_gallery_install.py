@@ -472,3 +472,29 @@ def test_an_unreachable_gallery_index_is_a_clear_error() -> None:
 
     with pytest.raises(GalleryError, match=r"cannot fetch http://127.0.0.1:9/index.yaml: "):
         fetch_text("http://127.0.0.1:9/index.yaml", {}, RetryPolicy(attempts=2, backoff_s=0.01))
+
+
+def test_a_gallery_that_is_down_never_stalls_requests(tmp_path, monkeypatch) -> None:
+    from modelyard.launcher import galleries as galleries_module
+
+    fetches = []
+
+    def hanging_host(uri, env, *args, **kwargs):  # a host that answers nothing for a long time
+        fetches.append(uri)
+        time.sleep(3)
+        raise GalleryError(f"cannot fetch {uri}: timed out")
+
+    monkeypatch.setattr(galleries_module, "fetch_text", hanging_host)
+    installer = Installer(tmp_path / "models", Galleries([GallerySpec("down", "https://gallery.invalid/index.yaml")],
+                                                        {}), {})
+    client, _ = api_client(installer, on_demand_installs=True)
+    with client:
+        started = time.monotonic()
+        for _ in range(3):
+            unknown = client.post("/v1/completions", json={"model": "nothing-like-it", "prompt": "hi"})
+            assert unknown.status_code == 404
+            assert client.get("/healthz").status_code == 200
+        assert time.monotonic() - started < 2.5  # no request waited for the index
+        time.sleep(3.5)  # the start-up read fails; reads asked for meanwhile reuse its failure
+        assert client.post("/v1/completions", json={"model": "nothing-like-it", "prompt": "hi"}).status_code == 404
+    assert fetches == ["https://gallery.invalid/index.yaml"]  # one fetch, not one per request
