@@ -32,6 +32,7 @@ from modelyard.compiler.gallery import GalleryError
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
 from .backends import missing_backend_message
+from .constraints import check_grammar, check_json_schema
 from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
 from .gallery_api import GalleryService
 from .generation import (
@@ -314,6 +315,9 @@ async def chat_completions(request: Request) -> Response:
             raise OpenAIError(400, "response_format cannot be combined with a required or named tool call",
                               param="response_format")
         json_schema = tools.call_schema()  # the grammar that makes the call always parse
+        check_json_schema(json_schema, param="tools")
+    else:
+        check_json_schema(json_schema, param="response_format")
     _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, requested, None), json_schema=json_schema,
               json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
@@ -348,6 +352,7 @@ def _check_grammar(model: ModelPlan, grammar: str | None) -> None:
     if grammar is not None and model.backend != "llama-cpp":
         raise OpenAIError(400, f"grammar (GBNF) needs a llama-cpp model; {model.name!r} runs on {model.backend}: "
                                "use response_format with a JSON Schema", param="grammar")
+    check_grammar(grammar)
 
 
 async def completions(request: Request) -> Response:

@@ -254,6 +254,43 @@ def test_readiness_names_the_failing_models_and_when_they_are_tried_again(client
         "chat": {"error": "worker died: SIGSEGV during decode of model chat", "retry_in_s": 12.3}}}
 
 
+def schema_nested(depth: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize(("body", "param", "says"), [
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"a": {"type": "string", "maxLength": 100000}}}}}},
+     "response_format", "maxLength 100000 at /properties/a is outside 0..4096"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "string", "maxLength": 1e9}}}}, "response_format", "maxLength 1000000000.0 at / is outside"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema_nested(300)}}},
+     "response_format", "nests more than 64 levels deep"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "array", "maxItems": 99999}}}}}], "tool_choice": "required"},
+     "tools", "maxItems 99999"),
+    ({"grammar": 'root ::= "a"{0,100000}'}, "grammar", "the repetition {0,100000} counts past 4096"),
+    ({"grammar": "root ::= [a]{" + "9" * 5000 + "}"}, "grammar", "counts past 4096"),
+    ({"grammar": "root ::= " + '"a" ' * 20000}, "grammar", "longer than 65536 characters"),
+])
+def test_schemas_and_grammars_past_the_bounds_never_reach_the_worker(client, pool, body, param, says) -> None:
+    response = chat(client, **body)
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["param"] == param and says in error["message"]
+    assert pool.requests == []
+
+
+def test_schemas_and_grammars_within_the_bounds_pass(client, pool) -> None:
+    assert chat(client, grammar='root ::= "{" [a-z]{1,4096} "}"  # braces in strings and classes are text').status_code == 200
+    assert chat(client, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "string", "maxLength": 4096}}}).status_code == 200
+    assert len(pool.requests) == 2
+
+
 def test_metrics(client) -> None:
     chat(client)
     client.get("/v1/models/whatever-a-client-sends")
