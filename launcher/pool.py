@@ -173,18 +173,20 @@ class ModelWorker:
         if self.stopping or self.process is not owner:
             return  # stopped on purpose (idle, evicted): the next request starts it again
         self.writer = None
-        # The socket closes as the process dies; its exit status is there a moment later.
-        if owner is not None:
-            await asyncio.to_thread(owner.join, 5)
-        doing = sorted(set(self.doing.values()))
-        during = (f"during {' and '.join(doing)} of model {self.model.name}" if doing
-                  else f"while model {self.model.name} was idle")
-        reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during}"
-        if self.streams:
-            log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
-        for stream in self.streams.values():
-            stream.put_nowait({"type": "error", "status": 503, "code": "worker_crashed", "message": reason})
-        self._fail(reason, restart=True)
+        # Held while the death is recorded, so no request starts a new worker in between.
+        async with self._start_lock:
+            # The socket closes as the process dies; its exit status is there a moment later.
+            if owner is not None:
+                await asyncio.to_thread(owner.join, 5)
+            doing = sorted(set(self.doing.values()))
+            during = (f"during {' and '.join(doing)} of model {self.model.name}" if doing
+                      else f"while model {self.model.name} was idle")
+            reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during}"
+            if self.streams:
+                log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
+            for stream in self.streams.values():
+                stream.put_nowait({"type": "error", "status": 503, "code": "worker_crashed", "message": reason})
+            self._fail(reason, restart=True)
 
     def _fail(self, reason: str, restart: bool = False) -> None:
         self.failures += 1
