@@ -145,7 +145,17 @@ class LlamaCppBackend:
             raise RequestError("this model serves embeddings only", param="model", code="unsupported_usecase")
         grammar = self._grammar(request)
         rules = (grammar._grammar, grammar._root) if grammar else None
-        self._slots.submit(Slot(request, prompt_tokens, limit, rules, cancelled, out=sink))
+        slot = Slot(request, prompt_tokens, limit, rules, cancelled, out=sink)
+        if rules is not None:
+            # Parsed here, in the request's thread: llama-cpp-python's LlamaGrammar keeps the text
+            # unchecked, and a grammar llama.cpp cannot parse would decode unconstrained.
+            slot.grammar_sampler = self._llama_cpp.llama_sampler_init_grammar(
+                self._llm._model.vocab, rules[0].encode(), rules[1].encode())
+            if not slot.grammar_sampler:
+                param = "grammar" if request.json_schema is None and not request.json_object else "response_format"
+                raise RequestError(f"{param} is not a grammar llama.cpp can parse (undefined rules, no root, or "
+                                   "left recursion?)", param=param)
+        self._slots.submit(slot)
 
     def _token_text(self, tokens: list[int], index: int) -> str:
         vocabulary = self._llm.n_vocab()

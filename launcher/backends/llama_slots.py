@@ -206,7 +206,7 @@ class SlotScheduler:
         self.checkpoints[seq_id] = checkpoints
         slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
         slot.sampler, slot.greedy = self._sampler(slot.request)
-        if slot.grammar is not None:
+        if slot.grammar is not None and slot.grammar_sampler is None:  # the backend may have made it already
             slot.grammar_sampler = self.lib.llama_sampler_init_grammar(
                 self.vocab, slot.grammar[0].encode(), slot.grammar[1].encode())
         self.active.append(slot)

@@ -137,6 +137,17 @@ def _valid_json_so_far(text: str) -> bool:
         return False
 
 
+@pytest.mark.parametrize("grammar", ["root ::= foo", 'start ::= "a"', "root ::= root \"a\""])
+def test_a_grammar_llama_cpp_cannot_parse_is_a_400(client, grammar) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="Say a:", max_tokens=4, extra_body={"grammar": grammar})
+    assert caught.value.body["param"] == "grammar"
+    assert "not a grammar llama.cpp can parse" in caught.value.body["message"]
+    # The worker is fine, and a good grammar constrains.
+    ok = client.completions.create(model=MODEL, prompt="Say a:", max_tokens=4, extra_body={"grammar": 'root ::= "a"+'})
+    assert set(ok.choices[0].text) == {"a"}
+
+
 def test_json_object_mode_is_json(client) -> None:
     response = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Give a JSON object describing a cat."}],
