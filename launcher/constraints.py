@@ -31,9 +31,8 @@ def check_json_schema(schema: Any, param: str) -> None:
     """400 (``param``) for a schema past the bounds; the schema itself is not changed."""
     if schema is None:
         return
-    if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
-        raise OpenAIError(400, f"{param}: the JSON Schema is longer than {MAX_SCHEMA_CHARS} characters", param=param)
-    # Depth first, without recursion: a schema nested past Python's own limit is one of the inputs.
+    # Depth first, without recursion (a schema nested past Python's own limit is one of the
+    # inputs), and before anything that recurses, such as measuring its JSON text.
     stack: list[tuple[Any, int, str]] = [(schema, 1, "")]
     while stack:
         node, depth, path = stack.pop()
@@ -50,6 +49,8 @@ def check_json_schema(schema: Any, param: str) -> None:
             stack += [(value, depth + 1, f"{path}/{key}") for key, value in node.items()]
         elif isinstance(node, list):
             stack += [(value, depth + 1, f"{path}/{index}") for index, value in enumerate(node)]
+    if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+        raise OpenAIError(400, f"{param}: the JSON Schema is longer than {MAX_SCHEMA_CHARS} characters", param=param)
 
 
 def check_grammar(grammar: str | None, param: str = "grammar") -> None:
