@@ -76,12 +76,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("cache_ram", _cache_mib, ("llama-cpp",)),
     OptionSpec("parallel", _positive_int, ("llama-cpp",), ("n_parallel",)),
     OptionSpec("grpc_servers", _servers, ("llama-cpp",), ("rpc_servers",)),
-    OptionSpec("repack", _bool, ("llama-cpp",)),  # set by the raw flag below only: LocalAI has no key for it
 )
 
-# llama-server flags acted on (LocalAI passes raw '-flag' entries to llama-server's own parser),
-# as (option, value).
-RAW_FLAGS = {"--no-repack": ("repack", "false"), "-nr": ("repack", "false")}
+# llama-server flags acted on (LocalAI passes raw '-flag' entries to llama-server's own parser):
+# flag -> (the option it sets, its value). These options have no key:value form of their own.
+_REPACK = OptionSpec("repack", _bool, ("llama-cpp",))
+RAW_FLAGS = {"--no-repack": (_REPACK, "false"), "-nr": (_REPACK, "false")}
 
 # Options LocalAI's backends understand that modelyard accepts without acting on them.
 LOCALAI_ONLY_OPTIONS = frozenset({
@@ -89,9 +89,7 @@ LOCALAI_ONLY_OPTIONS = frozenset({
     "tool_parser", "reasoning_parser", "torch_dtype", "spec_type", "draft_max", "draft_min",
 })
 
-_SPECS = {spec.name: spec for spec in OPTIONS}
-# key:value names; repack has none of its own (only the flag).
-_BY_NAME = {alias: spec for spec in OPTIONS for alias in (spec.name, *spec.aliases) if spec.name != "repack"}
+_BY_NAME = {alias: spec for spec in OPTIONS for alias in (spec.name, *spec.aliases)}
 
 
 @dataclass(frozen=True)
@@ -108,9 +106,8 @@ _SPLIT_SERVER_LIST = ("; a comma inside [...] separates YAML list items: quote t
 def _continues_server_list(earlier: list, entry: str) -> bool:
     """``options: [grpc_servers:a:1,b:2]`` reaches us as two items, the second a bare ``b:2``."""
     servers = _BY_NAME["grpc_servers"]
-    names = (servers.name, *servers.aliases)
     return bool(_HOST_PORT.match(entry)) and any(
-        isinstance(e, str) and e.partition(":")[0].strip() in names for e in earlier)
+        isinstance(e, str) and _BY_NAME.get(e.partition(":")[0].strip()) is servers for e in earlier)
 
 
 @dataclass(frozen=True)
@@ -128,10 +125,9 @@ def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOpt
         if not isinstance(entry, str):
             continue  # the schema reports non-strings
         if entry.strip() in RAW_FLAGS:
-            name, raw = RAW_FLAGS[entry.strip()]
-            spec = _SPECS[name]
+            spec, raw = RAW_FLAGS[entry.strip()]
             if backend in spec.backends:
-                parsed[name] = ParsedOption(index, spec, spec.parse(raw))
+                parsed[spec.name] = ParsedOption(index, spec, spec.parse(raw))
             else:
                 problems.append(OptionProblem(index, f"flag {entry!r} applies to {', '.join(spec.backends)}, "
                                                      f"not {backend}", True))

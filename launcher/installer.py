@@ -105,15 +105,9 @@ class Installer:
         return self.models_dir / f"{name}.yaml"
 
     def installed(self) -> dict[str, str]:
-        """Models installed from a gallery: name → entry id."""
-        found = {}
-        for path in sorted(self.models_dir.glob(".gallery-*.json")) if self.models_dir.is_dir() else ():
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                found[record["name"]] = record["entry"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a damaged record only hides that model from listings
-        return found
+        """Models installed from a gallery: name → entry id (a damaged record only hides its model)."""
+        return {record["name"]: record["entry"] for record in self._records()
+                if isinstance(record.get("name"), str) and isinstance(record.get("entry"), str)}
 
     # --- install -----------------------------------------------------------------------------
 
@@ -170,6 +164,7 @@ class Installer:
         return InstallResult(resolved.name, yaml_path, tuple(paths), fetched, model)
 
     def _records(self) -> list[dict[str, Any]]:
+        """The install records that can be read (a damaged one is skipped)."""
         records = []
         for path in sorted(self.models_dir.glob(".gallery-*.json")) if self.models_dir.is_dir() else ():
             try:

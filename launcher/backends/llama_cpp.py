@@ -143,18 +143,7 @@ class LlamaCppBackend:
         limit = request.max_tokens if request.max_tokens is not None else default
         if self._slots is None:
             raise RequestError("this model serves embeddings only", param="model", code="unsupported_usecase")
-        grammar = self._grammar(request)
-        rules = (grammar._grammar, grammar._root) if grammar else None
-        slot = Slot(request, prompt_tokens, limit, rules, cancelled, out=sink)
-        if rules is not None:
-            # Parsed here, in the request's thread: llama-cpp-python's LlamaGrammar keeps the text
-            # unchecked, and a grammar llama.cpp cannot parse would decode unconstrained.
-            slot.grammar_sampler = self._llama_cpp.llama_sampler_init_grammar(
-                self._llm._model.vocab, rules[0].encode(), rules[1].encode())
-            if not slot.grammar_sampler:
-                param = "grammar" if request.json_schema is None and not request.json_object else "response_format"
-                raise RequestError(f"{param} is not a grammar llama.cpp can parse (undefined rules, no root, or "
-                                   "left recursion?)", param=param)
+        slot = Slot(request, prompt_tokens, limit, cancelled, out=sink, grammar_sampler=self._grammar_sampler(request))
         self._slots.submit(slot)
 
     def _token_text(self, tokens: list[int], index: int) -> str:
@@ -214,24 +203,31 @@ class LlamaCppBackend:
         text, raw = piece(token)
         return Logprob(text, float(logprobs[token]), raw, [(t, lp, b) for t, b, lp in alternatives])
 
-    def _grammar(self, request: GenerationRequest):
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    def _grammar_sampler(self, request: GenerationRequest):
+        """llama.cpp's grammar sampler for the request's constraint, or None. The grammar is parsed
+        here, in the request's thread, so one llama.cpp cannot parse is this request's 400 rather
+        than unconstrained output (llama-cpp-python's LlamaGrammar keeps its text unchecked)."""
+        from llama_cpp.llama_grammar import JSON_GBNF, LLAMA_GRAMMAR_DEFAULT_ROOT
 
         if request.json_schema is not None:
             try:
-                schema = expand_type_lists(request.json_schema)  # keeps maxLength & co. on type lists
-                return LlamaGrammar.from_string(json_schema_grammar(schema), verbose=False)
+                text = json_schema_grammar(expand_type_lists(request.json_schema))  # keeps maxLength & co.
             except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain exceptions
                 raise RequestError(f"response_format.json_schema cannot be used: {exc}",
                                    param="response_format") from None
-        if request.json_object:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        if request.grammar is not None:
-            try:
-                return LlamaGrammar.from_string(request.grammar, verbose=False)
-            except Exception as exc:  # noqa: BLE001 - the GBNF parser raises plain exceptions
-                raise RequestError(f"grammar is not valid GBNF: {exc}", param="grammar") from None
-        return None
+            param = "response_format"
+        elif request.json_object:
+            text, param = JSON_GBNF, "response_format"
+        elif request.grammar is not None:
+            text, param = request.grammar, "grammar"
+        else:
+            return None
+        sampler = self._llama_cpp.llama_sampler_init_grammar(self._llm._model.vocab, text.encode(),
+                                                             LLAMA_GRAMMAR_DEFAULT_ROOT.encode())
+        if not sampler:
+            raise RequestError(f"{param} is not a grammar llama.cpp can parse (undefined rules, no root, or "
+                               "left recursion?)", param=param)
+        return sampler
 
 
 # llama-cpp-python's port of llama.cpp's JSON-Schema converter lets raw control characters into

@@ -68,12 +68,11 @@ class Slot:
     request: GenerationRequest
     prompt: list[int]
     limit: int
-    grammar: tuple[str, str] | None  # (GBNF, root rule)
     cancelled: threading.Event
     out: Sink = field(default_factory=queue.Queue)  # where the items go, from the decode thread
     seq_id: int = -1
     sampler: Any = None
-    grammar_sampler: Any = None  # kept out of the chain: see SlotScheduler._sample_constrained
+    grammar_sampler: Any = None  # the backend's, freed with the slot; kept out of the chain: see _sample_constrained
     prefilled: int = 0  # prompt tokens already in the KV cache
     n_past: int = 0  # the next position in this sequence
     last_token: int = -1
@@ -206,9 +205,6 @@ class SlotScheduler:
         self.checkpoints[seq_id] = checkpoints
         slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
         slot.sampler, slot.greedy = self._sampler(slot.request)
-        if slot.grammar is not None and slot.grammar_sampler is None:  # the backend may have made it already
-            slot.grammar_sampler = self.lib.llama_sampler_init_grammar(
-                self.vocab, slot.grammar[0].encode(), slot.grammar[1].encode())
         self.active.append(slot)
         slot.out.put(Started(len(slot.prompt), cached_tokens=reuse))
 

@@ -35,7 +35,8 @@ def test_a_gguf_that_cannot_load_fails_clearly_and_the_other_models_serve(tmp_pa
     with launched([str(tmp_path)], tmp_path / "server.log", failing_ok=True) as running:
         ready = httpx.get(running["base"] + "/readyz", timeout=10)  # preloaded: broken failed, gemma loaded
         assert ready.status_code == 503 and list(ready.json()["models"]) == ["broken"]
-        assert ready.json()["models"]["broken"]["error"].startswith("load failed: ValueError: Failed to load model")
+        assert ready.json()["models"]["broken"]["error"] == \
+            f"load failed: ValueError: Failed to load model from file: {tmp_path / 'broken.gguf'}"
         client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=60)
         with pytest.raises(openai.APIStatusError) as failure:
             client.completions.create(model="broken", prompt="x", max_tokens=2)

@@ -99,7 +99,9 @@ def test_an_unreachable_rpc_server_is_a_load_error_naming_it(tmp_path) -> None:
                               json={"model": "spread", "messages": [{"role": "user", "content": "hi"}]})
         assert time.monotonic() - started < 20  # refused at once, not a hang
         assert response.status_code == 503 and "retry-after" in response.headers
-        message = response.json()["error"]["message"]
-        assert f"cannot reach the llama.cpp RPC server at {closed} (Connection refused)" in message
+        host, port = closed.split(":")
+        reason = (f"load failed: RuntimeError: cannot reach the llama.cpp RPC server at {closed} (Connection refused); "
+                  f"start `ggml-rpc-server --host {host} --port {port}` there, or fix grpc_servers")
+        assert response.json()["error"]["message"] == f"model 'spread': {reason}"
         ready = httpx.get(running["base"] + "/readyz", timeout=10)
-        assert ready.status_code == 503 and closed in ready.json()["models"]["spread"]["error"]
+        assert ready.status_code == 503 and ready.json()["models"]["spread"]["error"] == reason

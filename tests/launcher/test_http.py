@@ -261,26 +261,29 @@ def schema_nested(depth: int) -> dict:
     return schema
 
 
-@pytest.mark.parametrize(("body", "param", "says"), [
+@pytest.mark.parametrize(("body", "param", "message"), [
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-        "type": "object", "properties": {"a": {"type": "string", "maxLength": 100000}}}}}},
-     "response_format", "maxLength 100000 at /properties/a is outside 0..4096"),
+        "type": "object", "properties": {"a": {"type": "string", "maxLength": 100000}}}}}}, "response_format",
+     "response_format: maxLength 100000 at /properties/a is outside 0..4096, the sizes a grammar here enforces"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-        "type": "string", "maxLength": 1e9}}}}, "response_format", "maxLength 1000000000.0 at / is outside"),
+        "type": "string", "maxLength": 1e9}}}}, "response_format",
+     "response_format: maxLength 1000000000.0 at / is outside 0..4096, the sizes a grammar here enforces"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema_nested(300)}}},
-     "response_format", "nests more than 64 levels deep"),
+     "response_format", "response_format: the JSON Schema nests more than 64 levels deep"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
         "type": "object", "properties": {"a": {"type": "array", "maxItems": 99999}}}}}], "tool_choice": "required"},
-     "tools", "maxItems 99999"),
-    ({"grammar": 'root ::= "a"{0,100000}'}, "grammar", "the repetition {0,100000} counts past 4096"),
-    ({"grammar": "root ::= [a]{" + "9" * 5000 + "}"}, "grammar", "counts past 4096"),
-    ({"grammar": "root ::= " + '"a" ' * 20000}, "grammar", "longer than 65536 characters"),
+     "tools", "tools: maxItems 99999 at /properties/arguments/properties/a is outside 0..4096, the sizes a grammar "
+              "here enforces"),
+    ({"grammar": 'root ::= "a"{0,100000}'}, "grammar", "grammar: the repetition {0,100000} counts past 4096"),
+    ({"grammar": "root ::= [a]{" + "9" * 5000 + "}"}, "grammar",
+     "grammar: the repetition {" + "9" * 5000 + "} counts past 4096"),
+    ({"grammar": "root ::= " + '"a" ' * 20000}, "grammar", "grammar: the grammar is longer than 65536 characters"),
 ])
-def test_schemas_and_grammars_past_the_bounds_never_reach_the_worker(client, pool, body, param, says) -> None:
+def test_schemas_and_grammars_past_the_bounds_never_reach_the_worker(client, pool, body, param, message) -> None:
     response = chat(client, **body)
     assert response.status_code == 400, response.json()
-    error = response.json()["error"]
-    assert error["param"] == param and says in error["message"]
+    assert response.json()["error"] == {"message": message, "type": "invalid_request_error", "param": param,
+                                        "code": None}
     assert pool.requests == []
 
 
