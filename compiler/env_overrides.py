@@ -7,13 +7,9 @@ wins over the environment: LocalAI lets the environment override it, because it 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .context import ModelContext
 from .options import OptionValueError, parse_option_value
 from .plan import LlamaCpp
-
-if TYPE_CHECKING:
-    from .normalize import ModelContext
 
 # env var → (option name, plan field)
 ENV_FALLBACKS = {

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import backends
 from .plan import ModelPlan, Template
 
 
 def explain_model(model: ModelPlan) -> str:
     lines = [f"model {model.name} ({model.backend}), declared at {model.source}", ""]
     # Sections of the other backends are always empty: leave them out.
-    unused = {"llama_cpp", "transformers", "vllm", "exllama2"} - {model.backend.replace("-", "_")}
+    unused = set(backends.sections()) - {backends.get(model.backend).section}
     data = model.model_dump(mode="json", exclude={"origins", "templates", "source", *unused})
     templates = {k: v for k, v in model.templates if isinstance(v, Template)}
     flat = dict(_flatten(data, ""))

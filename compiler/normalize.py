@@ -12,95 +12,28 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from . import backends
 from .backend_rules import check_backend_rules
+from .context import ModelContext, Reader
 from .diagnostics import Severity
-from .env_overrides import apply_env_overrides
 from .gguf_metadata import GgufMetadata
 from .options import parse_options
-from .paths import SAFE_NAME, Path
-from .plan import (
-    Exllama2,
-    LlamaCpp,
-    ModelPlan,
-    OutputRules,
-    Sampling,
-    Template,
-    Templates,
-    Transformers,
-    Usecase,
-    Vllm,
-)
-from .schema_validation import model_schema
-from .sources import GGML_DEPRECATED, PACKAGE_SCHEME, HostProbe
+from .paths import SAFE_NAME
+from .plan import ModelPlan, OutputRules, Sampling, Template, Templates, Usecase
+from .sources import GGML_DEPRECATED, PACKAGE_SCHEME
 from .templates import resolve_template, tokenizer_template
 
 TEXT_USECASES = get_args(Usecase)
 GGUF_CONTEXT_CAP = 8192
-DEFAULT_CONTEXT = 4096
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _TEMPLATE_KINDS = ("chat", "chat_message", "completion", "edit", "function")
 
 
-@dataclass
-class ModelContext:
-    """What normalization needs beyond the mapping itself."""
-
-    file: str
-    models_dir: str
-    env: Mapping[str, str]
-    probe: HostProbe
-    check_files: bool
-    origin_of: Callable[[Path], str]  # YAML path → "file:line:col" or "--set"
-    report: Callable[[Path, str, Severity, bool], None]  # path, message, severity, at_key
-    origins: dict[str, str] = field(default_factory=dict)
-    errors: int = 0
-
-    def add(self, path: Path, message: str, severity: Severity, at_key: bool = False) -> None:
-        self.errors += severity is Severity.ERROR
-        self.report(path, message, severity, at_key)
-
-    def error(self, path: Path, message: str, at_key: bool = False) -> None:
-        self.add(path, message, Severity.ERROR, at_key)
-
-    def warning(self, path: Path, message: str, at_key: bool = False) -> None:
-        self.add(path, message, Severity.WARNING, at_key)
-
-
-class _Reader:
-    """Reads values out of the raw mapping, recording where each one came from."""
-
-    def __init__(self, raw: Mapping[str, Any], ctx: ModelContext) -> None:
-        self.raw = raw
-        self.ctx = ctx
-
-    def get(self, path: Path, dest: str, default: Any = None, default_origin: str = "default") -> Any:
-        value = _lookup(self.raw, path)
-        if value is None:
-            self.ctx.origins[dest] = default_origin
-            return default
-        self.ctx.origins[dest] = self.ctx.origin_of(path)
-        return value
-
-    def set(self, dest: str, value: Any, origin: str) -> Any:
-        self.ctx.origins[dest] = origin
-        return value
-
-
-def _lookup(raw: Mapping[str, Any], path: Path) -> Any:
-    value: Any = raw
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)  # type: ignore[arg-type]
-    return value
-
-
 def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: str, source: str) -> ModelPlan | None:
-    r = _Reader(raw, ctx)
+    r = Reader(raw, ctx)
     errors_before = ctx.errors
 
     model_value = r.get(("parameters", "model"), "model")
@@ -111,7 +44,8 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         return None
 
     metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model else None
-    hf_dir = model if backend in ("transformers", "vllm", "exllama2") and model_is_local and model else None
+    spec = backends.get(backend)
+    hf_dir = model if spec.model_directories and model_is_local and model else None
     templates = _templates(r, ctx, metadata, backend, hf_dir)
     embeddings = bool(r.get(("embeddings",), "embeddings", False))
     declared = [str(u).lower().removeprefix("flag_") for u in raw.get("known_usecases") or []]
@@ -140,10 +74,8 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
     options, option_problems = parse_options(list(raw.get("options") or []), backend)
     for problem in option_problems:
         ctx.add(("options", problem.index), problem.message, Severity.ERROR if problem.is_error else Severity.WARNING)
-    section = _BACKEND_SECTIONS[backend](r, options, ctx)
-    if backend == "llama-cpp":
-        section = apply_env_overrides(section, options, ctx)
-    plan_fields[backend.replace("-", "_")] = section
+    if spec.section is not None and spec.read_section is not None:
+        plan_fields[spec.section] = spec.read_section(r, options, ctx)
     plan_fields["origins"] = dict(sorted(ctx.origins.items()))
     if ctx.errors > errors_before:
         return None
@@ -152,19 +84,25 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
     return None if ctx.errors > errors_before else plan
 
 
-def _backend(r: _Reader, model_value: str | None, ctx: ModelContext) -> str | None:
+def _backend(r: Reader, model_value: str | None, ctx: ModelContext) -> str | None:
     given = r.get(("backend",), "backend")
     if given is not None:
-        return model_schema()["properties"]["backend"]["x-aliases"].get(given, given)
+        spec = backends.resolve(given)
+        return spec.name if spec is not None else given
     if isinstance(model_value, str) and (model_value.lower().endswith(".gguf") or model_value.startswith(PACKAGE_SCHEME)):
-        return r.set("backend", "llama-cpp", "inferred from parameters.model (.gguf)")
+        return r.set("backend", _first(lambda b: b.gguf), "inferred from parameters.model (.gguf)")
     if isinstance(model_value, str) and ctx.probe.is_dir(os.path.join(ctx.models_dir, model_value)):
-        return r.set("backend", "transformers", "inferred from parameters.model (a directory)")
+        return r.set("backend", _first(lambda b: b.model_directories), "inferred from parameters.model (a directory)")
     ctx.error((), "missing required key 'backend' (it cannot be inferred from parameters.model)")
     return None
 
 
-def _name(r: _Reader, model_value: str | None, fallback: str, ctx: ModelContext) -> str | None:
+def _first(has: Callable[[backends.BackendSpec], bool]) -> str:
+    """The first backend (in the registry's order) with a capability: what a model file implies."""
+    return next(spec.name for spec in backends.all_backends() if has(spec))
+
+
+def _name(r: Reader, model_value: str | None, fallback: str, ctx: ModelContext) -> str | None:
     name = r.get(("name",), "name")
     if name is not None:
         return name
@@ -208,7 +146,7 @@ def _model_path(value: str | None, backend: str | None, ctx: ModelContext) -> tu
             ctx.error(where, f"{value!r} escapes the models directory {models_dir!r}")
             return None, True
         candidate = posixpath.join(models_dir, normalized)
-    if backend in ("transformers", "vllm", "exllama2") and _HUB_ID.match(value) and not ctx.probe.is_dir(candidate):
+    if backend is not None and backends.get(backend).model_directories and _HUB_ID.match(value) and not ctx.probe.is_dir(candidate):
         return value, False  # a Hugging Face repo id, fetched by the backend's own hub client
     if not ctx.check_files:
         return candidate, True
@@ -219,7 +157,7 @@ def _model_path(value: str | None, backend: str | None, ctx: ModelContext) -> tu
     if not _inside(ctx.probe.real_path(candidate), ctx.probe.real_path(models_dir)):
         ctx.error(where, f"{value!r} is a link to a file outside the models directory {models_dir!r}")
         return None, True
-    if candidate.lower().endswith(".bin") and backend == "llama-cpp":
+    if candidate.lower().endswith(".bin") and backend is not None and backends.get(backend).gguf:
         ctx.error(where, GGML_DEPRECATED)
         return None, True
     return candidate, True
@@ -230,7 +168,7 @@ def _inside(path: str, directory: str) -> bool:
 
 
 def _gguf_metadata(model: str, backend: str, ctx: ModelContext) -> GgufMetadata | None:
-    if backend != "llama-cpp" or not ctx.check_files:
+    if not backends.get(backend).gguf or not ctx.check_files:
         return None
     path = ctx.probe.resolve_package(model) if model.startswith(PACKAGE_SCHEME) else model
     if path is None or not path.lower().endswith(".gguf"):
@@ -241,7 +179,7 @@ def _gguf_metadata(model: str, backend: str, ctx: ModelContext) -> GgufMetadata 
     return metadata
 
 
-def _context_size(r: _Reader, backend: str, metadata: GgufMetadata | None, ctx: ModelContext) -> int | None:
+def _context_size(r: Reader, backend: str, metadata: GgufMetadata | None, ctx: ModelContext) -> int | None:
     given = r.get(("context_size",), "context_size")
     trained = metadata.context_length if metadata else None
     arch = metadata.architecture if metadata else None
@@ -252,12 +190,13 @@ def _context_size(r: _Reader, backend: str, metadata: GgufMetadata | None, ctx: 
     if trained:
         return r.set("context_size", min(trained, GGUF_CONTEXT_CAP),
                      f"gguf {arch}.context_length ({trained}, capped at {GGUF_CONTEXT_CAP})")
-    if backend in ("llama-cpp", "transformers", "exllama2"):
-        return r.set("context_size", DEFAULT_CONTEXT, "default")
+    default = backends.get(backend).default_context
+    if default is not None:
+        return r.set("context_size", default, "default")
     return r.set("context_size", None, "default (the engine decides)")
 
 
-def _threads(r: _Reader) -> int | None:
+def _threads(r: Reader) -> int | None:
     threads = r.get(("threads",), "threads", None, "default (physical cores)")
     return threads or None
 
@@ -268,7 +207,7 @@ _SAMPLING_KEYS = (
 )
 
 
-def _sampling(r: _Reader) -> Sampling:
+def _sampling(r: Reader) -> Sampling:
     defaults = Sampling()
     values: dict[str, Any] = {}
     for key in _SAMPLING_KEYS:
@@ -281,7 +220,7 @@ def _sampling(r: _Reader) -> Sampling:
     return Sampling(**values)
 
 
-def _output_rules(r: _Reader, ctx: ModelContext) -> OutputRules:
+def _output_rules(r: Reader, ctx: ModelContext) -> OutputRules:
     for index, pattern in enumerate(r.raw.get("cutstrings") or []):
         try:
             re.compile(pattern)
@@ -293,7 +232,7 @@ def _output_rules(r: _Reader, ctx: ModelContext) -> OutputRules:
     })
 
 
-def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str,
+def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str,
                hf_dir: str | None) -> Templates:
     resolved: dict[str, Template | None] = {}
     for kind in _TEMPLATE_KINDS:
@@ -308,7 +247,7 @@ def _templates(r: _Reader, ctx: ModelContext, metadata: GgufMetadata | None, bac
             ctx.warning(("template", kind), result.warning)
         resolved[kind] = result.template
     use_tokenizer = bool(r.get(("template", "use_tokenizer_template"), "templates.use_tokenizer_template", False))
-    if backend == "llama-cpp" and not use_tokenizer and not any(resolved.values()) and not r.raw.get("roles") \
+    if backends.get(backend).gguf and not use_tokenizer and not any(resolved.values()) and not r.raw.get("roles") \
             and (metadata.chat_template if metadata is not None else not ctx.check_files):
         # No template at all: LocalAI uses the chat template the GGUF carries, and so do we
         # (without the file at hand, it is checked once the file is there).
@@ -359,7 +298,7 @@ def _hf_chat_template(directory: str, ctx: ModelContext) -> tuple[str, str] | No
     return (template, f"{config_path} chat_template") if isinstance(template, str) and template else None
 
 
-def _usecases(r: _Reader, templates: Templates, roles: dict, embeddings: bool, ctx: ModelContext) -> tuple[str, ...]:
+def _usecases(r: Reader, templates: Templates, roles: dict, embeddings: bool, ctx: ModelContext) -> tuple[str, ...]:
     can_chat = bool(templates.chat or templates.chat_message or templates.use_tokenizer_template or roles)
     declared = r.get(("known_usecases",), "usecases")
     if declared is None:
@@ -384,84 +323,3 @@ def _usecases(r: _Reader, templates: Templates, roles: dict, embeddings: bool, c
         ctx.error(("known_usecases",), "chat is declared but there is no chat template: set template.chat_message "
                                        "(and template.chat), or template.use_tokenizer_template")
     return tuple(sorted(usecases))
-
-
-# --- backend sections ----------------------------------------------------------------------------
-
-
-def _llama_cpp(r: _Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
-    defaults = LlamaCpp()
-    main_gpu = r.get(("main_gpu",), "llama_cpp.main_gpu", "0")
-    try:
-        main_gpu_index = int(main_gpu)
-    except ValueError:
-        ctx.error(("main_gpu",), f"llama-cpp takes a GPU index for main_gpu, got {main_gpu!r}")
-        main_gpu_index = 0
-    values: dict[str, Any] = dict(
-        gpu_layers=r.get(("gpu_layers",), "llama_cpp.gpu_layers", None, "default (all layers where a GPU build is installed)"),
-        mmap=r.get(("mmap",), "llama_cpp.mmap", True),
-        mlock=r.get(("mmlock",), "llama_cpp.mlock", False),
-        f16_kv=r.get(("f16",), "llama_cpp.f16_kv", True),
-        main_gpu=main_gpu_index,
-        batch=r.get(("parameters", "batch"), "llama_cpp.batch", defaults.batch) or defaults.batch,
-        rope_freq_base=r.get(("parameters", "rope_freq_base"), "llama_cpp.rope_freq_base", 0.0),
-        rope_freq_scale=r.get(("parameters", "rope_freq_scale"), "llama_cpp.rope_freq_scale", 0.0),
-        flash_attention=_flash_attention(r.get(("flash_attention",), "llama_cpp.flash_attention", "auto"), ctx),
-    )
-    option_fields = {"use_jinja": "use_jinja", "context_shift": "context_shift", "cache_ram": "cache_ram_mib",
-                     "parallel": "parallel", "grpc_servers": "grpc_servers", "repack": "repack"}
-    for option, field_name in option_fields.items():
-        parsed = options.get(option)
-        if parsed is None:
-            ctx.origins[f"llama_cpp.{field_name}"] = "default"
-            continue
-        values[field_name] = r.set(f"llama_cpp.{field_name}", parsed.value, ctx.origin_of(("options", parsed.index)))
-    if values.get("cache_ram_mib") == -1:
-        values["cache_ram_mib"] = None
-    return LlamaCpp(**values)
-
-
-_FLASH_ATTENTION = {"auto": "auto", "on": "on", "enabled": "on", "true": "on", "off": "off", "disabled": "off",
-                    "false": "off"}
-
-
-def _flash_attention(value: Any, ctx: ModelContext) -> str:
-    """LocalAI's ``flash_attention``: a boolean, or ``auto`` / ``on`` / ``off`` (llama.cpp's words)."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    mode = _FLASH_ATTENTION.get(str(value).strip().lower())
-    if mode is None:
-        ctx.error(("flash_attention",), f"expected auto, on or off (or true / false), got {value!r}")
-        return "auto"
-    return mode
-
-
-def _transformers(r: _Reader, options: dict, ctx: ModelContext) -> Transformers:
-    return Transformers(
-        model_class=r.get(("type",), "transformers.model_class", "AutoModelForCausalLM"),
-        quantization=r.get(("quantization",), "transformers.quantization"),
-        device=r.get(("main_gpu",), "transformers.device", None, "default (CUDA if present, else CPU)"),
-        f16=r.get(("f16",), "transformers.f16", False),
-        trust_remote_code=r.get(("trust_remote_code",), "transformers.trust_remote_code", False),
-        low_vram=r.get(("low_vram",), "transformers.low_vram", False),
-    )
-
-
-def _vllm(r: _Reader, options: dict, ctx: ModelContext) -> Vllm:
-    keys = ("quantization", "dtype", "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size",
-            "distributed_executor_backend", "max_model_len", "enforce_eager", "swap_space", "load_format",
-            "disable_log_stats", "trust_remote_code", "engine_args")
-    defaults = Vllm()
-    values = {key: r.get((key,), f"vllm.{key}", getattr(defaults, key)) for key in keys}
-    return Vllm(**values)
-
-
-def _exllama2(r: _Reader, options: dict, ctx: ModelContext) -> Exllama2:
-    split = r.get(("gpu_split",), "exllama2.gpu_split", ())
-    if isinstance(split, str):
-        split = tuple(float(part) for part in split.split(","))
-    return Exllama2(gpu_split=tuple(split))
-
-
-_BACKEND_SECTIONS = {"llama-cpp": _llama_cpp, "transformers": _transformers, "vllm": _vllm, "exllama2": _exllama2}
-

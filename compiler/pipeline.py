@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from . import backends
 from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity, sorted_diagnostics
 from .normalize import TEXT_USECASES, ModelContext, normalize_model
 from .overrides import SetOverride, apply_overrides, server_settings
@@ -23,7 +24,6 @@ from .schema_validation import validate_model
 from .sources import GGML_DEPRECATED, HostProbe, Source
 from .yaml_loader import LoadedDocument, load_yaml
 
-SUPPORTED_BACKENDS = ("llama-cpp", "transformers", "vllm", "exllama2")
 # LocalAI backends for images, audio, speech and reranking: not text generation.
 NON_TEXT_BACKENDS = frozenset({
     "diffusers", "stablediffusion", "stablediffusion-ggml", "whisper", "faster-whisper", "piper", "bark",
@@ -162,7 +162,7 @@ def _compile_item(item: _Item, options: CompileOptions, set_paths: set[tuple[int
 
 
 def _refusal(backend: str) -> str:
-    supported = ", ".join(SUPPORTED_BACKENDS)
+    supported = ", ".join(backends.names())
     if backend in OTHER_TEXT_BACKENDS:
         return f"backend {backend!r} is a LocalAI text backend that modelyard does not serve (supported: {supported})"
     hint = "; for embeddings use backend: transformers with embeddings: true" \
@@ -204,7 +204,8 @@ def _implicit_gguf_models(
         if metadata is None:
             diagnostics.append(Diagnostic(source.path, Position(), name, "not a readable GGUF file"))
             continue
-        raw: dict[str, Any] = {"name": name, "backend": "llama-cpp", "parameters": {"model": PurePath(source.path).name}}
+        gguf_backend = next(spec.name for spec in backends.all_backends() if spec.gguf)
+        raw: dict[str, Any] = {"name": name, "backend": gguf_backend, "parameters": {"model": PurePath(source.path).name}}
         if metadata.chat_template:
             raw["template"] = {"use_tokenizer_template": True}
             raw["options"] = ["use_jinja:true"]

@@ -12,13 +12,35 @@ llama.context_length``, ``--set``, or ``inferred from …``.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationInfo
+from pydantic_core import CoreSchema
 
 PLAN_VERSION = 1
 
-Backend = Literal["llama-cpp", "transformers", "vllm", "exllama2"]
+
+def _registered_backend(name: str, info: ValidationInfo) -> str:
+    from . import backends  # imported here: the backend modules import this module's sections
+
+    # A worker process reads a plan its server already checked, and is told its engine.
+    if not (info.context or {}).get("checked_by_server") and name not in backends.names():
+        raise ValueError(f"unknown backend {name!r}: not one of {', '.join(backends.names())}")
+    return name
+
+
+class _BackendJsonSchema:
+    """The plan schema lists the registry's backends (read when the schema is generated)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        from . import backends
+
+        return {"enum": list(backends.names()), "title": "Backend", "type": "string"}
+
+
+# A backend's canonical name, one of compiler/backends/ (the registry).
+Backend = Annotated[str, AfterValidator(_registered_backend), _BackendJsonSchema]
 Usecase = Literal["chat", "completion", "edit", "embeddings"]
 Dialect = Literal["go", "jinja", "tokenizer"]
 

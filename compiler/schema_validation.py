@@ -14,6 +14,7 @@ file that has one still works as it did, and the user learns where the key belon
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from . import backends
 from .paths import Path
 from .suggestions import did_you_mean
 
@@ -38,14 +40,33 @@ def load_schema(name: str) -> dict:
     return json.loads(text)
 
 
-@functools.cache
 def _model_validator() -> Draft202012Validator:
-    schema = load_schema("model.schema.json")
-    return Draft202012Validator({"$ref": "#/$defs/model", "$defs": schema["$defs"]})
+    return _validator_for(_backend_key())
 
 
 def model_schema() -> dict:
-    return load_schema("model.schema.json")["$defs"]["model"]
+    """The model mapping's schema, its ``backend`` enum and aliases as the backend registry has them
+    (``schema/model.schema.json`` carries the same lists for editors; a test holds them equal)."""
+    return _defs_for(_backend_key())["model"]
+
+
+def _backend_key() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    return backends.names(), tuple(backends.aliases().items())
+
+
+@functools.cache
+def _defs_for(key: tuple[tuple[str, ...], tuple[tuple[str, str], ...]]) -> dict:
+    names, alias_pairs = key
+    defs = copy.deepcopy(load_schema("model.schema.json")["$defs"])
+    backend = defs["model"]["properties"]["backend"]
+    backend["enum"] = [*names, *(alias for alias, _ in alias_pairs)]
+    backend["x-aliases"] = dict(alias_pairs)
+    return defs
+
+
+@functools.cache
+def _validator_for(key: tuple[tuple[str, ...], tuple[tuple[str, str], ...]]) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": "#/$defs/model", "$defs": _defs_for(key)})
 
 
 class Finding:

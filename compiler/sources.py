@@ -29,15 +29,6 @@ GGML_DEPRECATED = (
     "convert_llama_ggml_to_gguf.py, or download a GGUF build of the model"
 )
 
-# Python packages each backend needs in its worker, and the extra that installs them.
-BACKEND_REQUIREMENTS = {
-    "llama-cpp": ("llama_cpp", "llama-cpp"),
-    "transformers": ("transformers", "transformers"),
-    "vllm": ("vllm", "vllm"),
-    "exllama2": ("exllamav2", "exllama2"),
-}
-
-
 @dataclass(frozen=True)
 class Source:
     path: str
@@ -73,7 +64,6 @@ class HostProbe(Protocol):
     def read_text(self, path: str) -> str | None: ...
     def real_path(self, path: str) -> str: ...
     def gguf_metadata(self, path: str) -> GgufMetadata | None: ...
-    def backend_available(self, backend: str) -> bool: ...
     def module_available(self, module: str) -> bool: ...
 
 
@@ -117,9 +107,6 @@ class LocalProbe:
         if key not in self._gguf:
             self._gguf[key] = read_gguf_metadata(path)
         return self._gguf[key]
-
-    def backend_available(self, backend: str) -> bool:
-        return self.module_available(BACKEND_REQUIREMENTS[backend][0])
 
     @functools.cache  # noqa: B019 - one probe per compile; installed packages do not change within it
     def module_available(self, module: str) -> bool:

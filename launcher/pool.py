@@ -25,7 +25,7 @@ from typing import Any
 
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
-from .backends import BACKENDS
+from .backends import engines
 from .backends.base import GenerationRequest
 from .errors import OpenAIError
 from .ipc import PROTOCOL_VERSION, encode, read_message
@@ -287,11 +287,12 @@ class ModelWorker:
 
 
 class WorkerPool:
-    """One ``ModelWorker`` per model of the plan. ``backends`` maps backend → import string."""
+    """One ``ModelWorker`` per model of the plan. ``backends`` maps backend → engine import string
+    (default: the registry's engines; tests pass fakes)."""
 
     def __init__(self, plan: LaunchPlan, *, backends: dict[str, str] | None = None,
                  settings: PoolSettings | None = None) -> None:
-        self._registry = BACKENDS if backends is None else backends
+        self._registry = engines() if backends is None else backends
         self._socket_dir = tempfile.mkdtemp(prefix="modelyard-")
         self.settings = settings or PoolSettings.from_plan(plan)
         self.workers: dict[str, ModelWorker] = {}

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level: int) -> None:
     configure_logging(log_level, os.environ.get(FORMAT_ENV, "text"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl-C goes to it
-    model = ModelPlan.model_validate_json(plan_json)
+    model = ModelPlan.model_validate_json(plan_json, context={"checked_by_server": True})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(socket_path)
     channel = Channel(sock)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from modelyard.compiler import CompileOptions, CompileResult, Source, compile_sources
+from modelyard.compiler import CompileOptions, CompileResult, Source, backends, compile_sources
 from modelyard.compiler.gguf_metadata import GgufMetadata
 from modelyard.compiler.overrides import parse_set
 
@@ -40,11 +40,10 @@ class FakeProbe:
     def gguf_metadata(self, path: str) -> GgufMetadata | None:
         return self.gguf.get(posixpath.normpath(path))
 
-    def backend_available(self, backend: str) -> bool:
-        return backend in self.backends
-
     def module_available(self, module: str) -> bool:
-        return module in self.modules
+        """A module is there when listed, or when it is the package of a backend listed as installed."""
+        return module in self.modules or any(
+            spec.module == module for spec in backends.all_backends() if spec.name in self.backends)
 
 
 def default_probe() -> FakeProbe:

@@ -7,10 +7,9 @@ import hashlib
 
 import pytest
 
-from modelyard.compiler import CompileOptions, Severity, Source, compile_sources
+from modelyard.compiler import CompileOptions, Severity, Source, backends, compile_sources
 from modelyard.compiler.diagnostics import DiagnosticSink
 from modelyard.compiler.gallery import GalleryError, model_yaml, resolve_entry
-from modelyard.compiler.pipeline import SUPPORTED_BACKENDS
 from modelyard.compiler.yaml_loader import load_yaml
 from modelyard.launcher.galleries import Galleries, GallerySpec, builtin_spec, parse_specs
 
@@ -32,7 +31,7 @@ def test_every_curated_entry_resolves_and_compiles() -> None:
     assert {"gemma-3-270m", "qwen3-0.6b", "llama-3.2-1b-instruct", "smollm2-135m-instruct-transformers"} <= \
         {e.name for e in gallery.entries}
     probe = default_probe()
-    probe.backends = set(SUPPORTED_BACKENDS)
+    probe.backends = set(backends.names())
     for entry in gallery.entries:
         resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url), local_files=galleries.is_local(entry))
         assert compile_resolved(resolved, probe) == [], entry.name
@@ -81,7 +80,7 @@ def test_every_localai_text_generation_entry_compiles(capsys) -> None:
     assert len(gallery.entries) >= 1700
     assert not [d for d in gallery.diagnostics if d.is_error]
     probe = default_probe()
-    probe.backends = set(SUPPORTED_BACKENDS)
+    probe.backends = set(backends.names())
     outcomes: collections.Counter[str] = collections.Counter()
     failures = []
     for entry in gallery.entries:
@@ -89,15 +88,15 @@ def test_every_localai_text_generation_entry_compiles(capsys) -> None:
         try:
             resolved = resolve_entry(entry, lambda url, e=entry: galleries.load_base(e, url), local_files=galleries.is_local(entry))
         except GalleryError as exc:
-            outcomes["unresolvable (not text generation)" if backend not in SUPPORTED_BACKENDS else "FAILED"] += 1
-            if backend in SUPPORTED_BACKENDS:
+            outcomes["unresolvable (not text generation)" if backend not in backends.names() else "FAILED"] += 1
+            if backend in backends.names():
                 failures.append((entry.name, [str(exc)]))
             continue
         errors = compile_resolved(resolved, probe)
         backend = resolved.config.get("backend")
         if not errors:
             outcomes[f"compiled ({backend or 'llama-cpp, implied'})"] += 1
-        elif len(errors) == 1 and errors[0].path.endswith(".backend") and backend not in SUPPORTED_BACKENDS:
+        elif len(errors) == 1 and errors[0].path.endswith(".backend") and backend not in backends.names():
             outcomes["refused: not a backend modelyard serves"] += 1
         elif len(errors) == 1 and errors[0].message.startswith("not a text-generation model"):
             outcomes["refused: not a text-generation model (its known_usecases)"] += 1

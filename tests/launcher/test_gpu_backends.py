@@ -115,7 +115,8 @@ def test_launch_refuses_a_backend_whose_library_is_missing(backend, extra) -> No
     module = {"vllm": "vllm", "exllama2": "exllamav2"}[backend]
     message = missing_backend_message(backend)
     if importlib.util.find_spec(module) is None:
-        assert message == f"the {backend} backend needs the '{module}' package: pip install 'modelyard[{extra}]'"
+        assert message == (f"the {backend} backend is not installed here (no '{module}' module): "
+                           f"install it with pip install 'modelyard[{extra}]'")
     else:
         assert message is None
 

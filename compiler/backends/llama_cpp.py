@@ -1,0 +1,73 @@
+"""llama.cpp through llama-cpp-python: GGUF files, GBNF grammars, parallel slots, RPC offload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import ModelContext, Reader
+from ..env_overrides import apply_env_overrides
+from ..plan import LlamaCpp
+from . import BackendSpec
+
+_FLASH_ATTENTION = {"auto": "auto", "on": "on", "enabled": "on", "true": "on", "off": "off", "disabled": "off",
+                    "false": "off"}
+# options: entries that set a field of the section: option name -> LlamaCpp field
+_OPTION_FIELDS = {"use_jinja": "use_jinja", "context_shift": "context_shift", "cache_ram": "cache_ram_mib",
+                  "parallel": "parallel", "grpc_servers": "grpc_servers", "repack": "repack"}
+
+
+def read_section(r: Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
+    defaults = LlamaCpp()
+    main_gpu = r.get(("main_gpu",), "llama_cpp.main_gpu", "0")
+    try:
+        main_gpu_index = int(main_gpu)
+    except ValueError:
+        ctx.error(("main_gpu",), f"llama-cpp takes a GPU index for main_gpu, got {main_gpu!r}")
+        main_gpu_index = 0
+    values: dict[str, Any] = dict(
+        gpu_layers=r.get(("gpu_layers",), "llama_cpp.gpu_layers", None, "default (all layers where a GPU build is installed)"),
+        mmap=r.get(("mmap",), "llama_cpp.mmap", True),
+        mlock=r.get(("mmlock",), "llama_cpp.mlock", False),
+        f16_kv=r.get(("f16",), "llama_cpp.f16_kv", True),
+        main_gpu=main_gpu_index,
+        batch=r.get(("parameters", "batch"), "llama_cpp.batch", defaults.batch) or defaults.batch,
+        rope_freq_base=r.get(("parameters", "rope_freq_base"), "llama_cpp.rope_freq_base", 0.0),
+        rope_freq_scale=r.get(("parameters", "rope_freq_scale"), "llama_cpp.rope_freq_scale", 0.0),
+        flash_attention=_flash_attention(r.get(("flash_attention",), "llama_cpp.flash_attention", "auto"), ctx),
+    )
+    for option, field_name in _OPTION_FIELDS.items():
+        parsed = options.get(option)
+        if parsed is None:
+            ctx.origins[f"llama_cpp.{field_name}"] = "default"
+            continue
+        values[field_name] = r.set(f"llama_cpp.{field_name}", parsed.value, ctx.origin_of(("options", parsed.index)))
+    if values.get("cache_ram_mib") == -1:
+        values["cache_ram_mib"] = None
+    # LLAMACPP_PARALLEL and friends fill what the YAML leaves unset.
+    return apply_env_overrides(LlamaCpp(**values), options, ctx)
+
+
+def _flash_attention(value: Any, ctx: ModelContext) -> str:
+    """LocalAI's ``flash_attention``: a boolean, or ``auto`` / ``on`` / ``off`` (llama.cpp's words)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    mode = _FLASH_ATTENTION.get(str(value).strip().lower())
+    if mode is None:
+        ctx.error(("flash_attention",), f"expected auto, on or off (or true / false), got {value!r}")
+        return "auto"
+    return mode
+
+
+SPEC = BackendSpec(
+    name="llama-cpp",
+    summary="llama.cpp (llama-cpp-python): GGUF files on CPU or GPU",
+    engine="modelyard.launcher.backends.llama_cpp:LlamaCppBackend",
+    requirement=("llama_cpp", "llama-cpp"),
+    order=10,
+    aliases=("llama", "llama.cpp", "llamacpp"),
+    section="llama_cpp",
+    read_section=read_section,
+    grammar=True,
+    gguf=True,
+    default_context=4096,
+)
