@@ -33,7 +33,7 @@ from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
 from .backends import missing_backend_message
 from .constraints import check_grammar, check_json_schema
-from .errors import OpenAIError, http_error_handler, openai_error_handler, unexpected_error_handler
+from .errors import OpenAIError, failure_handler, http_error_handler, openai_error_handler, unexpected_error_handler
 from .gallery_api import GalleryService
 from .generation import (
     Admission,
@@ -47,6 +47,7 @@ from .generation import (
     usage,
 )
 from .installer import Installer
+from .messages import Failure
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import openapi_document
 from .prompts import PromptMessage, chat_prompt, completion_prompt, edit_prompt
@@ -120,8 +121,8 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
     app = Starlette(
         routes=routes, lifespan=lifespan, middleware=middleware,
-        exception_handlers={OpenAIError: openai_error_handler, HTTPException: http_error_handler,
-                            Exception: unexpected_error_handler},
+        exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler,
+                            HTTPException: http_error_handler, Exception: unexpected_error_handler},
     )
     app.state.auth = bool(keys)
     app.state.admission = Admission(plan.server.max_queue_per_model, plan.server.max_in_flight)
@@ -399,10 +400,8 @@ async def embeddings(request: Request) -> Response:
     model = _select_model(request, body, "embeddings")
     inputs = body.inputs()
     reply = await request.app.state.pool.embed(model.name, inputs)
-    if reply["type"] == "error":
-        raise OpenAIError.from_worker(reply)
     data = []
-    for index, vector in enumerate(reply["vectors"]):
+    for index, vector in enumerate(reply.vectors):
         if body.dimensions is not None:
             if body.dimensions > len(vector):
                 raise OpenAIError(400, f"dimensions must be at most {len(vector)} for model {model.name!r}",
@@ -413,7 +412,7 @@ async def embeddings(request: Request) -> Response:
             encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     return JSONResponse({"object": "list", "data": data, "model": model.name,
-                         "usage": {"prompt_tokens": reply["tokens"], "total_tokens": reply["tokens"]}})
+                         "usage": {"prompt_tokens": reply.tokens, "total_tokens": reply.tokens}})
 
 
 def _unit(vector: list[float]) -> list[float]:
@@ -484,8 +483,9 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
                             yield chunk([chat_piece(index, delta, entries=item.logprobs)])
             if include_usage:
                 yield chunk([], usage(results))
-        except OpenAIError as exc:  # after the first byte: an SSE error event, then [DONE]
-            yield {"data": json.dumps(exc.body())}
+        except (OpenAIError, Failure) as exc:  # after the first byte: an SSE error event, then [DONE]
+            error = exc if isinstance(exc, OpenAIError) else OpenAIError.from_failure(exc)
+            yield {"data": json.dumps(error.body())}
         finally:
             for items in choices:
                 await items.aclose()

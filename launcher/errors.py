@@ -8,11 +8,24 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .messages import Failure
+
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-          429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
+          404: "invalid_request_error", 405: "invalid_request_error", 408: "invalid_request_error",
+          409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_exceeded",
+          500: "server_error", 502: "server_error", 503: "server_error"}
+
+# The one map from a domain failure (``messages.Failure``: the supervisor's, the backends', the
+# admission queues') to its HTTP status. A code not listed is the client's fault: 400.
+STATUS_OF_FAILURE = {
+    "backend_error": 500,  # a bug in a backend: this request failed, the worker lives on
+    "worker_crashed": 503,  # the model's worker died during the request; it restarts
+    "model_unavailable": 503,  # loading, restarting, or cooling down after failures
+    "server_busy": 503,  # the server's limit of queued generations
+    "rate_limit_exceeded": 429,  # the model's own queue is full
+}
 
 
 class OpenAIError(Exception):
@@ -22,9 +35,10 @@ class OpenAIError(Exception):
         self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
 
     @classmethod
-    def from_worker(cls, event: dict) -> OpenAIError:
-        """A worker's ``error`` message (launcher/ipc.py) as the error the client gets."""
-        return cls(event.get("status", 500), event["message"], param=event.get("param"), code=event.get("code"))
+    def from_failure(cls, failure: Failure) -> OpenAIError:
+        """A domain failure as the error the client gets."""
+        return cls(STATUS_OF_FAILURE.get(failure.code or "", 400), failure.message, param=failure.param,
+                   code=failure.code, retry_after=failure.retry_after)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": _TYPES.get(self.status, "server_error"),
@@ -38,6 +52,11 @@ class OpenAIError(Exception):
 async def openai_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OpenAIError)
     return exc.response()
+
+
+async def failure_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Failure)
+    return OpenAIError.from_failure(exc).response()
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:

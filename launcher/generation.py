@@ -13,15 +13,15 @@ from starlette.requests import Request
 from modelyard.compiler.plan import ModelPlan
 
 from .backends.base import GenerationRequest
-from .errors import OpenAIError
+from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, Started
 from .output import StopFilter, apply_rules, has_rules
 from .protocol import Sampling
 from .tools import ToolRequest
 
 
 class Pool(Protocol):
-    def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]: ...
-    async def embed(self, model: str, inputs: list[str | list[int]]) -> dict[str, Any]: ...
+    def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[Item]: ...  # raises Failure
+    async def embed(self, model: str, inputs: list[str | list[int]]) -> Embeddings: ...  # raises Failure
     def stats(self) -> dict[str, dict[str, int]]: ...
     async def preload(self) -> None: ...
     def add(self, model: ModelPlan) -> None: ...
@@ -77,10 +77,10 @@ class Admission:
 
     def enter(self, model: str, n: int) -> None:
         if self.total + n > self.max_total:
-            raise OpenAIError(503, "the server is at capacity; retry shortly", code="server_busy", retry_after=2)
+            raise Failure("the server is at capacity; retry shortly", code="server_busy", retry_after=2)
         if self.per_model.get(model, 0) + n > self.max_per_model:
-            raise OpenAIError(429, f"too many requests queued for model {model!r}; retry shortly",
-                              code="rate_limit_exceeded", retry_after=1)
+            raise Failure(f"too many requests queued for model {model!r}; retry shortly",
+                          code="rate_limit_exceeded", retry_after=1)
         self.per_model[model] = self.per_model.get(model, 0) + n
         self.total += n
 
@@ -108,7 +108,7 @@ class ChoiceResult:
 
 
 async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
-    """Pieces of text (stop sequences removed), then one ChoiceResult. Errors before any text raise."""
+    """Pieces of text (stop sequences removed), then one ChoiceResult. A ``Failure`` is raised."""
     pool: Pool = request.app.state.pool
     stops = StopFilter(job.stops())
     buffered = has_rules(job.model.output)  # rules need the whole text: send it at the end
@@ -147,32 +147,28 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
         metrics.completion_tokens.labels(model).inc(completion_tokens)
         return [*out, final]
 
-    events = pool.generate(job.model.name, job.generation(index))
-    async for event in events:
-        kind = event["type"]
-        if kind == "logprob":
-            entries.append(event["logprob"])
-        elif kind == "delta":
+    items = pool.generate(job.model.name, job.generation(index))
+    async for item in items:
+        if isinstance(item, str):
             deltas += 1
-            if piece := emit(stops.feed(event["text"])):
+            if piece := emit(stops.feed(item)):
                 yield piece
             if stops.stopped:
-                await events.aclose()  # tells the worker to stop generating
+                await items.aclose()  # tells the worker to stop generating
                 entries.clear()  # the tokens of the stop sequence itself
-                for item in result("stop", deltas):
-                    yield item
+                for out in result(FinishReason.STOP.value, deltas):
+                    yield out
                 return
-        elif kind == "started":
-            prompt_tokens, cached_tokens = event["prompt_tokens"], event.get("cached_tokens", 0)
-        elif kind == "done":
+        elif isinstance(item, Logprob):
+            entries.append(item.to_dict())
+        elif isinstance(item, Started):
+            prompt_tokens, cached_tokens = item.prompt_tokens, item.cached_tokens
+        elif isinstance(item, Finish):
             if piece := emit(stops.flush()):
                 yield piece
-            reason = "length" if event["finish_reason"] == "length" else "stop"
-            for item in result(reason, event["completion_tokens"]):
-                yield item
+            for out in result(item.reason.value, item.completion_tokens):
+                yield out
             return
-        elif kind == "error":
-            raise OpenAIError.from_worker(event)
 
 
 def usage(results: list[ChoiceResult]) -> dict[str, Any]:

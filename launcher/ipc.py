@@ -1,14 +1,5 @@
-"""The server ↔ worker protocol: newline-delimited JSON messages over a Unix socket.
-
-Version 1. Server → worker: ``generate`` {id, request}, ``embed`` {id, inputs}, ``cancel`` {id},
-``shutdown``.
-Worker → server: ``ready`` {protocol, n_ctx}, ``load_failed`` {message}, ``started`` {id,
-prompt_tokens, cached_tokens}, ``logprob`` {id, logprob} (before the token's text), ``delta``
-{id, text} (one generated token's text, or the bytes completing a character), ``done`` {id,
-finish_reason, prompt_tokens, completion_tokens}, ``embeddings`` {id, vectors, tokens},
-``error`` {id, status, code, message, param}. Every message carries ``type``; unknown types are
-ignored (forward compatible).
-"""
+"""The server ↔ worker channel: newline-delimited JSON messages over a Unix socket. What the
+messages hold, and their version, is ``launcher/messages.py``'s."""
 
 from __future__ import annotations
 
@@ -17,7 +8,6 @@ import json
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a prompt near a large context, JSON-escaped
 
 

@@ -27,8 +27,8 @@ from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
 from .backends import engines
 from .backends.base import GenerationRequest
-from .errors import OpenAIError
-from .ipc import PROTOCOL_VERSION, encode, read_message
+from .ipc import encode, read_message
+from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, from_wire
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
-class ModelUnavailable(OpenAIError):
-    """The model cannot take requests right now (loading, cooling down after failures): 503."""
+class ModelUnavailable(Failure):
+    """The model cannot take requests right now (loading, cooling down after failures)."""
 
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(503, message, code="model_unavailable", retry_after=retry_after)
+        super().__init__(message, code="model_unavailable", retry_after=retry_after)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class ModelWorker:
         self.process: multiprocessing.process.BaseProcess | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.ready: asyncio.Future[None] | None = None
-        self.streams: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.streams: dict[str, asyncio.Queue[Item | Embeddings | Failure]] = {}
         self.failures = 0
         self.cooldown_until = 0.0
         self.last_error = ""
@@ -167,8 +167,8 @@ class ModelWorker:
             if message.get("type") in ("done", "embeddings"):
                 self.failures = 0  # it answered: healthy again
             stream = self.streams.get(message.get("id", ""))
-            if stream is not None:
-                stream.put_nowait(message)
+            if stream is not None and (item := from_wire(message)) is not None:
+                stream.put_nowait(item)
         # EOF: the worker is gone. Fail whatever it was doing.
         if self.stopping or self.process is not owner:
             return  # stopped on purpose (idle, evicted): the next request starts it again
@@ -185,7 +185,7 @@ class ModelWorker:
             if self.streams:
                 log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
             for stream in self.streams.values():
-                stream.put_nowait({"type": "error", "status": 503, "code": "worker_crashed", "message": reason})
+                stream.put_nowait(Failure(reason, code="worker_crashed"))
             self._fail(reason, restart=True)
 
     def _fail(self, reason: str, restart: bool = False) -> None:
@@ -204,14 +204,14 @@ class ModelWorker:
             self._server.close()
         log.error("model %s: %s", self.model.name, reason)
 
-    async def _open_stream(self) -> tuple[str, asyncio.Queue[dict[str, Any]]]:
+    async def _open_stream(self) -> tuple[str, asyncio.Queue[Item | Embeddings | Failure]]:
         """Start the worker if needed; a new request id and the queue its replies arrive on."""
         self.last_used = time.monotonic()
         await self.start()
         if self.writer is None:
             raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
         request_id = f"r{next(self._ids)}"
-        stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        stream: asyncio.Queue[Item | Embeddings | Failure] = asyncio.Queue()
         self.streams[request_id] = stream
         return request_id, stream
 
@@ -227,17 +227,20 @@ class ModelWorker:
             return None
         return self.last_error, max(0.0, self.cooldown_until - time.monotonic())
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
-        """Events for one generation: ``delta``..., then ``done`` or ``error``."""
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Item]:
+        """One generation's items, to its ``Finish``; its ``Failure`` is raised."""
         request_id, stream = await self._open_stream()
         self.doing[request_id] = "decode"
         finished = False
         try:
             self.writer.write(encode({"type": "generate", "id": request_id, "request": request.to_dict()}))
             while True:
-                event = await stream.get()
-                yield event
-                if event["type"] in ("done", "error"):
+                item = await stream.get()
+                if isinstance(item, Failure):
+                    finished = True
+                    raise item
+                yield item  # type: ignore[misc]
+                if isinstance(item, Finish):
                     finished = True
                     return
         finally:
@@ -246,13 +249,17 @@ class ModelWorker:
             if not finished and self.writer is not None:  # the client went away, or a stop matched
                 self.writer.write(encode({"type": "cancel", "id": request_id}))
 
-    async def embed(self, inputs: list[str | list[int]]) -> dict[str, Any]:
-        """The worker's ``embeddings`` or ``error`` message for ``inputs``."""
+    async def embed(self, inputs: list[str | list[int]]) -> Embeddings:
+        """The vectors of ``inputs``; the worker's ``Failure`` is raised."""
         request_id, stream = await self._open_stream()
         self.doing[request_id] = "embedding"
         try:
             self.writer.write(encode({"type": "embed", "id": request_id, "inputs": inputs}))
-            return await stream.get()
+            item = await stream.get()
+            if isinstance(item, Failure):
+                raise item
+            assert isinstance(item, Embeddings)
+            return item
         finally:
             self._close_stream(request_id)
 
@@ -343,11 +350,11 @@ class WorkerPool:
         if worker is not None:
             await worker.stop()
 
-    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
-        async for event in self.workers[model].generate(request):
-            yield event
+    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[Item]:
+        async for item in self.workers[model].generate(request):
+            yield item
 
-    async def embed(self, model: str, inputs: list[str | list[int]]) -> dict[str, Any]:
+    async def embed(self, model: str, inputs: list[str | list[int]]) -> Embeddings:
         return await self.workers[model].embed(inputs)
 
     async def preload(self) -> None:

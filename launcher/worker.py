@@ -23,9 +23,10 @@ from typing import Any
 from modelyard.compiler.plan import ModelPlan
 
 from .backends import load_backend_class
-from .backends.base import Finish, GenerationRequest, Item, Logprob, RequestError, Started
-from .ipc import PROTOCOL_VERSION, encode, iter_messages
+from .backends.base import Backend, GenerationRequest
+from .ipc import encode, iter_messages
 from .logs import FORMAT_ENV, configure_logging
+from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -72,38 +73,23 @@ class RequestSink:
         self._send, self._id, self._on_end = channel.send, request_id, on_end
 
     def put(self, item: Item | Exception) -> None:
-        rid = self._id
-        if isinstance(item, str):
-            self._send({"type": "delta", "id": rid, "text": item})
-            return
-        if isinstance(item, Logprob):
-            self._send({"type": "logprob", "id": rid, "logprob": item.to_dict()})
-            return
-        if isinstance(item, Started):
-            self._send({"type": "started", "id": rid, "prompt_tokens": item.prompt_tokens,
-                        "cached_tokens": item.cached_tokens})
-            return
-        if isinstance(item, Finish):
-            self._send({"type": "done", "id": rid, "finish_reason": item.reason,
-                        "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens})
-        elif isinstance(item, RequestError):
-            self._send({"type": "error", "id": rid, "status": item.status, "code": item.code,
-                        "message": item.message, "param": item.param})
-        else:  # a backend bug fails this request, not the worker
-            self._send({"type": "error", "id": rid, "status": 500, "code": "backend_error",
-                        "message": f"the backend failed: {type(item).__name__}: {item}", "param": None})
-        self._on_end()
+        if isinstance(item, Exception) and not isinstance(item, Failure):  # a backend bug fails this request
+            item = Failure(f"the backend failed: {type(item).__name__}: {item}", code="backend_error")
+        self._send(to_wire(self._id, item))
+        if isinstance(item, (Finish, Failure)):
+            self._on_end()
 
 
 class Dispatcher:
     """Runs the server's requests on the backend; the main thread only reads and dispatches."""
 
-    def __init__(self, backend: Any, channel: Channel) -> None:
+    def __init__(self, backend: Backend, channel: Channel) -> None:
         self.backend, self.channel = backend, channel
         self.cancels: dict[str, threading.Event] = {}
         # A backend with parallel slots runs that many generations at once; the rest wait in
-        # the executor's queue. With ``start`` the threads only set requests up.
-        self.generations = ThreadPoolExecutor(max(1, getattr(backend, "concurrency", 1)), "generate")
+        # the executor's queue. A push backend's ``start`` returns at once: the threads only set
+        # requests up (tokenize, parse grammars) off the thread that reads the socket.
+        self.generations = ThreadPoolExecutor(max(1, backend.concurrency), "generate")
         self.embeddings = ThreadPoolExecutor(1, "embed")  # a backend embeds one batch of inputs at a time
 
     def serve(self, sock: socket.socket) -> None:
@@ -134,24 +120,19 @@ class Dispatcher:
             self.cancels.pop(request_id, None)
             return
         try:
-            start = getattr(self.backend, "start", None)
-            if start is not None:
-                start(request, cancelled, sink)  # returns at once; the decode thread feeds the sink
-                return
-            for item in self.backend.generate(request, cancelled):
-                sink.put(item)
-            self.cancels.pop(request_id, None)  # in case it stopped (cancelled) without a Finish
-        except Exception as exc:  # reported to the server as this request's error
-            if not isinstance(exc, RequestError):
+            self.backend.start(request, cancelled, sink)  # the backend feeds the sink, to its last item
+        except Exception as exc:  # refused before it started: reported as this request's error
+            if not isinstance(exc, Failure):
                 log.exception("generation failed")
             sink.put(exc)
 
     def _embed(self, request_id: str, inputs: list[str | list[int]]) -> None:
+        sink = RequestSink(self.channel, request_id)
         try:
             vectors, tokens = self.backend.embed(inputs)
         except Exception as exc:  # a backend bug fails this request, not the worker
-            if not isinstance(exc, RequestError):
+            if not isinstance(exc, Failure):
                 log.exception("embedding failed")
-            RequestSink(self.channel, request_id).put(exc)
+            sink.put(exc)
             return
-        self.channel.send({"type": "embeddings", "id": request_id, "vectors": vectors, "tokens": tokens})
+        self.channel.send(to_wire(request_id, Embeddings(vectors, tokens)))

@@ -1,7 +1,9 @@
-"""What a backend implements, and the request it receives (plain data, across the IPC channel)."""
+"""The backend contract: what an engine implements, and the request it receives (plain data,
+across the IPC channel). The items it produces are ``launcher/messages.py``'s."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -9,6 +11,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from modelyard.compiler.plan import ModelPlan
+
+from ..messages import Failure, Finish, FinishReason, Item, Logprob, Started
+
+__all__ = ["Backend", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
+           "Logprob", "RequestError", "Sink", "Started", "drain", "generate_with"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,48 +50,70 @@ class GenerationRequest:
         return cls(**{**data, "stop": tuple(data.get("stop", ()))})
 
 
-@dataclass(frozen=True)
-class Started:
-    """Sent once the prompt is tokenized and accepted."""
-
-    prompt_tokens: int
-    cached_tokens: int = 0  # prompt tokens reused from a cached prefix
-
-
-@dataclass(frozen=True)
-class Logprob:
-    """The log-probability of the next generated token, sent just before its text."""
-
-    token: str
-    logprob: float
-    bytes: list[int]
-    top: list[tuple[str, float, list[int]]]  # (token, logprob, bytes), most likely first
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes,
-                "top_logprobs": [{"token": t, "logprob": lp, "bytes": b} for t, lp, b in self.top]}
-
-
-@dataclass(frozen=True)
-class Finish:
-    reason: str  # "stop" (end of sequence) or "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-Item = str | Started | Logprob | Finish  # what one generation produces, in that order
+class RequestError(Failure):
+    """A request this backend refuses (the prompt does not fit, a setting it cannot honour): the
+    client's fault unless ``code`` says otherwise (``backend_error``)."""
 
 
 class Sink(Protocol):
-    """Where a decode thread delivers one generation's items (``queue.Queue`` is one): the
-    worker's sink sends each straight to the server, with no thread hop per token."""
+    """Where a backend delivers one generation's items (``queue.Queue`` is one): the worker's
+    sink sends each straight to the server, with no thread hop per token. The last item is a
+    ``Finish`` or a ``Failure``; nothing follows it."""
 
     def put(self, item: Item | Exception) -> None: ...
 
 
+class Backend(Protocol):
+    """An engine, loaded once per worker process from a ``ModelPlan``.
+
+    ``start`` checks the request (raising ``RequestError``) and delivers its items into ``sink``:
+    push backends (llama-cpp, transformers) queue it for decode threads of their own and return
+    at once; ``GeneratorBackend`` runs a blocking ``generate`` on the calling thread. The worker
+    calls ``start`` from ``concurrency`` threads, so that many generations run at once.
+    """
+
+    concurrency: int
+
+    def __init__(self, model: ModelPlan) -> None: ...
+
+    @property
+    def context_size(self) -> int: ...
+
+    def start(self, request: GenerationRequest, cancelled: threading.Event, sink: Sink) -> None: ...
+
+    def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        """One vector per input and the tokens read (raise ``RequestError`` if it embeds nothing)."""
+        ...
+
+
+class GeneratorBackend:
+    """Base for an engine written as a blocking generator (vLLM, exllamav2, tests' fake):
+    ``generate`` yields ``Started``, text deltas (each preceded by a ``Logprob`` when asked), then
+    one ``Finish``, stopping early when ``cancelled`` is set; ``start`` feeds them to the sink."""
+
+    concurrency = 1
+
+    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def start(self, request: GenerationRequest, cancelled: threading.Event, sink: Sink) -> None:
+        finished = False
+        try:
+            for item in self.generate(request, cancelled):
+                sink.put(item)
+                finished = isinstance(item, Finish)
+        except Exception as exc:  # the request's error; a bug fails this request, not the worker
+            if not isinstance(exc, Failure):
+                log.exception("generation failed")
+            sink.put(exc)
+            return
+        if not finished:  # stopped (cancelled) before its Finish: the request still ends once
+            sink.put(Finish(FinishReason.STOP, 0, 0))
+
+
 def drain(out: queue.Queue) -> Iterator[Item]:
-    """What ``Backend.generate`` yields from a decode thread's queue: items up to and including
-    ``Finish``; an exception put on the queue is raised here, in the request's thread."""
+    """Items from a sink that is a queue, up to and including ``Finish``; an exception put on
+    the queue is raised here, in the reader's thread."""
     while True:
         item = out.get()
         if isinstance(item, Exception):
@@ -92,37 +123,9 @@ def drain(out: queue.Queue) -> Iterator[Item]:
             return
 
 
-class RequestError(Exception):
-    """A problem with one request (not the backend): sent to the client as an OpenAI error."""
-
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.message, self.code, self.param, self.status = message, code, param, status
-
-
 def generate_with(start, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Item]:
-    """``Backend.generate`` for a backend that decodes on threads of its own: its ``start``
-    delivers into a queue, drained here."""
+    """A push backend's items as a blocking generator (tests, benchmarks): ``start`` delivers
+    into a queue, drained here."""
     out: queue.Queue = queue.Queue()
     start(request, cancelled, out)
     yield from drain(out)
-
-
-class Backend(Protocol):
-    """Loaded once per worker process from a ``ModelPlan``; serves ``concurrency`` (an optional
-    attribute, default 1) generations at once.
-
-    A backend that decodes on threads of its own may also offer ``start(request, cancelled,
-    sink)``: it checks the request (raising ``RequestError``), queues it and returns; the decode
-    thread then puts the items ``generate`` would yield, or an exception, into ``sink``.
-    """
-
-    def __init__(self, model: ModelPlan) -> None: ...
-
-    @property
-    def context_size(self) -> int: ...
-
-    def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[str | Started | Logprob | Finish]:
-        """Yield ``Started``, text deltas (each preceded by a ``Logprob`` when asked), then one
-        ``Finish``; stop early when ``cancelled`` is set."""
-        ...

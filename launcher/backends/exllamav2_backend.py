@@ -18,7 +18,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, RequestError, Started
+from .base import Finish, GenerationRequest, GeneratorBackend, RequestError, Started
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def cache_tokens(context: int, parallel: int) -> int:
     return -(-total // PAGE) * PAGE
 
 
-class ExLlamaV2Backend:
+class ExLlamaV2Backend(GeneratorBackend):
     def __init__(self, model: ModelPlan) -> None:
         from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer  # CUDA at import
         from exllamav2.generator import ExLlamaV2DynamicGenerator, ExLlamaV2DynamicJob, ExLlamaV2Sampler

@@ -23,7 +23,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, Logprob, RequestError, Started
+from .base import Finish, GenerationRequest, GeneratorBackend, Logprob, RequestError, Started
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def finish_reason(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-class VllmBackend:
+class VllmBackend(GeneratorBackend):
     def __init__(self, model: ModelPlan) -> None:
         import vllm  # heavy, CUDA: imported in the worker process only
 
@@ -174,7 +174,7 @@ class VllmBackend:
                 yield choice.text[len(sent_text):]
                 sent_text = choice.text
         if last is None:
-            raise RequestError("vLLM returned no output for this request", status=500, code="backend_error")
+            raise RequestError("vLLM returned no output for this request", code="backend_error")
         choice = last.outputs[0]
         yield Finish(finish_reason(choice.finish_reason), len(last.prompt_token_ids or ()), len(choice.token_ids))
 

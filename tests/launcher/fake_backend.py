@@ -25,6 +25,7 @@ from modelyard.compiler.plan import ModelPlan
 from modelyard.launcher.backends.base import (
     Finish,
     GenerationRequest,
+    GeneratorBackend,
     Logprob,
     RequestError,
     Started,
@@ -34,7 +35,7 @@ DEFAULT_REPLY = ["Hello", " world", ",", " this", " is", " a", " fake", " model"
 CONTEXT = 256
 
 
-class FakeBackend:
+class FakeBackend(GeneratorBackend):
     def __init__(self, model: ModelPlan) -> None:
         if "fail-load" in (model.description or ""):
             raise RuntimeError("this model is configured to fail loading")

@@ -9,13 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
-from modelyard.launcher.backends.base import (
-    Finish,
-    GenerationRequest,
-    Logprob,
-    RequestError,
-    Started,
-)
+from modelyard.launcher.backends.base import GenerationRequest
+from modelyard.launcher.messages import Embeddings, Item
 from modelyard.launcher.pool import ModelUnavailable
 
 from ..compiler.fakes import compile_yaml, default_probe
@@ -37,7 +32,7 @@ class FakePool:
     async def remove(self, name: str) -> None:
         self.backends.pop(name, None)
 
-    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[Item]:
         if self.unavailable is not None:
             raise self.unavailable
         self.requests.append((model, request))
@@ -45,24 +40,12 @@ class FakePool:
         try:
             for item in self.backends[model].generate(request, cancelled):
                 await asyncio.sleep(0)
-                if isinstance(item, Logprob):
-                    yield {"type": "logprob", "logprob": item.to_dict()}
-                elif isinstance(item, Started):
-                    yield {"type": "started", "prompt_tokens": item.prompt_tokens}
-                elif isinstance(item, Finish):
-                    yield {"type": "done", "finish_reason": item.reason, "prompt_tokens": item.prompt_tokens,
-                           "completion_tokens": item.completion_tokens}
-                else:
-                    yield {"type": "delta", "text": item}
-        except RequestError as exc:
-            yield {"type": "error", "status": exc.status, "code": exc.code, "message": exc.message,
-                   "param": exc.param}
+                yield item
         finally:
             cancelled.set()
 
-    async def embed(self, model: str, inputs: list[str]) -> dict[str, Any]:
-        vectors, tokens = self.backends[model].embed(inputs)
-        return {"type": "embeddings", "vectors": vectors, "tokens": tokens}
+    async def embed(self, model: str, inputs: list[str]) -> Embeddings:
+        return Embeddings(*self.backends[model].embed(inputs))
 
     def failures(self) -> dict[str, tuple[str, float]]:
         return dict(self.failing)

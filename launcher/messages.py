@@ -1,0 +1,118 @@
+"""What flows between a backend and the HTTP layer, typed end to end, and its wire form.
+
+A backend's decode thread produces ``Item``s for one generation: ``Started``, then text (``str``,
+one token's or the bytes completing a character, each preceded by a ``Logprob`` when asked), then
+one ``Finish``; or it fails with a ``Failure``. The worker sends them over the server's Unix
+socket as newline-delimited JSON (``to_wire``), the pool turns them back into the same objects
+(``from_wire``) and ``generation.py`` reads them. Nothing here knows HTTP: a ``Failure`` carries
+a domain ``code`` and ``errors.py`` alone maps codes to statuses.
+
+Protocol version 2. Server → worker: ``generate`` {id, request}, ``embed`` {id, inputs},
+``cancel`` {id}, ``shutdown``. Worker → server: ``ready`` {protocol, n_ctx, pid},
+``load_failed`` {message}, then per request ``started``, ``logprob``, ``delta`` {text}, ``done``,
+``embeddings``, ``error`` {code, message, param}. Unknown types are ignored (forward compatible).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 2
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # end of sequence, or a stop sequence matched
+    LENGTH = "length"  # max_tokens or the context ran out
+
+
+@dataclass(frozen=True)
+class Started:
+    """Sent once the prompt is tokenized and accepted."""
+
+    prompt_tokens: int
+    cached_tokens: int = 0  # prompt tokens reused from a cached prefix
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """The log-probability of the next generated token, sent just before its text."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[str, float, list[int]]]  # (token, logprob, bytes), most likely first
+
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's ``logprobs.content`` entry."""
+        return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": b} for t, lp, b in self.top]}
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __post_init__(self) -> None:  # backends may say "stop"; an unknown reason fails here, in the backend
+        object.__setattr__(self, "reason", FinishReason(self.reason))
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    tokens: int  # prompt tokens, all inputs together
+
+
+class Failure(Exception):
+    """A request that cannot be served, in domain terms: ``code`` says what went wrong
+    (``context_length_exceeded``, ``unsupported``, ``worker_crashed``, ``backend_error``, ...);
+    ``errors.py`` maps it to an HTTP status and OpenAI error type. ``param`` names the request
+    field at fault; ``retry_after`` (seconds) is set when trying again later can succeed."""
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param, self.retry_after = message, code, param, retry_after
+
+
+Item = str | Started | Logprob | Finish  # what one generation produces, in that order
+
+_TAGS: dict[type, str] = {Started: "started", Logprob: "logprob", Finish: "done", Embeddings: "embeddings"}
+
+
+def to_wire(request_id: str, item: Item | Embeddings | Failure) -> dict[str, Any]:
+    """One item of request ``request_id`` as a protocol message."""
+    if isinstance(item, str):
+        return {"type": "delta", "id": request_id, "text": item}
+    if isinstance(item, Failure):
+        return {"type": "error", "id": request_id, "code": item.code, "message": item.message, "param": item.param}
+    if isinstance(item, Logprob):
+        return {"type": "logprob", "id": request_id, "token": item.token, "logprob": item.logprob,
+                "bytes": item.bytes, "top": item.top}
+    if isinstance(item, Finish):
+        return {"type": "done", "id": request_id, "reason": item.reason.value, "prompt_tokens": item.prompt_tokens,
+                "completion_tokens": item.completion_tokens}
+    return {"type": _TAGS[type(item)], "id": request_id, **vars(item)}
+
+
+def from_wire(message: dict[str, Any]) -> Item | Embeddings | Failure | None:
+    """A request's message as the object it was made from; None for a type this version does not know."""
+    kind = message.get("type")
+    if kind == "delta":
+        return message["text"]
+    if kind == "error":
+        return Failure(message["message"], code=message.get("code"), param=message.get("param"))
+    if kind == "logprob":
+        return Logprob(message["token"], message["logprob"], message["bytes"],
+                       [(t, lp, b) for t, lp, b in message["top"]])
+    fields = {k: v for k, v in message.items() if k not in ("type", "id")}
+    if kind == "started":
+        return Started(**fields)
+    if kind == "done":
+        return Finish(**fields)
+    if kind == "embeddings":
+        return Embeddings(**fields)
+    return None

@@ -1,0 +1,116 @@
+"""The typed items between backend and HTTP layer survive the socket unchanged; failures carry
+domain codes, and errors.py alone gives them HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from modelyard.launcher.backends.base import GenerationRequest, GeneratorBackend, RequestError
+from modelyard.launcher.errors import STATUS_OF_FAILURE, OpenAIError
+from modelyard.launcher.messages import (
+    Embeddings,
+    Failure,
+    Finish,
+    FinishReason,
+    Logprob,
+    Started,
+    from_wire,
+    to_wire,
+)
+
+ITEMS = [
+    Started(12, cached_tokens=4),
+    Logprob("Hi", -0.25, [72, 105], [("Hi", -0.25, [72, 105]), ("Hello", -1.5, [72])]),
+    "Hi",
+    Finish(FinishReason.LENGTH, 12, 3),
+    Embeddings([[0.5, -0.5]], 7),
+]
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=lambda item: type(item).__name__)
+def test_every_item_crosses_the_socket_unchanged(item) -> None:
+    wire = json.loads(json.dumps(to_wire("r1", item)))  # what ipc.encode writes and read_message reads
+    assert wire["id"] == "r1"
+    assert from_wire(wire) == item
+
+
+def test_a_failure_crosses_without_an_http_status() -> None:
+    wire = to_wire("r2", RequestError("too long", code="context_length_exceeded", param="messages"))
+    assert wire == {"type": "error", "id": "r2", "code": "context_length_exceeded", "message": "too long",
+                    "param": "messages"}
+    back = from_wire(wire)
+    assert isinstance(back, Failure) and (back.code, back.message, back.param) == ("context_length_exceeded",
+                                                                                  "too long", "messages")
+
+
+def test_unknown_message_types_are_ignored() -> None:
+    assert from_wire({"type": "telemetry", "id": "r3"}) is None
+
+
+def test_finish_reasons_are_an_enum_and_a_wrong_one_fails_in_the_backend() -> None:
+    assert Finish("stop", 1, 1).reason is FinishReason.STOP
+    with pytest.raises(ValueError):
+        Finish("eos", 1, 1)
+
+
+@pytest.mark.parametrize(("code", "status"), [
+    ("context_length_exceeded", 400), (None, 400), ("backend_error", 500), ("worker_crashed", 503),
+    ("model_unavailable", 503), ("server_busy", 503), ("rate_limit_exceeded", 429)])
+def test_one_table_maps_failures_to_statuses(code, status) -> None:
+    error = OpenAIError.from_failure(Failure("x", code=code, retry_after=3))
+    assert (error.status, error.code, error.retry_after) == (status, code, 3)
+    assert error.body()["error"]["type"] == ("invalid_request_error" if status == 400 else
+                                             "rate_limit_exceeded" if status == 429 else "server_error")
+    assert set(STATUS_OF_FAILURE) >= {"backend_error", "worker_crashed", "model_unavailable"}
+
+
+class _Engine(GeneratorBackend):
+    def __init__(self, items, error=None) -> None:
+        self.items, self.error = items, error
+
+    def generate(self, request, cancelled):
+        yield from self.items
+        if self.error is not None:
+            raise self.error
+
+
+def _run(engine) -> list:
+    out: list = []
+
+    class Sink:
+        def put(self, item) -> None:
+            out.append(item)
+
+    request = GenerationRequest("p", 4, 0.0, 1.0, 0, 0.0, 1.0, 1.0, 0.0, 0.0, None)
+    engine.start(request, threading.Event(), Sink())
+    return out
+
+
+def test_a_generator_backend_always_ends_its_request_once() -> None:
+    assert _run(_Engine([Started(1), "a", Finish("stop", 1, 1)]))[-1] == Finish("stop", 1, 1)
+    assert _run(_Engine([Started(1), "a"]))[-1] == Finish("stop", 0, 0)  # cancelled: stopped early
+    failed = _run(_Engine([Started(1)], error=KeyError("boom")))
+    assert isinstance(failed[-1], KeyError)  # the worker's sink turns it into a backend_error Failure
+
+
+def test_the_workers_sink_sends_a_backend_bug_as_a_backend_error_and_ends_the_request() -> None:
+    from modelyard.launcher.worker import RequestSink
+
+    sent, ended = [], []
+
+    class Channel:
+        def send(self, message) -> None:
+            sent.append(message)
+
+    sink = RequestSink(Channel(), "r9", on_end=lambda: ended.append(True))  # type: ignore[arg-type]
+    sink.put("tok")
+    assert ended == []
+    sink.put(KeyError("boom"))
+    assert sent == [{"type": "delta", "id": "r9", "text": "tok"},
+                    {"type": "error", "id": "r9", "code": "backend_error",
+                     "message": "the backend failed: KeyError: 'boom'", "param": None}]
+    assert ended == [True]
+    assert OpenAIError.from_failure(from_wire(sent[-1])).status == 500
