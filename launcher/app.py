@@ -26,7 +26,6 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from modelyard.compiler.gallery import GalleryError
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
@@ -49,7 +48,7 @@ from .generation import (
 from .installer import Installer
 from .messages import Failure
 from .metrics import Metrics, MetricsMiddleware
-from .openapi import openapi_document
+from .openapi import MODEL, MODEL_LIST, openapi_document
 from .prompts import PromptMessage, chat_prompt, completion_prompt, edit_prompt
 from .protocol import (
     ChatCompletionRequest,
@@ -61,6 +60,7 @@ from .protocol import (
     parse_body,
     read_body,
 )
+from .routes import Endpoint, Operation, RouteLabels, starlette_routes
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
 from .tools import (
     ChoiceDeltas,
@@ -99,32 +99,24 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
     if installer is not None:
         gallery = GalleryService(installer, lambda model: _add_model(app, model), lambda name: _remove_model(app, name),
                                  on_demand=on_demand_installs)
-    routes = gallery.routes() if gallery and gallery_api else []  # before /models/{id}, which shadows them
-    for prefix in ("/v1", ""):
-        routes += [
-            Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
-            Route(f"{prefix}/completions", completions, methods=["POST"]),
-            Route(f"{prefix}/edits", edits, methods=["POST"]),
-            Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
-            Route(f"{prefix}/models", list_models, methods=["GET"]),
-            Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
-        ]
-    routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint),
-               Route("/openapi.json", openapi_endpoint)]
+    # The gallery's paths come first: /models/{id} would shadow them.
+    endpoints = [*(gallery.endpoints() if gallery and gallery_api else ()), *ENDPOINTS]
     keys = ApiKeys(api_keys)
-    metrics = Metrics(pool.stats)
+    metrics = Metrics(pool.stats, RouteLabels(endpoints))
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)]
     if plan.server.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(plan.server.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["x-request-id"]))
     if keys:
-        middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
+        public = frozenset(path for e in endpoints if e.operation.public for path in e.served_paths())
+        middleware.append(Middleware(ApiKeyMiddleware, keys=keys, public=public))
     app = Starlette(
-        routes=routes, lifespan=lifespan, middleware=middleware,
+        routes=starlette_routes(endpoints), lifespan=lifespan, middleware=middleware,
         exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler,
                             HTTPException: http_error_handler, Exception: unexpected_error_handler},
     )
     app.state.auth = bool(keys)
+    app.state.endpoints = tuple(endpoints)
     app.state.admission = Admission(plan.server.max_queue_per_model, plan.server.max_in_flight)
     app.state.gallery = gallery
     app.state.metrics = metrics
@@ -193,7 +185,8 @@ async def readyz(request: Request) -> Response:
 
 async def openapi_endpoint(request: Request) -> Response:
     plan: LaunchPlan = request.app.state.plan
-    return JSONResponse(openapi_document(tuple(m.name for m in plan.models), plan.server.max_n))
+    return JSONResponse(openapi_document(request.app.state.endpoints, tuple(m.name for m in plan.models),
+                                         plan.server.max_n))
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -210,7 +203,7 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    return JSONResponse(_model_card(_find_model(request.app.state.plan, request.path_params["model_id"])))
+    return JSONResponse(_model_card(_find_model(request.app.state.plan, request.path_params["id"])))
 
 
 def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = None) -> ModelPlan:
@@ -506,3 +499,25 @@ async def _chain(first: list, rest: AsyncIterator) -> AsyncIterator:
         yield item
     async for item in rest:
         yield item
+
+
+# --- the route table -------------------------------------------------------------------------
+
+_GENERATION_ERRORS = ("400", "404", "413", "429", "503")
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("/chat/completions", chat_completions, Operation(
+        "Create a chat completion", ChatCompletionRequest, streams=True, errors=_GENERATION_ERRORS), ("POST",)),
+    Endpoint("/completions", completions, Operation(
+        "Create a completion (legacy)", CompletionRequest, streams=True, errors=_GENERATION_ERRORS), ("POST",)),
+    Endpoint("/edits", edits, Operation("Create an edit (legacy)", EditRequest, errors=_GENERATION_ERRORS), ("POST",)),
+    Endpoint("/embeddings", embeddings, Operation("Create embeddings", EmbeddingRequest, errors=_GENERATION_ERRORS),
+             ("POST",)),
+    Endpoint("/models", list_models, Operation("List models", response=MODEL_LIST)),
+    Endpoint("/models/{id:path}", get_model, Operation("Describe a model", response=MODEL, errors=("404",))),
+    Endpoint("/healthz", healthz, Operation("Liveness", public=True), versioned=False),
+    Endpoint("/readyz", readyz, Operation("Readiness: 503 while starting or while a model is failing",
+                                          errors=("503",), public=True), versioned=False),
+    Endpoint("/metrics", metrics_endpoint, Operation("Prometheus metrics", response={"type": "string"}),
+             versioned=False),
+    Endpoint("/openapi.json", openapi_endpoint, Operation("This document"), versioned=False),
+)

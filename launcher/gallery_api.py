@@ -21,7 +21,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from modelyard.compiler.gallery import GalleryEntry, GalleryError
 from modelyard.compiler.plan import ModelPlan
@@ -30,6 +29,7 @@ from .errors import OpenAIError
 from .galleries import HUGGINGFACE, url_entry
 from .installer import Installer, InstallProgress
 from .protocol import ApplyRequest, parse_body, read_body
+from .routes import Endpoint, Operation
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,22 @@ class GalleryService:
         """The model name an on-demand install gave ``requested`` (``owner/repo/file.gguf`` → ``file``)."""
         return self.aliases.get(requested, requested)
 
-    def routes(self) -> list[Route]:
+    def endpoints(self) -> list[Endpoint]:
+        """LocalAI's gallery paths (served without /v1, as LocalAI serves them)."""
         return [
-            Route("/models/available", self.available, methods=["GET"]),
-            Route("/models/apply", self.apply, methods=["POST"]),
-            Route("/models/jobs", self.list_jobs, methods=["GET"]),
-            Route("/models/jobs/{uuid}", self.job_status, methods=["GET"]),
-            Route("/models/delete/{name}", self.delete, methods=["POST", "DELETE"]),
+            Endpoint("/models/available", self.available, Operation(
+                "Gallery entries, each marked installed or not", response={"type": "array"}, errors=("502",)),
+                versioned=False),
+            Endpoint("/models/apply", self.apply, Operation(
+                "Install a gallery entry or a URL: answers a job to poll", ApplyRequest,
+                errors=("400", "409", "413", "429", "502")), ("POST",), versioned=False),
+            Endpoint("/models/jobs", self.list_jobs, Operation("Install jobs", response={"type": "array"}),
+                     versioned=False),
+            Endpoint("/models/jobs/{uuid}", self.job_status, Operation("One install job's progress", errors=("404",)),
+                     versioned=False),
+            Endpoint("/models/delete/{name}", self.delete, Operation(
+                "Delete an installed model and the files its install created", errors=("400", "404")),
+                ("POST", "DELETE"), versioned=False),
         ]
 
     # --- routes ------------------------------------------------------------------------------

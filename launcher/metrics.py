@@ -1,7 +1,8 @@
 """Prometheus metrics for ``/metrics``, in a registry owned by the app (no process globals).
 
-Label values are bounded: routes are the known route templates ("other" for anything else) and
-models are the plan's model names, so clients cannot create unbounded series.
+Label values are bounded: routes are the route table's templates ("other" for anything else,
+``routes.RouteLabels``) and models are the plan's model names, so clients cannot create
+unbounded series.
 """
 
 from __future__ import annotations
@@ -14,15 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ROUTES = ("/chat/completions", "/completions", "/edits", "/embeddings", "/models", "/models/{id}", "/healthz", "/readyz", "/metrics", "/openapi.json")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-
-
-def route_label(path: str) -> str:
-    path = path.removeprefix("/v1") or "/"
-    if path.startswith("/models/"):
-        return "/models/{id}"
-    return path if path in ROUTES else "other"
 
 
 class _PoolCollector(Collector):
@@ -43,7 +36,8 @@ class _PoolCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, pool_stats: Callable[[], dict[str, dict[str, int]]]) -> None:
+    def __init__(self, pool_stats: Callable[[], dict[str, dict[str, int]]], route_label: Callable[[str], str]) -> None:
+        self.route_label = route_label
         self.registry = CollectorRegistry()
         self.requests = Counter("modelyard_requests", "HTTP requests by route, model and status",
                                 ["route", "model", "status"], registry=self.registry)
@@ -73,7 +67,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started, status = time.perf_counter(), 500
-        route = route_label(scope["path"])
+        route = self.metrics.route_label(scope["path"])
 
         async def observe(message: Message) -> None:
             nonlocal status

@@ -22,7 +22,6 @@ from .logs import REQUEST_ID
 
 access_log = logging.getLogger("modelyard.access")
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -49,12 +48,15 @@ def presented_key(headers: dict[bytes, bytes]) -> str:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+    """401 for a request without one of ``keys``, except on ``public`` paths (the probes)."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, public: frozenset[str]) -> None:
         self.app = app
         self.keys = keys
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or scope["path"] in self.public or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         if self.keys.accepts(presented_key(dict(scope["headers"]))):
