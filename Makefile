@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/compile_bench.py
 	$(BIN)/python benchmarks/serving_bench.py
 	$(BIN)/python benchmarks/batch_scaling.py
+	$(BIN)/python benchmarks/n_choices.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -167,6 +167,10 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
     from modelyard.launcher.logs import configure_logging
     from modelyard.launcher.server import KeySourceError, resolve_api_keys, serve
 
+    if plan_file and (sets or paths or models_dir):
+        given = "--set" if sets else "PATHS" if paths else "--models-dir"
+        raise click.UsageError(f"{given} cannot be combined with --plan: a plan is already compiled; "
+                               f"compile with {given} (modelyard compile ... --plan-out), then launch that plan")
     configure_logging(log_level, log_format)
     if plan_file:
         from modelyard.compiler.plan import LaunchPlan

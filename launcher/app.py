@@ -42,6 +42,7 @@ from .generation import (
     chat_logprobs,
     collect,
     completion_logprobs,
+    merge,
     run_choice,
     usage,
 )
@@ -440,48 +441,50 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
         return {"index": index, "delta": delta, "logprobs": chat_logprobs(wanted), "finish_reason": finish}
 
     ticket = _Ticket(request, job)
-    choices = [run_choice(request, job, i) for i in range(job.body.n)]
-    # Wait for the first event of the first choice before answering, so that a request the
-    # backend refuses (prompt too long, model failing to load) gets a real HTTP error status.
+    # The n choices decode at once; their chunks interleave, each naming its choice's index.
+    choices = merge([run_choice(request, job, i) for i in range(job.body.n)])
+    # Wait for the first item before answering, so that a request the backend refuses (prompt
+    # too long, model failing to load) gets a real HTTP error status.
     try:
-        first = await anext(choices[0])
+        first = await anext(choices)
     except BaseException:
         ticket.release()
+        await choices.aclose()
         raise
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        results: list[ChoiceResult] = []
+        results: dict[int, ChoiceResult] = {}
+        deltas: dict[int, ChoiceDeltas | None] = {}
         try:
-            for index, items in enumerate(choices):
-                deltas = ChoiceDeltas(job.tools, job.body.parallel_tool_calls) if chat else None
-                if chat:
-                    yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
-                if echo:
-                    yield chunk([piece(index, echo)])
-                pending = [first] if index == 0 else []
-                async for item in _chain(pending, items):
-                    if isinstance(item, ChoiceResult):
-                        results.append(item)
-                        if deltas is None:
-                            yield chunk([piece(index, None, item.finish_reason)])
-                            continue
-                        last, finish_reason = deltas.finish(item.finish_reason)
-                        for delta in last:
-                            yield chunk([chat_piece(index, delta)])
-                        yield chunk([chat_piece(index, {}, finish_reason)])
-                    elif deltas is None:
-                        yield chunk([piece(index, item.text, entries=item.logprobs)])
-                    else:
-                        for delta in deltas.text(item.text):
-                            yield chunk([chat_piece(index, delta, entries=item.logprobs)])
+            async for index, item in _chain([first], choices):
+                if index not in deltas:  # this choice's first chunk
+                    deltas[index] = ChoiceDeltas(job.tools, job.body.parallel_tool_calls) if chat else None
+                    if chat:
+                        yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
+                    if echo:
+                        yield chunk([piece(index, echo)])
+                tools = deltas[index]
+                if isinstance(item, ChoiceResult):
+                    results[index] = item
+                    if tools is None:
+                        yield chunk([piece(index, None, item.finish_reason)])
+                        continue
+                    last, finish_reason = tools.finish(item.finish_reason)
+                    for delta in last:
+                        yield chunk([chat_piece(index, delta)])
+                    yield chunk([chat_piece(index, {}, finish_reason)])
+                elif tools is None:
+                    yield chunk([piece(index, item.text, entries=item.logprobs)])
+                else:
+                    for delta in tools.text(item.text):
+                        yield chunk([chat_piece(index, delta, entries=item.logprobs)])
             if include_usage:
-                yield chunk([], usage(results))
+                yield chunk([], usage([results[i] for i in sorted(results)]))
         except (OpenAIError, Failure) as exc:  # after the first byte: an SSE error event, then [DONE]
             error = exc if isinstance(exc, OpenAIError) else OpenAIError.from_failure(exc)
             yield {"data": json.dumps(error.body())}
         finally:
-            for items in choices:
-                await items.aclose()
+            await choices.aclose()
             ticket.release()
         yield {"data": "[DONE]"}
 

@@ -3,10 +3,11 @@ output rules applied, token usage and logprobs gathered in OpenAI's shapes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from starlette.requests import Request
 
@@ -17,6 +18,8 @@ from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, 
 from .output import StopFilter, apply_rules, has_rules
 from .protocol import Sampling
 from .tools import ToolRequest
+
+T = TypeVar("T")
 
 
 class Pool(Protocol):
@@ -156,7 +159,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
             if stops.stopped:
                 await items.aclose()  # tells the worker to stop generating
                 entries.clear()  # the tokens of the stop sequence itself
-                for out in result(FinishReason.STOP.value, deltas):
+                for out in result(FinishReason.STOP.openai, deltas):
                     yield out
                 return
         elif isinstance(item, Logprob):
@@ -166,7 +169,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
         elif isinstance(item, Finish):
             if piece := emit(stops.flush()):
                 yield piece
-            for out in result(item.reason.value, item.completion_tokens):
+            for out in result(item.reason.openai, item.completion_tokens):
                 yield out
             return
 
@@ -179,19 +182,58 @@ def usage(results: list[ChoiceResult]) -> dict[str, Any]:
 
 
 async def collect(request: Request, job: Job) -> list[ChoiceResult]:
-    results = []
-    for index in range(job.body.n):
-        result = None
-        pieces = []
-        async for item in run_choice(request, job, index):
-            if isinstance(item, ChoiceResult):
-                result = item
+    """All ``n`` choices, decoded at once (a model with parallel slots runs them side by side)."""
+    results: dict[int, ChoiceResult] = {}
+    pieces: dict[int, list[str]] = {index: [] for index in range(job.body.n)}
+    async for index, item in merge([run_choice(request, job, index) for index in range(job.body.n)]):
+        if isinstance(item, ChoiceResult):
+            results[index] = item
+        else:
+            pieces[index].append(item.text)
+    for index, result in results.items():
+        result.text = "".join(pieces[index])  # what was sent: after stop sequences and output rules
+    return [results[index] for index in range(job.body.n)]
+
+
+class _Raised:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+    """The items of several streams as each arrives, with the index of its stream. The first
+    error is raised here; on any exit every stream is stopped (closing a choice cancels its
+    generation in the worker)."""
+    arrived: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[T]) -> None:
+        try:
+            async for item in stream:
+                await arrived.put((index, item))
+            await arrived.put((index, _END))
+        except Exception as exc:  # noqa: BLE001 - handed to the reader, who raises it
+            await arrived.put((index, _Raised(exc)))
+
+    tasks = [asyncio.create_task(pump(index, stream)) for index, stream in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await arrived.get()
+            if item is _END:
+                running -= 1
+            elif isinstance(item, _Raised):
+                raise item.error
             else:
-                pieces.append(item.text)
-        assert result is not None
-        result.text = "".join(pieces)  # what was sent: after stop sequences and output rules
-        results.append(result)
-    return results
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:

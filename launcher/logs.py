@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import time
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-FORMAT_ENV = "MODELYARD_LOG_FORMAT"  # how workers learn the server's format
 _TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
 
@@ -41,11 +39,18 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str | int, fmt: str = "text") -> None:
-    """Set up the root logger (server and workers alike) and tell workers the format."""
-    os.environ[FORMAT_ENV] = fmt
+    """Set up the root logger (server and workers alike; the pool hands a worker the server's
+    ``current_settings()``)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())
+
+
+def current_settings() -> tuple[int, str]:
+    """The root logger's level and format ("text" or "json"), for a worker to log alike."""
+    root = logging.getLogger()
+    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
+    return root.level, "json" if json_lines else "text"

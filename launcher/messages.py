@@ -25,6 +25,12 @@ PROTOCOL_VERSION = 2
 class FinishReason(str, enum.Enum):
     STOP = "stop"  # end of sequence, or a stop sequence matched
     LENGTH = "length"  # max_tokens or the context ran out
+    CANCELLED = "cancelled"  # the server cancelled it (the client left, a stop sequence matched)
+
+    @property
+    def openai(self) -> str:
+        """OpenAI's ``finish_reason``: a cancelled generation was stopped."""
+        return "length" if self is FinishReason.LENGTH else "stop"
 
 
 @dataclass(frozen=True)

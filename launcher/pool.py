@@ -28,6 +28,7 @@ from modelyard.compiler.plan import LaunchPlan, ModelPlan
 from .backends import engines
 from .backends.base import GenerationRequest
 from .ipc import encode, read_message
+from .logs import current_settings
 from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, from_wire
 from .worker import worker_main
 
@@ -130,7 +131,7 @@ class ModelWorker:
         context = multiprocessing.get_context("spawn")
         self.process = context.Process(
             target=worker_main, name=f"modelyard-worker-{self.model.name}", daemon=True,
-            args=(self.model.model_dump_json(), self.backend_import, self.socket_path, logging.getLogger().level),
+            args=(self.model.model_dump_json(), self.backend_import, self.socket_path, *current_settings()),
         )
         self.process.start()
         log.info("starting worker for %s (pid %s)", self.model.name, self.process.pid)

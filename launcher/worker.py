@@ -25,14 +25,14 @@ from modelyard.compiler.plan import ModelPlan
 from .backends import load_backend_class
 from .backends.base import Backend, GenerationRequest
 from .ipc import encode, iter_messages
-from .logs import FORMAT_ENV, configure_logging
+from .logs import configure_logging
 from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, to_wire
 
 log = logging.getLogger(__name__)
 
 
-def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level: int) -> None:
-    configure_logging(log_level, os.environ.get(FORMAT_ENV, "text"))
+def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level: int, log_format: str) -> None:
+    configure_logging(log_level, log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl-C goes to it
     model = ModelPlan.model_validate_json(plan_json, context={"checked_by_server": True})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -108,7 +108,7 @@ class GeneratorBackend:
             sink.put(exc)
             return
         if not finished:  # stopped (cancelled) before its Finish: the request still ends once
-            sink.put(Finish(FinishReason.STOP, 0, 0))
+            sink.put(Finish(FinishReason.CANCELLED, 0, 0))
 
 
 def drain(out: queue.Queue) -> Iterator[Item]:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Finish, GenerationRequest, Sink, Started
+from .base import Finish, FinishReason, GenerationRequest, Sink, Started
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class SlotScheduler:
                     self.wakeup.wait()
                     continue
             for slot in [s for s in self.active if s.cancelled.is_set()]:
-                self._finish(slot, "cancelled")
+                self._finish(slot, FinishReason.CANCELLED)
             if self.active:
                 self._step()
 
@@ -226,7 +226,7 @@ class SlotScheduler:
         for slot in list(self.active):
             if slot.decoding:
                 if slot.n_past >= self.settings.context and not self._shift(slot):
-                    self._finish(slot, "length")
+                    self._finish(slot, FinishReason.LENGTH)
                     continue
                 rows[slot] = self._add(slot.last_token, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
@@ -254,7 +254,7 @@ class SlotScheduler:
         if status != 0:
             log.error("llama_decode failed with status %d", status)
             for slot in list(self.active):
-                self._finish(slot, "error", f"llama_decode failed with status {status}")
+                self._finish(slot, FinishReason.STOP, f"llama_decode failed with status {status}")
             return
         if self.checkpointing:
             for slot in prefilled:
@@ -286,7 +286,7 @@ class SlotScheduler:
         else:
             token = lib.llama_sampler_sample(slot.sampler, self.ctx, row)  # also accepts the token
         if not slot.request.ignore_eos and lib.llama_vocab_is_eog(self.vocab, token):
-            self._finish(slot, "stop")
+            self._finish(slot, FinishReason.STOP)
             return
         if slot.request.logprobs is not None:
             slot.out.put(self._logprob(lib.llama_get_logits_ith(self.ctx, row), token, slot.request.logprobs))
@@ -296,7 +296,7 @@ class SlotScheduler:
         if text:
             slot.out.put(text)
         if len(slot.generated) >= slot.limit:
-            self._finish(slot, "length")
+            self._finish(slot, FinishReason.LENGTH)
 
     def _sample_constrained(self, slot: Slot, row: int) -> int:
         """llama.cpp's own shortcut (``common_sampler_sample``): sample without the grammar and
@@ -371,7 +371,7 @@ class SlotScheduler:
         slot.shifted = True
         return True
 
-    def _finish(self, slot: Slot, reason: str, error: str | None = None) -> None:
+    def _finish(self, slot: Slot, reason: FinishReason, error: str | None = None) -> None:
         # n_past counts the positions decoded into the KV: a last sampled token may not be.
         in_kv = (slot.prompt[:slot.prefilled] + slot.generated)[:slot.n_past]
         if self.settings.prefix_cache and not slot.shifted and not error and len(in_kv) >= MIN_REUSE:

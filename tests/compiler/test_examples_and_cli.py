@@ -105,6 +105,17 @@ def test_usage_errors_exit_2(in_repo, args) -> None:
     assert run(*args).exit_code == 2
 
 
+def test_launch_refuses_set_and_paths_beside_a_plan(in_repo, tmp_path) -> None:
+    plan = tmp_path / "plan.json"
+    assert run("compile", "examples/", "--plan-out", str(plan)).exit_code == 0
+    refused = run("launch", "--plan", str(plan), "--set", "gemma-3-270m.context_size=512")
+    assert refused.exit_code == 2
+    assert refused.output.splitlines()[-1] == (
+        "Error: --set cannot be combined with --plan: a plan is already compiled; compile with --set "
+        "(modelyard compile ... --plan-out), then launch that plan")
+    assert run("launch", "--plan", str(plan), "examples/").exit_code == 2
+
+
 def test_no_inputs_is_a_usage_error(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = run("compile")

@@ -113,7 +113,20 @@ def test_n_choices(client, pool) -> None:
         "model": "chat", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}))
     finishes = [(e["choices"][0]["index"], e["choices"][0]["finish_reason"]) for e in events[:-1]
                 if e["choices"][0]["finish_reason"]]
-    assert finishes == [(0, "stop"), (1, "stop")]
+    assert sorted(finishes) == [(0, "stop"), (1, "stop")]
+
+
+def test_n_choices_decode_at_once_and_their_chunks_interleave(client) -> None:
+    events = sse(client.post("/v1/chat/completions", json={
+        "model": "chat", "messages": [{"role": "user", "content": "hi"}], "n": 3, "stream": True}))
+    choices = [e["choices"][0] for e in events[:-1]]
+    first_of_last = next(i for i, c in enumerate(choices) if c["index"] == 2)
+    finish_of_first = next(i for i, c in enumerate(choices) if c["index"] == 0 and c["finish_reason"])
+    assert first_of_last < finish_of_first  # choice 2 started before choice 0 finished
+    texts = {i: "".join(c["delta"].get("content") or "" for c in choices if c["index"] == i) for i in range(3)}
+    assert texts == dict.fromkeys(range(3), "Hello world, this is a fake model.")
+    assert all(choices[i]["delta"] == {"role": "assistant", "content": ""}
+               for i in (next(k for k, c in enumerate(choices) if c["index"] == n) for n in range(3)))
 
 
 def test_chat_logprobs(client) -> None:

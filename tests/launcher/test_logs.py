@@ -52,3 +52,18 @@ def test_records_made_inside_a_request_get_its_id(caplog) -> None:
     finally:
         logging.getLogger("modelyard.access").removeHandler(handler)
     assert seen == ["abc-1"]
+
+
+def test_workers_are_handed_the_servers_log_level_and_format() -> None:
+    from modelyard.launcher.logs import configure_logging, current_settings
+
+    root = logging.getLogger()
+    saved = (root.level, root.handlers[:])
+    try:
+        configure_logging("warning", "json")
+        assert current_settings() == (logging.WARNING, "json")
+        configure_logging("debug", "text")
+        assert current_settings() == (logging.DEBUG, "text")
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

@@ -52,6 +52,7 @@ def test_unknown_message_types_are_ignored() -> None:
 
 def test_finish_reasons_are_an_enum_and_a_wrong_one_fails_in_the_backend() -> None:
     assert Finish("stop", 1, 1).reason is FinishReason.STOP
+    assert [r.openai for r in FinishReason] == ["stop", "length", "stop"]
     with pytest.raises(ValueError):
         Finish("eos", 1, 1)
 
@@ -91,7 +92,7 @@ def _run(engine) -> list:
 
 def test_a_generator_backend_always_ends_its_request_once() -> None:
     assert _run(_Engine([Started(1), "a", Finish("stop", 1, 1)]))[-1] == Finish("stop", 1, 1)
-    assert _run(_Engine([Started(1), "a"]))[-1] == Finish("stop", 0, 0)  # cancelled: stopped early
+    assert _run(_Engine([Started(1), "a"]))[-1] == Finish("cancelled", 0, 0)  # stopped early
     failed = _run(_Engine([Started(1)], error=KeyError("boom")))
     assert isinstance(failed[-1], KeyError)  # the worker's sink turns it into a backend_error Failure
 
