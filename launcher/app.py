@@ -27,6 +27,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from modelyard.compiler import backends
 from modelyard.compiler.gallery import GalleryError
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
@@ -310,8 +311,11 @@ async def chat_completions(request: Request) -> Response:
             raise OpenAIError(400, "response_format cannot be combined with a required or named tool call",
                               param="response_format")
         json_schema = tools.call_schema()  # the grammar that makes the call always parse
+        _check_structured_output(model, "tools")
         check_json_schema(json_schema, param="tools")
     else:
+        if fmt is not None and fmt.type != "text":
+            _check_structured_output(model, "response_format")
         check_json_schema(json_schema, param="response_format")
     _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, requested, None), json_schema=json_schema,
@@ -344,10 +348,18 @@ def _calls_of(message: ChatMessage) -> tuple[ToolCall, ...]:
 
 
 def _check_grammar(model: ModelPlan, grammar: str | None) -> None:
-    if grammar is not None and model.backend != "llama-cpp":
+    if grammar is not None and not backends.get(model.backend).grammar:
         raise OpenAIError(400, f"grammar (GBNF) needs a llama-cpp model; {model.name!r} runs on {model.backend}: "
-                               "use response_format with a JSON Schema", param="grammar")
+                               "use response_format with a JSON Schema", param="grammar", code="unsupported")
     check_grammar(grammar)
+
+
+def _check_structured_output(model: ModelPlan, param: str) -> None:
+    """Refused here, before the request reaches the worker, when the backend cannot constrain output."""
+    if not backends.get(model.backend).structured_output:
+        what = "forced tool calls (tool_choice required or a named tool)" if param == "tools" else "response_format"
+        raise OpenAIError(400, f"{what} cannot be honoured by {model.name!r}: {model.backend} models do not "
+                               "constrain output to a JSON Schema yet", param=param, code="unsupported")
 
 
 async def completions(request: Request) -> Response:

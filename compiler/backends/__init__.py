@@ -43,6 +43,7 @@ class BackendSpec:
     read_section: Callable[[Reader, dict, ModelContext], BaseModel] | None = None  # (reader, options, ctx)
     check: Callable[[ModelPlan, Mapping[str, Any], ModelContext], None] = _no_rules  # backend-specific rules
     grammar: bool = False  # takes GBNF grammars (the YAML's and the request's)
+    structured_output: bool = True  # constrains output to a JSON Schema (response_format, forced tool calls)
     quantizations: tuple[str, ...] | None = None  # the `quantization` values it takes; None: it takes none
     model_directories: bool = False  # loads Hugging Face model directories (or hub ids), not single files
     gguf: bool = False  # loads GGUF files: their metadata gives the context size and chat template

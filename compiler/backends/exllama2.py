@@ -33,6 +33,7 @@ SPEC = BackendSpec(
     section="exllama2",
     read_section=read_section,
     check=check,
+    structured_output=False,  # not wired to ExLlamaV2's filters yet
     model_directories=True,
     default_context=4096,
 )

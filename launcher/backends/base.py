@@ -15,7 +15,7 @@ from modelyard.compiler.plan import ModelPlan
 from ..messages import Failure, Finish, FinishReason, Item, Logprob, Started
 
 __all__ = ["Backend", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
-           "Logprob", "RequestError", "Sink", "Started", "drain", "generate_with"]
+           "Logprob", "RequestError", "Sink", "Started", "drain", "fit_context", "generate_with"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,21 @@ class GenerationRequest:
 class RequestError(Failure):
     """A request this backend refuses (the prompt does not fit, a setting it cannot honour): the
     client's fault unless ``code`` says otherwise (``backend_error``)."""
+
+
+def fit_context(prompt_tokens: int, max_tokens: int | None, context: int, *, may_outgrow: bool = False) -> int:
+    """The tokens left for the generation in ``context``; refuses (``context_length_exceeded``)
+    a prompt that does not fit, or a ``max_tokens`` that does not fit beside it (unless the
+    generation ``may_outgrow`` the context: llama.cpp's context shift). One wording for every
+    backend."""
+    room = context - prompt_tokens
+    if room <= 0:
+        raise RequestError(f"the prompt is {prompt_tokens} tokens, which does not fit the model's {context}-token "
+                           "context", code="context_length_exceeded", param="messages")
+    if max_tokens is not None and max_tokens > room and not may_outgrow:
+        raise RequestError(f"max_tokens ({max_tokens}) plus the prompt ({prompt_tokens} tokens) exceeds the "
+                           f"model's {context}-token context", code="context_length_exceeded", param="max_tokens")
+    return room
 
 
 class Sink(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, GeneratorBackend, RequestError, Started
+from .base import Finish, GenerationRequest, GeneratorBackend, RequestError, Started, fit_context
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,8 @@ def sampler_settings(request: GenerationRequest) -> dict[str, Any]:
 
 
 def job_arguments(request: GenerationRequest, limit: int, eos_token_id: int, identifier: str) -> dict[str, Any]:
-    """``ExLlamaV2DynamicJob`` keyword arguments, besides ``input_ids`` and ``gen_settings``."""
-    if request.json_schema is not None or request.json_object or request.grammar is not None:
-        raise RequestError("response_format, grammars and forced tool calls are not supported by exllama2 "
-                           "models yet", param="response_format")
+    """``ExLlamaV2DynamicJob`` keyword arguments, besides ``input_ids`` and ``gen_settings``. No
+    output constraints: the server refuses them for exllama2 (its registry entry says so)."""
     return {
         "max_new_tokens": limit,
         "stop_conditions": [] if request.ignore_eos else [eos_token_id],
@@ -97,11 +95,7 @@ class ExLlamaV2Backend(GeneratorBackend):
     def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Any]:
         ids = self.tokenizer.encode(request.prompt, add_bos=True)
         prompt_tokens = int(ids.shape[-1])
-        room = self._context - prompt_tokens
-        if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
-            raise RequestError(f"the prompt ({prompt_tokens} tokens) does not fit the model's context of "
-                               f"{self._context} tokens with {request.max_tokens} more to generate",
-                               code="context_length_exceeded", param="messages")
+        room = fit_context(prompt_tokens, request.max_tokens, self._context)
         identifier = uuid.uuid4().hex
         gen_settings = self._settings_class()
         for name, value in sampler_settings(request).items():

@@ -19,7 +19,7 @@ from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from ..schema_utils import expand_type_lists
-from .base import GenerationRequest, Item, Logprob, RequestError, Sink, generate_with
+from .base import GenerationRequest, Item, Logprob, RequestError, Sink, fit_context, generate_with
 from .llama_devices import add_rpc_servers, load_log, load_options, model_params, placement
 from .llama_slots import Slot, SlotScheduler, SlotSettings
 
@@ -126,17 +126,7 @@ class LlamaCppBackend:
         llm = self._llm
         prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
         n_prompt = len(prompt_tokens)
-        room = self.context_size - n_prompt
-        if room <= 0:
-            raise RequestError(
-                f"the prompt is {n_prompt} tokens, which does not fit the model's {self.context_size}-token "
-                "context", code="context_length_exceeded", param="messages",
-            )
-        if request.max_tokens is not None and request.max_tokens > room and not self._shift:
-            raise RequestError(
-                f"max_tokens ({request.max_tokens}) plus the prompt ({n_prompt} tokens) exceeds the model's "
-                f"{self.context_size}-token context", code="context_length_exceeded", param="max_tokens",
-            )
+        room = fit_context(n_prompt, request.max_tokens, self.context_size, may_outgrow=self._shift)
         # With context_shift a generation may outgrow the context; without a max_tokens it stops
         # after one context's worth of new tokens.
         default = self.context_size if self._shift else room

@@ -19,7 +19,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, Item, RequestError, Sink, Started, generate_with
+from .base import Finish, GenerationRequest, Item, RequestError, Sink, Started, fit_context, generate_with
 from .transformers_batch import MAX_BATCH, BatchScheduler, Row
 
 log = logging.getLogger(__name__)
@@ -158,15 +158,8 @@ class TransformersBackend:
         its items into ``sink``."""
         if self.scheduler is None:
             raise RequestError("this model serves embeddings only", code="unsupported_usecase", param="model")
-        if request.grammar is not None:
-            raise RequestError("grammar (GBNF) is for llama-cpp models; use response_format with a JSON Schema",
-                               param="grammar")
         prompt = self.tokenizer(request.prompt, add_special_tokens=True)["input_ids"]
-        room = self._context - len(prompt)
-        if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
-            wanted = f" + {request.max_tokens} to generate" if request.max_tokens is not None else ""
-            raise RequestError(f"the prompt ({len(prompt)} tokens{wanted}) does not fit the model's context of "
-                               f"{self._context} tokens", code="context_length_exceeded", param="messages")
+        room = fit_context(len(prompt), request.max_tokens, self._context)
         limit = room if request.max_tokens is None else request.max_tokens
         matcher = self._grammar_matcher(request)
         if matcher is not None and not self.scheduler.batched:

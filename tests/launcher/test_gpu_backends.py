@@ -103,8 +103,6 @@ def test_exllamav2_sampler_and_job_mapping() -> None:
         "max_new_tokens": 32, "stop_conditions": [2], "seed": 7, "identifier": "id-1",
         "decode_special_tokens": False, "return_logits": False}
     assert job_arguments(request(ignore_eos=True), 8, 2, "x")["stop_conditions"] == []
-    with pytest.raises(RequestError, match="not supported by exllama2"):
-        job_arguments(request(json_object=True), 8, 2, "x")
     assert [cache_tokens(c, p) for c, p in ((4096, 4), (1000, 1), (300, 2))] == [16384, 1024, 768]
 
 

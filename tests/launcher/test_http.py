@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from modelyard.launcher.app import create_app
 from modelyard.launcher.pool import ModelUnavailable
 
-from .fakes import FakePool, make_plan, wait_until_ready
+from .fakes import MODELS, FakePool, make_plan, wait_until_ready
 
 
 def chat(client, content="hi", **body):
@@ -407,3 +407,28 @@ def test_a_body_that_trickles_in_is_a_408() -> None:
     with pytest.raises(OpenAIError) as error:
         asyncio.run(read_body(Trickle(), 1024, timeout_s=0.2))
     assert error.value.status == 408 and "did not arrive within" in error.value.message
+
+
+def test_capabilities_the_backend_lacks_are_refused_before_the_worker() -> None:
+    plan = make_plan(MODELS + """
+- name: exl
+  backend: exllama2
+  parameters: {model: org/model-exl2}
+  template: {chat_message: "{{ Content }}"}
+""")
+    pool = FakePool(plan)
+    with TestClient(create_app(plan, pool=pool)) as client:
+        messages = [{"role": "user", "content": "hi"}]
+        refusals = {
+            "response_format": {"response_format": {"type": "json_object"}},
+            "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                      "tool_choice": "required"},
+            "grammar": {"grammar": 'root ::= "a"'},
+        }
+        for param, extra in refusals.items():
+            response = client.post("/v1/chat/completions", json={"model": "exl", "messages": messages, **extra})
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert (error["param"], error["code"]) == (param, "unsupported")
+        assert pool.requests == []  # none crossed to the worker
+        assert client.post("/v1/chat/completions", json={"model": "exl", "messages": messages}).status_code == 200

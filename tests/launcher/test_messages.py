@@ -115,3 +115,18 @@ def test_the_workers_sink_sends_a_backend_bug_as_a_backend_error_and_ends_the_re
                      "message": "the backend failed: KeyError: 'boom'", "param": None}]
     assert ended == [True]
     assert OpenAIError.from_failure(from_wire(sent[-1])).status == 500
+
+
+def test_one_context_fit_check_with_one_wording_for_every_backend() -> None:
+    from modelyard.launcher.backends.base import fit_context
+
+    assert fit_context(10, 5, 100) == 90
+    assert fit_context(90, 20, 100, may_outgrow=True) == 10  # llama.cpp's context shift
+    with pytest.raises(RequestError) as prompt:
+        fit_context(100, None, 100)
+    assert (prompt.value.code, prompt.value.param, prompt.value.message) == (
+        "context_length_exceeded", "messages", "the prompt is 100 tokens, which does not fit the model's 100-token context")
+    with pytest.raises(RequestError) as room:
+        fit_context(90, 20, 100)
+    assert (room.value.param, room.value.message) == (
+        "max_tokens", "max_tokens (20) plus the prompt (90 tokens) exceeds the model's 100-token context")
