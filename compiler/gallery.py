@@ -23,15 +23,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from . import uri_schemes
 from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity
 from .paths import SAFE_NAME, format_path
 from .schema_validation import describe_errors, load_schema
 from .yaml_loader import load_yaml
 
-SUPPORTED_SCHEMES = ("https://", "http://", "file://", "huggingface://", "hf://", "github:", "package://")
-# What a listing from elsewhere (a remote index or base, an install request over HTTP) may name:
-# file:// and package:// would make the server read, hash and copy its own files.
-REMOTE_SCHEMES = ("https://", "http://", "github:", "huggingface://", "hf://")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -197,7 +194,7 @@ def resolve_entry(
     templates: list[tuple[str, str]] = []
     files: list[GalleryFile] = []
     if entry.base_url:
-        remote_base = entry.base_url.startswith(REMOTE_SCHEMES)
+        remote_base = uri_schemes.is_remote(entry.base_url)
         base = _parse_base(load_base(entry.base_url), entry.base_url, remote_only=remote_base or not local_files)
         config = base.config
         templates += base.prompt_templates
@@ -272,11 +269,11 @@ def _gallery_file(item: Any, where: str, *, remote_only: bool) -> GalleryFile:
     if not isinstance(item, dict) or not item.get("filename") or not item.get("uri"):
         raise GalleryError(f"{where}: a file needs 'filename' and 'uri'")
     uri = str(item["uri"])
-    if not uri.startswith(SUPPORTED_SCHEMES):
-        raise GalleryError(f"{where}: {uri!r} uses an unsupported scheme (supported: {', '.join(SUPPORTED_SCHEMES)})")
-    if remote_only and not uri.startswith(REMOTE_SCHEMES):
+    if uri_schemes.scheme_of(uri) is None:
+        raise GalleryError(f"{where}: {uri!r} uses an unsupported scheme (supported: {', '.join(uri_schemes.SUPPORTED)})")
+    if remote_only and not uri_schemes.is_remote(uri):
         raise GalleryError(f"{where}: {uri!r} names a file on this machine, which only a gallery index on this "
-                           f"machine may do (take {', '.join(REMOTE_SCHEMES)})")
+                           f"machine may do (take {', '.join(uri_schemes.REMOTE)})")
     sha = item.get("sha256") or None
     if sha is not None and not _HEX64.match(str(sha)):
         raise GalleryError(f"{where}: sha256 of {item['filename']!r} is not 64 hex digits")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,11 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from modelyard.compiler import uri_schemes
 from modelyard.compiler.gallery import GalleryError, GalleryFile, safe_relative_path
-from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 CHUNK = 1 << 20
 TEXT_LIMIT = 32 << 20  # gallery indexes and base configs; LocalAI's index is about 4 MiB
-DEFAULT_HF_ENDPOINT = "https://huggingface.co"
-GITHUB_RAW = "https://raw.githubusercontent.com"
 
 
 class DownloadError(GalleryError):
@@ -56,37 +53,11 @@ class RetryPolicy:
 
 
 def source_location(uri: str, env: Mapping[str, str]) -> str | Path:
-    """An http(s) URL to fetch, or a local Path to copy, for ``uri``."""
-    if uri.startswith(("huggingface://", "hf://")):
-        owner_repo_path, _, revision = uri.split("://", 1)[1].partition("@")
-        parts = owner_repo_path.split("/", 2)
-        if len(parts) < 3 or not all(parts):
-            raise GalleryError(f"{uri!r}: expected huggingface://OWNER/REPO/PATH[@REVISION]")
-        endpoint = env.get("HF_ENDPOINT", DEFAULT_HF_ENDPOINT).rstrip("/")
-        quoted = urllib.parse.quote(parts[2])
-        return f"{endpoint}/{parts[0]}/{parts[1]}/resolve/{revision or 'main'}/{quoted}"
-    if uri.startswith("github:"):
-        owner_repo_path, _, ref = uri.removeprefix("github:").removeprefix("//").partition("@")
-        parts = owner_repo_path.split("/", 2)
-        if len(parts) < 3 or not all(parts):
-            raise GalleryError(f"{uri!r}: expected github:OWNER/REPO/PATH[@REF]")
-        return f"{GITHUB_RAW}/{parts[0]}/{parts[1]}/{ref or 'main'}/{parts[2]}"
-    if uri.startswith("file://"):
-        return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
-    if uri.startswith(PACKAGE_SCHEME):
-        found = resolve_package_uri(uri)
-        if found is None:
-            module = uri[len(PACKAGE_SCHEME):].split("/", 1)[0]
-            raise GalleryError(f"{uri!r}: the Python package {module!r} is not installed "
-                               f"(pip install {module.replace('_', '-')})")
-        return Path(found)
-    if uri.startswith(("https://", "http://")):
-        # A Hugging Face page link (/blob/) names the HTML page, not the file (LocalAI #3100).
-        parsed = urllib.parse.urlparse(uri)
-        if parsed.netloc in ("huggingface.co", "hf.co") and "/blob/" in parsed.path:
-            uri = urllib.parse.urlunparse(parsed._replace(path=parsed.path.replace("/blob/", "/resolve/", 1)))
-        return uri
-    raise GalleryError(f"{uri!r}: unsupported scheme")
+    """An http(s) URL to fetch, or a local Path to copy, for ``uri`` (``compiler/uri_schemes.py``)."""
+    try:
+        return uri_schemes.locate(uri, env)
+    except uri_schemes.UriError as exc:
+        raise GalleryError(str(exc)) from None
 
 
 def fetch_text(uri: str, env: Mapping[str, str], policy: RetryPolicy = RetryPolicy()) -> str:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from modelyard.compiler.gallery import REMOTE_SCHEMES, Gallery, GalleryEntry, GalleryError, parse_gallery
+from modelyard.compiler import uri_schemes
+from modelyard.compiler.gallery import Gallery, GalleryEntry, GalleryError, parse_gallery
 from modelyard.compiler.suggestions import did_you_mean
 
 from .downloads import fetch_text
@@ -38,7 +39,7 @@ class GallerySpec:
 
     @property
     def is_local(self) -> bool:
-        return "://" not in self.location and not self.location.startswith("github:")
+        return not uri_schemes.has_scheme(self.location)
 
 
 def builtin_spec() -> GallerySpec:
@@ -174,7 +175,7 @@ class Galleries:
         return text
 
     def _base_location(self, spec: GallerySpec, url: str) -> str:
-        relative = "://" not in url and not url.startswith("github:")
+        relative = not uri_schemes.has_scheme(url)
         if spec.is_local:
             root = Path(os.path.abspath(spec.location)).parent
             if relative:
@@ -214,6 +215,6 @@ URL_GALLERY = "url"
 def url_entry(url: str, name: str, overrides: dict, files: list) -> GalleryEntry:
     """An entry for ``POST /models/apply {"url": ...}``: a base config fetched from ``url``
     (remote schemes only: a client must not make the server read its own files)."""
-    if not url.startswith(REMOTE_SCHEMES):
-        raise GalleryError(f"url {url!r}: installs from a URL take {', '.join(REMOTE_SCHEMES)}")
+    if not uri_schemes.is_remote(url):
+        raise GalleryError(f"url {url!r}: installs from a URL take {', '.join(uri_schemes.REMOTE)}")
     return GalleryEntry(URL_GALLERY, name, {"name": name, "url": url, "overrides": overrides, "files": files})

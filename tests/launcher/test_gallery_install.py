@@ -443,7 +443,7 @@ def test_only_an_index_on_this_machine_may_name_local_files(tmp_path, server, gg
             assert refused.status_code == 400, refused.json()
             assert refused.json()["error"]["message"] == (
                 f"{where}: {uri!r} names a file on this machine, which only a gallery index on this machine may do "
-                "(take https://, http://, github:, huggingface://, hf://)")
+                "(take https://, http://, huggingface://, hf://, github:)")
     assert not (tmp_path / "models" / "x.gguf").exists() and not (tmp_path / "models" / "stolen.gguf").exists()
     # The operator's own index still may (offline installs).
     installer.install("test@local-ok", allow_unverified=True)
