@@ -35,11 +35,9 @@ import codecs
 import ctypes
 import logging
 import math
-import os
 import queue
 import random
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .base import Finish, FinishReason, GenerationRequest, Sink, Started
+from .decode_thread import DecodeThread, exit_worker
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +96,11 @@ class SlotSettings:
     n_keep: int = 0
 
 
-EXIT_DECODE_LOOP_FAILED = 70  # EX_SOFTWARE: the worker exits so the supervisor starts a fresh one
-
-
-def exit_worker(exc: BaseException) -> None:
-    """What a failed decode loop does by default: the context's state is unknown after it, so the
-    worker process ends and the supervisor restarts it (its requests have had their error)."""
-    log.critical("the decode loop failed; exiting so that a fresh worker takes over")
-    os._exit(EXIT_DECODE_LOOP_FAILED)
-
-
-class SlotScheduler:
+class SlotScheduler(DecodeThread):
     def __init__(self, llama_cpp: Any, model: Any, context_params: Any, settings: SlotSettings, logprob: Any,
                  on_failure: Callable[[BaseException], None] = exit_worker) -> None:
+        super().__init__(on_failure)
         self.lib = llama_cpp
-        self._on_failure = on_failure
-        self.failure: str | None = None  # set once the decode loop has failed: nothing runs any more
         self.model = model
         self.vocab = model.vocab
         self.n_vocab = model.n_vocab()
@@ -130,48 +118,24 @@ class SlotScheduler:
         self.n_swa = 0 if context_params.swa_full else llama_cpp.llama_model_n_swa(model.model)
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         self.batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
-        self.pending: deque[Slot] = deque()
         self.active: list[Slot] = []
         self.free_ids = list(range(settings.parallel))
         self.cached: dict[int, list[int]] = {}  # seq id → the tokens its KV holds (free slots)
         self.checkpoints: dict[int, list[Checkpoint]] = {}  # seq id → oldest first
         self.checkpointing = bool(self.n_swa) and settings.prefix_cache and settings.checkpoint_bytes != 0
-        self.wakeup = threading.Condition()
         self.piece_buffer = ctypes.create_string_buffer(256)
         # Candidate buffers for grammar-constrained sampling, allocated once.
         self.candidates = np.zeros(self.n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
         self.token_ids = np.arange(self.n_vocab, dtype=np.int32)
         self.candidate_ptr = self.candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
         self.one = (llama_cpp.llama_token_data * 1)()
-        threading.Thread(target=self._run, name="llama-slots", daemon=True).start()
+        self.start_decoding("llama-slots")
 
-    def submit(self, slot: Slot) -> None:
-        with self.wakeup:
-            if self.failure is None:
-                self.pending.append(slot)
-                self.wakeup.notify()
-                return
-        slot.out.put(RuntimeError(self.failure))
+    # --- the decode loop (guarded by DecodeThread._run) ------------------------------------------
 
-    # --- the decode loop ------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        """The decode thread. A Python error in it (a bug: client input is checked before it gets
-        here) must not leave requests waiting forever: every request in flight or queued gets
-        the error, then ``on_failure`` runs (by default the worker exits and is restarted)."""
-        try:
-            self._loop()
-        except Exception as exc:  # whatever broke, the requests must hear of it (and it is logged)
-            log.exception("the llama.cpp decode loop failed")
-            message = f"the model's decode loop failed ({type(exc).__name__}: {exc}); its worker restarts"
-            with self.wakeup:
-                self.failure = message
-                stranded = [*self.active, *self.pending]
-                self.active.clear()
-                self.pending.clear()
-            for slot in stranded:
-                slot.out.put(RuntimeError(message))
-            self._on_failure(exc)
+    def _take_in_flight(self) -> list[Slot]:
+        active, self.active = self.active, []
+        return active
 
     def _loop(self) -> None:
         while True:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Finish, GenerationRequest, Logprob, Sink
+from .decode_thread import DecodeThread, exit_worker
 
 log = logging.getLogger(__name__)
 
@@ -45,35 +46,36 @@ class Row:
     generator: Any = None
 
 
-class BatchScheduler:
+class BatchScheduler(DecodeThread):
     def __init__(self, model: Any, tokenizer: Any, device: str, eos_ids: set[int], torch: Any,
-                 batched: bool = True) -> None:
+                 batched: bool = True, on_failure: Callable[[BaseException], None] = exit_worker) -> None:
+        super().__init__(on_failure)
         self.model, self.tokenizer, self.device, self.eos_ids, self.torch = model, tokenizer, device, eos_ids, torch
         # OpenVINO models keep their KV state inside the compiled model: they run through their
         # own ``generate``, one request at a time.
         self.batched = batched
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
-        self.pending: deque[Row] = deque()
-        self.wakeup = threading.Condition()
-        threading.Thread(target=self._run, name="transformers-batch", daemon=True).start()
+        self.running: list[Row] = []  # the batch being decoded
+        self.start_decoding("transformers-batch")
 
-    def submit(self, row: Row) -> None:
-        with self.wakeup:
-            self.pending.append(row)
-            self.wakeup.notify()
+    def _take_in_flight(self) -> list[Row]:
+        running, self.running = self.running, []
+        return running
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         while True:
             with self.wakeup:
                 while not self.pending:
                     self.wakeup.wait()
-                rows = [self.pending.popleft() for _ in range(min(MAX_BATCH if self.batched else 1, len(self.pending)))]
+                count = min(MAX_BATCH if self.batched else 1, len(self.pending))
+                self.running = [self.pending.popleft() for _ in range(count)]
             try:
-                self._decode(rows) if self.batched else self._generate_one(rows[0])
-            except Exception as exc:  # a failed batch fails its requests, not the worker
+                self._decode(self.running) if self.batched else self._generate_one(self.running[0])
+            except Exception as exc:  # a failed batch (out of memory, say) fails its requests, not the worker
                 log.exception("batch decode failed")
-                for row in rows:
+                for row in self.running:
                     row.out.put(exc)
+            self.running = []
 
     def _decode(self, rows: list[Row]) -> None:
         torch = self.torch
