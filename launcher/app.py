@@ -1,7 +1,8 @@
 """The OpenAI-compatible Starlette app. ``create_app(plan, pool=...)``: tests pass a fake pool.
 
-Routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/edits``, ``/v1/models[/{id}]``,
-each also without ``/v1``; ``/healthz`` and ``/readyz``. State lives on ``app.state``.
+Routes (``ENDPOINTS``, at the end): ``/v1/chat/completions``, ``/v1/completions``, ``/v1/edits``,
+``/v1/embeddings``, ``/v1/models[/{id}]``, each also without ``/v1``; ``/healthz``, ``/readyz``,
+``/metrics``, ``/openapi.json``. The handlers share one ``state.ServerState`` (``app.state.server``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from .protocol import (
 )
 from .routes import Endpoint, Operation, RouteLabels, starlette_routes
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
+from .state import ServerState, server_state
 from .tools import (
     ChoiceDeltas,
     ToolCall,
@@ -117,21 +119,16 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
         exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler,
                             HTTPException: http_error_handler, Exception: unexpected_error_handler},
     )
-    app.state.auth = bool(keys)
-    app.state.endpoints = tuple(endpoints)
-    app.state.admission = Admission(plan.server.max_queue_per_model, plan.server.max_in_flight)
-    app.state.gallery = gallery
-    app.state.metrics = metrics
-    app.state.plan = plan
-    app.state.pool = pool
-    app.state.ready = False
+    app.state.server = ServerState(
+        plan=plan, pool=pool, admission=Admission(plan.server.max_queue_per_model, plan.server.max_in_flight),
+        metrics=metrics, endpoints=tuple(endpoints), gallery=gallery, auth=bool(keys))
     return app
 
 
 async def _start(app: Starlette, preload: bool, install_on_start: Sequence[str]) -> None:
     """Installs asked for at launch, then preloading; ready after both (failures are logged and
     leave the server serving what it has)."""
-    gallery: GalleryService | None = app.state.gallery
+    gallery: GalleryService | None = app.state.server.gallery
     if gallery is not None and gallery.on_demand:  # read the indexes now, not inside a request
         try:
             await asyncio.to_thread(gallery.installer.galleries.all)
@@ -141,27 +138,27 @@ async def _start(app: Starlette, preload: bool, install_on_start: Sequence[str])
         jobs = [gallery.submit(ref) for ref in install_on_start]
         await asyncio.gather(*(job.done.wait() for job in jobs))
     if preload:
-        await app.state.pool.preload()
-    app.state.ready = True
+        await app.state.server.pool.preload()
+    app.state.server.ready = True
 
 
 async def _add_model(app: Starlette, model: ModelPlan) -> None:
-    plan: LaunchPlan = app.state.plan
+    plan: LaunchPlan = app.state.server.plan
     if plan.model(model.name) is not None:
         return  # already served (installed earlier, or a YAML of the same name)
     why = missing_backend_message(model.backend)
     if why:
         raise OpenAIError(409, f"{model.name} is installed but cannot be served here: {why}")
-    app.state.pool.add(model)
-    app.state.plan = plan.model_copy(update={"models": (*plan.models, model)})
+    app.state.server.pool.add(model)
+    app.state.server.plan = plan.model_copy(update={"models": (*plan.models, model)})
 
 
 async def _remove_model(app: Starlette, name: str) -> None:
-    plan: LaunchPlan = app.state.plan
+    plan: LaunchPlan = app.state.server.plan
     if plan.model(name) is None:
         return
-    app.state.plan = plan.model_copy(update={"models": tuple(m for m in plan.models if m.name != name)})
-    await app.state.pool.remove(name)
+    app.state.server.plan = plan.model_copy(update={"models": tuple(m for m in plan.models if m.name != name)})
+    await app.state.server.pool.remove(name)
 
 
 # --- health and models -----------------------------------------------------------------------
@@ -174,9 +171,9 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """200 once start-up work is done and no model is failing; else 503 with the reasons (a
     model that failed to load or whose worker keeps dying, and when it is tried again)."""
-    if not request.app.state.ready:
+    if not server_state(request).ready:
         return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
-    failing = request.app.state.pool.failures()
+    failing = server_state(request).pool.failures()
     if failing:
         retry = max(1, round(min(seconds for _, seconds in failing.values())))
         models = {name: {"error": reason, "retry_in_s": round(seconds, 1)} for name, (reason, seconds) in failing.items()}
@@ -186,13 +183,13 @@ async def readyz(request: Request) -> Response:
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    plan: LaunchPlan = request.app.state.plan
-    return JSONResponse(openapi_document(request.app.state.endpoints, tuple(m.name for m in plan.models),
+    plan: LaunchPlan = server_state(request).plan
+    return JSONResponse(openapi_document(server_state(request).endpoints, tuple(m.name for m in plan.models),
                                          plan.server.max_n))
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(server_state(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _model_card(model: ModelPlan) -> dict[str, Any]:
@@ -200,12 +197,12 @@ def _model_card(model: ModelPlan) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
-    plan: LaunchPlan = request.app.state.plan
+    plan: LaunchPlan = server_state(request).plan
     return JSONResponse({"object": "list", "data": [_model_card(m) for m in plan.models]})
 
 
 async def get_model(request: Request) -> Response:
-    return JSONResponse(_model_card(_find_model(request.app.state.plan, request.path_params["id"])))
+    return JSONResponse(_model_card(_find_model(server_state(request).plan, request.path_params["id"])))
 
 
 def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = None) -> ModelPlan:
@@ -226,10 +223,10 @@ def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = No
 def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
     """Body ``model``; else a model named by the bearer token (only when API keys are off: then
     the token is the key); else the only model."""
-    plan: LaunchPlan = request.app.state.plan
+    plan: LaunchPlan = server_state(request).plan
     name = body.model
     if not name:
-        token = "" if request.app.state.auth else request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        token = "" if server_state(request).auth else request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if token and plan.model(token) is not None:
             name = token
         elif len(plan.models) == 1:
@@ -237,7 +234,7 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
         else:
             raise OpenAIError(400, "model is required: name one of " + ", ".join(m.name for m in plan.models),
                               param="model", code="missing_model")
-    model = _find_model(plan, name, request.app.state.gallery)
+    model = _find_model(plan, name, server_state(request).gallery)
     request.state.model = model.name  # the metrics' model label
     if usecase not in model.usecases:
         raise OpenAIError(400, f"model {model.name!r} does not serve {usecase} requests "
@@ -247,21 +244,21 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
 
 
 async def _read_body(request: Request) -> bytes:
-    return await read_body(request, request.app.state.plan.server.max_body_bytes)
+    return await read_body(request, server_state(request).plan.server.max_body_bytes)
 
 
 # --- generation ------------------------------------------------------------------------------
 
 
 def _check_n(request: Request, body: Sampling) -> None:
-    max_n = request.app.state.plan.server.max_n
+    max_n = server_state(request).plan.server.max_n
     if body.n > max_n:
         raise OpenAIError(400, f"n must be at most {max_n}", param="n", code="invalid_value")
 
 
 def _max_tokens(request: Request, model: ModelPlan, requested: int | None, default: int | None) -> int | None:
     """The request's value, else the YAML's, else ``default``; never above the server's cap."""
-    cap = request.app.state.plan.server.max_tokens_cap
+    cap = server_state(request).plan.server.max_tokens_cap
     if cap is not None and requested is not None and requested > cap:
         raise OpenAIError(400, f"max_tokens must be at most {cap} on this server", param="max_tokens",
                           code="invalid_value")
@@ -274,7 +271,7 @@ class _Ticket:
     """A place in the admission counts, given back exactly once."""
 
     def __init__(self, request: Request, job: Job) -> None:
-        self.admission: Admission = request.app.state.admission
+        self.admission: Admission = server_state(request).admission
         self.model, self.n = job.model.name, job.body.n
         self.admission.enter(self.model, self.n)
         self.held = True
@@ -405,7 +402,7 @@ async def embeddings(request: Request) -> Response:
     body = parse_body(await _read_body(request), EmbeddingRequest)
     model = _select_model(request, body, "embeddings")
     inputs = body.inputs()
-    reply = await request.app.state.pool.embed(model.name, inputs)
+    reply = await server_state(request).pool.embed(model.name, inputs)
     data = []
     for index, vector in enumerate(reply.vectors):
         if body.dimensions is not None:
@@ -504,7 +501,7 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
     # without progress the send fails, the generator's finally cancels the generation. On
     # SIGTERM a running stream may finish within the drain time (sse-starlette would otherwise
     # cut every stream at once), a second short of it so the workers still stop cleanly.
-    server = request.app.state.plan.server
+    server = server_state(request).plan.server
     return EventSourceResponse(events(), sep="\n", ping=15, send_timeout=server.stream_send_timeout_s,
                                shutdown_grace_period=max(0, server.drain_timeout_s - 1))
 

@@ -17,6 +17,7 @@ from .backends.base import GenerationRequest
 from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, Started
 from .output import StopFilter, apply_rules, has_rules
 from .protocol import Sampling
+from .state import server_state
 from .tools import ToolRequest
 
 T = TypeVar("T")
@@ -112,7 +113,8 @@ class ChoiceResult:
 
 async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
     """Pieces of text (stop sequences removed), then one ChoiceResult. A ``Failure`` is raised."""
-    pool: Pool = request.app.state.pool
+    state = server_state(request)
+    pool = state.pool
     stops = StopFilter(job.stops())
     buffered = has_rules(job.model.output)  # rules need the whole text: send it at the end
     collected: list[str] = []
@@ -121,7 +123,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
     prompt_tokens = cached_tokens = 0
     deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
 
-    metrics, model = request.app.state.metrics, job.model.name
+    metrics, model = state.metrics, job.model.name
     started = time.perf_counter()
 
     def emit(text: str) -> Piece | None:

@@ -323,7 +323,7 @@ def test_bounded_queues_answer_429_and_503_with_retry_after() -> None:
     plan = make_plan()
     plan = plan.model_copy(update={"server": plan.server.model_copy(update={"max_queue_per_model": 2, "max_in_flight": 3})})
     with TestClient(create_app(plan, pool=FakePool(plan))) as client:
-        admission = client.app.state.admission
+        admission = client.app.state.server.admission
         admission.enter("chat", 2)  # two generations already queued for "chat"
         busy = chat(client)
         assert (busy.status_code, busy.headers["retry-after"], busy.json()["error"]["code"]) == \
