@@ -190,6 +190,12 @@ class ServerPlan(_Frozen):
                                          "long is dropped and its generation cancelled.")
     drain_timeout_s: int = Field(default=10, description="On SIGTERM, how long in-flight requests may finish "
                                  "before the workers stop.")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="A connection that sends no complete request "
+                                    "head for this long is answered 408 and closed.")
+    max_connections: int = Field(default=1024, ge=1, description="Open connections in the whole server; more are "
+                                 "answered 503 and closed.")
+    max_connections_per_client: int = Field(default=128, ge=1, description="Open connections from one client "
+                                            "address; more are answered 429 and closed.")
 
 
 class LaunchPlan(_Frozen):

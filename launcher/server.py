@@ -11,6 +11,7 @@ import uvicorn
 from modelyard.compiler.plan import LaunchPlan
 
 from .app import create_app
+from .connections import guarded_protocol
 from .installer import Installer
 from .pool import WorkerPool
 
@@ -65,7 +66,10 @@ def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_l
     log.info("OpenAI API at http://%s:%d/v1 (%s)", server.host, server.port,
              f"{len(api_keys)} API key(s) required" if api_keys else "no API key required")
     # Our RequestIdMiddleware writes the access log (with request ids); uvicorn's would repeat it.
+    # Connection limits are ours (launcher/connections.py): uvicorn's limit_concurrency would answer
+    # a bare 503 to everyone once idle sockets fill it.
+    http = guarded_protocol(server.header_timeout_s, server.max_connections, server.max_connections_per_client)
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level, log_config=None,
                             access_log=False, timeout_graceful_shutdown=server.drain_timeout_s,
-                            limit_concurrency=1024, timeout_keep_alive=30)
+                            http=http, timeout_keep_alive=30)
     uvicorn.Server(config).run()
