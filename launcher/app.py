@@ -116,13 +116,17 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys, public=public))
     app = Starlette(
         routes=starlette_routes(endpoints), lifespan=lifespan, middleware=middleware,
-        exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler,
+        exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler, ClientGone: _client_gone,
                             HTTPException: http_error_handler, Exception: unexpected_error_handler},
     )
     app.state.server = ServerState(
         plan=plan, pool=pool, admission=Admission(plan.server.max_queue_per_model, plan.server.max_in_flight),
         metrics=metrics, endpoints=tuple(endpoints), gallery=gallery, auth=bool(keys))
     return app
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request": for the access log and metrics
 
 
 async def _start(app: Starlette, preload: bool, install_on_start: Sequence[str]) -> None:
@@ -283,11 +287,33 @@ class _Ticket:
 
 
 async def _complete(request: Request, job: Job) -> list[ChoiceResult]:
+    """All choices, unless the client goes away first: then the generations are cancelled (a
+    streamed one stops at its next failed send; this one has no send until the end)."""
     ticket = _Ticket(request, job)
+    work = asyncio.ensure_future(collect(request, job))
+    watch = asyncio.ensure_future(_disconnected(request))
     try:
-        return await collect(request, job)
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            work.cancel()  # closing the choices cancels their generations in the worker
+            await asyncio.gather(work, return_exceptions=True)
+            log.info("client went away; its generation was cancelled")
+            raise ClientGone()
+        return work.result()
     finally:
+        watch.cancel()
         ticket.release()
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer: nobody reads the response."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has disconnected (its body is read by then, so the next ASGI
+    message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def chat_completions(request: Request) -> Response:

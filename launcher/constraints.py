@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from .errors import OpenAIError
+from .gbnf import LITERALS, nul_match
 
 MAX_REPEAT = 4096  # the largest repetition count: string lengths, array and object sizes, GBNF {m,n}
 MAX_DEPTH = 64  # how deeply a schema may nest
@@ -22,8 +23,6 @@ MAX_GRAMMAR_CHARS = 64 * 1024  # a GBNF grammar's text
 COUNT_KEYWORDS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties", "minContains",
                   "maxContains")
 
-# GBNF's quoted strings and character classes, whose braces are characters, not repetitions.
-_LITERALS = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')
 _REPEAT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
@@ -54,11 +53,15 @@ def check_json_schema(schema: Any, param: str) -> None:
 
 
 def check_grammar(grammar: str | None, param: str = "grammar") -> None:
-    """400 for a GBNF grammar past the bounds (its length, its repetition counts)."""
+    """400 for a GBNF grammar past the bounds (its length, its repetition counts) or one that
+    can match the NUL character."""
     if grammar is None:
         return
     if len(grammar) > MAX_GRAMMAR_CHARS:
         raise OpenAIError(400, f"{param}: the grammar is longer than {MAX_GRAMMAR_CHARS} characters", param=param)
-    for match in _REPEAT.finditer(_LITERALS.sub('""', grammar)):
+    if (where := nul_match(grammar)) is not None:
+        raise OpenAIError(400, f"{param}: {where} can match the NUL character, which llama.cpp cannot sample "
+                               "(it aborts the model's process)", param=param)
+    for match in _REPEAT.finditer(LITERALS.sub('""', grammar)):
         if any(n and (len(n) > 9 or int(n) > MAX_REPEAT) for n in match.groups()):
             raise OpenAIError(400, f"{param}: the repetition {match.group(0)} counts past {MAX_REPEAT}", param=param)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
+from ..gbnf import nul_match
 from ..schema_utils import expand_type_lists
 from .base import GenerationRequest, Item, Logprob, RequestError, Sink, fit_context, generate_with
 from .llama_devices import add_rpc_servers, load_log, load_options, model_params, placement
@@ -212,6 +213,9 @@ class LlamaCppBackend:
             text, param = request.grammar, "grammar"
         else:
             return None
+        if (where := nul_match(text)) is not None:  # the server checks GBNF; this is the converted schema
+            raise RequestError(f"{param}: {where} can match the NUL character, which llama.cpp cannot sample",
+                               param=param)
         sampler = self._llama_cpp.llama_sampler_init_grammar(self._llm._model.vocab, text.encode(),
                                                              LLAMA_GRAMMAR_DEFAULT_ROOT.encode())
         if not sampler:

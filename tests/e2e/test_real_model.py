@@ -214,3 +214,15 @@ def test_killing_the_worker_mid_stream(client, server) -> None:
     assert f"worker died: SIGKILL during decode of model {MODEL}" in str(caught.value)
     response = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)
     assert response.choices[0].message.content is not None
+
+
+def test_an_abandoned_non_streaming_request_is_cancelled(server) -> None:
+    # On this one-slot model, a 2,000-token generation left running would hold the slot for
+    # half a minute; cancelled when its client leaves, the next request is answered at once.
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server["base"] + "/v1/completions", timeout=1.5, json={
+            "model": MODEL, "prompt": "Count: 1, 2, 3,", "max_tokens": 2000, "ignore_eos": True})
+    answered = httpx.post(server["base"] + "/v1/completions", timeout=60, json={
+        "model": MODEL, "prompt": "Hi", "max_tokens": 4})
+    assert answered.status_code == 200
+    assert answered.elapsed.total_seconds() < 8, answered.elapsed

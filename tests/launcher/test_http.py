@@ -291,6 +291,11 @@ def schema_nested(depth: int) -> dict:
     ({"grammar": "root ::= [a]{" + "9" * 5000 + "}"}, "grammar",
      "grammar: the repetition {" + "9" * 5000 + "} counts past 4096"),
     ({"grammar": "root ::= " + '"a" ' * 20000}, "grammar", "grammar: the grammar is longer than 65536 characters"),
+    ({"grammar": "root ::= [\\x00]"}, "grammar", "grammar: the character class [\\x00] can match the NUL character, "
+                                                 "which llama.cpp cannot sample (it aborts the model's process)"),
+    ({"grammar": 'root ::= "a\\u0000" | [a-z]'}, "grammar", 'grammar: the string "a\\u0000" can match the NUL '
+                                                            "character, which llama.cpp cannot sample (it aborts the "
+                                                            "model's process)"),
 ])
 def test_schemas_and_grammars_past_the_bounds_never_reach_the_worker(client, pool, body, param, message) -> None:
     response = chat(client, **body)
@@ -432,3 +437,12 @@ def test_capabilities_the_backend_lacks_are_refused_before_the_worker() -> None:
             assert (error["param"], error["code"]) == (param, "unsupported")
         assert pool.requests == []  # none crossed to the worker
         assert client.post("/v1/chat/completions", json={"model": "exl", "messages": messages}).status_code == 200
+
+
+@pytest.mark.parametrize("grammar", [
+    'root ::= [^"\\\\\\x7F\\x00-\\x1F]*',  # llama.cpp's own JSON string rule: it excludes NUL
+    'root ::= "\\\\x00"',  # an escaped backslash, then "x00"
+    "root ::= [a-z0-9]+",
+])
+def test_grammars_that_cannot_match_nul_pass(client, grammar) -> None:
+    assert chat(client, grammar=grammar).status_code == 200
