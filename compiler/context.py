@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .diagnostics import Severity
+from .diagnostics import Problem, Severity
 from .paths import Path
 from .sources import HostProbe
 
@@ -22,13 +22,16 @@ class ModelContext:
     probe: HostProbe
     check_files: bool
     origin_of: Callable[[Path], str]  # YAML path → "file:line:col" or "--set"
-    report: Callable[[Path, str, Severity, bool], None]  # path, message, severity, at_key
+    report: Callable[[Problem], None]  # placed in the file by the pipeline
     origins: dict[str, str] = field(default_factory=dict)
     errors: int = 0
 
+    def problem(self, problem: Problem) -> None:
+        self.errors += problem.is_error
+        self.report(problem)
+
     def add(self, path: Path, message: str, severity: Severity, at_key: bool = False) -> None:
-        self.errors += severity is Severity.ERROR
-        self.report(path, message, severity, at_key)
+        self.problem(Problem(path, message, severity, at_key))
 
     def error(self, path: Path, message: str, at_key: bool = False) -> None:
         self.add(path, message, Severity.ERROR, at_key)

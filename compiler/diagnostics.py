@@ -1,7 +1,9 @@
 """Diagnostics: the compiler's way of reporting a user's mistake.
 
-User errors are data, never exceptions: every stage returns the diagnostics it found and the
-pipeline collects all of them, so one run reports every problem at once.
+User errors are data, never exceptions: every stage returns what it found and the pipeline
+collects all of it, so one run reports every problem at once. A stage that looks at one model's
+mapping reports a ``Problem`` (where in the mapping, what, how bad); the pipeline alone turns it
+into a ``Diagnostic`` (which file, which line and column).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from .paths import Path
 
 
 class Severity(str, enum.Enum):
@@ -23,6 +27,24 @@ class Position:
 
     line: int = 1
     column: int = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A user's problem inside one model's mapping: ``path`` leads to the value at fault (to its
+    key when ``at_key``), relative to the mapping, or to where the caller puts it (``under``)."""
+
+    path: Path
+    message: str
+    severity: Severity = Severity.ERROR
+    at_key: bool = False
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def under(self, prefix: Path) -> Problem:
+        return replace(self, path=prefix + self.path)
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 _PATTERN = re.compile(
     r"\$(?:(?P<escaped>\$\{)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"
 )
 
 
-@dataclass(frozen=True)
-class InterpolationError:
-    message: str
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[InterpolationError]]:
-    """Return the interpolated text and the problems found (unset required variables)."""
+def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Return the interpolated text and what was wrong with it (unset required variables); the
+    YAML loader places each message at the scalar it came from."""
     if "$" not in text:
         return text, []
-    errors: list[InterpolationError] = []
+    errors: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
         if match.group("escaped"):
@@ -39,16 +34,11 @@ def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[Interpolat
         if op in (":?", "?"):
             if value is None or (op == ":?" and value == ""):
                 detail = f": {arg}" if arg else ""
-                errors.append(InterpolationError(f"required environment variable {name} is not set{detail}"))
+                errors.append(f"required environment variable {name} is not set{detail}")
                 return ""
             return value
         if value is None:
-            errors.append(
-                InterpolationError(
-                    f"environment variable {name} is not set "
-                    f"(write ${{{name}:-default}} to make it optional)"
-                )
-            )
+            errors.append(f"environment variable {name} is not set (write ${{{name}:-default}} to make it optional)")
             return ""
         return value
 

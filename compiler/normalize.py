@@ -17,7 +17,6 @@ from typing import Any, get_args
 from . import backends
 from .backend_rules import check_backend_rules
 from .context import ModelContext, Reader
-from .diagnostics import Severity
 from .gguf_metadata import GgufMetadata
 from .options import parse_options
 from .paths import SAFE_NAME
@@ -73,7 +72,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
     )
     options, option_problems = parse_options(list(raw.get("options") or []), backend)
     for problem in option_problems:
-        ctx.add(("options", problem.index), problem.message, Severity.ERROR if problem.is_error else Severity.WARNING)
+        ctx.problem(problem)
     if spec.section is not None and spec.read_section is not None:
         plan_fields[spec.section] = spec.read_section(r, options, ctx)
     plan_fields["origins"] = dict(sorted(ctx.origins.items()))
@@ -241,10 +240,8 @@ def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, back
             resolved[kind] = None
             continue
         result = resolve_template(value, ctx.models_dir, ctx.probe)
-        if result.error:
-            ctx.error(("template", kind), result.error)
-        elif result.warning:
-            ctx.warning(("template", kind), result.warning)
+        if result.problem is not None:
+            ctx.problem(result.problem.under(("template", kind)))
         resolved[kind] = result.template
     use_tokenizer = bool(r.get(("template", "use_tokenizer_template"), "templates.use_tokenizer_template", False))
     if backends.get(backend).gguf and not use_tokenizer and not any(resolved.values()) and not r.raw.get("roles") \
@@ -263,14 +260,14 @@ def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, back
         else:
             text, where = found
             result = tokenizer_template(text)
-            if result.error:
-                ctx.error(("template", "use_tokenizer_template"), result.error)
+            if result.problem is not None:
+                ctx.problem(result.problem.under(("template", "use_tokenizer_template")))
             tokenizer = r.set("templates.tokenizer_template", result.template, where)
     elif use_tokenizer and metadata is not None:
         if metadata.chat_template:
             result = tokenizer_template(metadata.chat_template)
-            if result.error:
-                ctx.error(("template", "use_tokenizer_template"), result.error)
+            if result.problem is not None:
+                ctx.problem(result.problem.under(("template", "use_tokenizer_template")))
             tokenizer = r.set("templates.tokenizer_template", result.template, "gguf tokenizer.chat_template")
         else:
             ctx.error(("template", "use_tokenizer_template"),

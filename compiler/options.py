@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .diagnostics import Problem, Severity
 from .suggestions import did_you_mean
 
 
@@ -110,17 +111,14 @@ def _continues_server_list(earlier: list, entry: str) -> bool:
         isinstance(e, str) and _BY_NAME.get(e.partition(":")[0].strip()) is servers for e in earlier)
 
 
-@dataclass(frozen=True)
-class OptionProblem:
-    index: int
-    message: str
-    is_error: bool
+def _problem(index: int, message: str, is_error: bool) -> Problem:
+    return Problem(("options", index), message, Severity.ERROR if is_error else Severity.WARNING)
 
 
-def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOption], list[OptionProblem]]:
+def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOption], list[Problem]]:
     """Typed options by canonical name, and the problems found; a later entry wins."""
     parsed: dict[str, ParsedOption] = {}
-    problems: list[OptionProblem] = []
+    problems: list[Problem] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, str):
             continue  # the schema reports non-strings
@@ -129,35 +127,35 @@ def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOpt
             if backend in spec.backends:
                 parsed[spec.name] = ParsedOption(index, spec, spec.parse(raw))
             else:
-                problems.append(OptionProblem(index, f"flag {entry!r} applies to {', '.join(spec.backends)}, "
+                problems.append(_problem(index, f"flag {entry!r} applies to {', '.join(spec.backends)}, "
                                                      f"not {backend}", True))
             continue
         if entry.startswith("-"):
-            problems.append(OptionProblem(index, f"raw llama-server flag {entry!r} is not acted on", False))
+            problems.append(_problem(index, f"raw llama-server flag {entry!r} is not acted on", False))
             continue
         key, sep, raw = entry.partition(":")
         key = key.strip()
         if not sep:
-            problems.append(OptionProblem(index, f"expected 'key:value', got {entry!r}", True))
+            problems.append(_problem(index, f"expected 'key:value', got {entry!r}", True))
             continue
         spec = _BY_NAME.get(key)
         if spec is None:
             if key in LOCALAI_ONLY_OPTIONS:
-                problems.append(OptionProblem(index, f"option {key!r} is not acted on yet", False))
+                problems.append(_problem(index, f"option {key!r} is not acted on yet", False))
             else:
                 hint = (_SPLIT_SERVER_LIST if _continues_server_list(entries[:index], entry)
                         else did_you_mean(key, list(_BY_NAME) + sorted(LOCALAI_ONLY_OPTIONS)))
-                problems.append(OptionProblem(index, f"unknown option {key!r}, passed to no backend{hint}", False))
+                problems.append(_problem(index, f"unknown option {key!r}, passed to no backend{hint}", False))
             continue
         if backend not in spec.backends:
-            problems.append(OptionProblem(
+            problems.append(_problem(
                 index, f"option {spec.name!r} applies to {', '.join(spec.backends)}, not {backend}", True
             ))
             continue
         try:
             parsed[spec.name] = ParsedOption(index, spec, spec.parse(raw))
         except OptionValueError as exc:
-            problems.append(OptionProblem(index, f"option {spec.name!r}: {exc}", True))
+            problems.append(_problem(index, f"option {spec.name!r}: {exc}", True))
     return parsed, problems
 
 

@@ -15,7 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from . import backends
-from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity, sorted_diagnostics
+from .diagnostics import Diagnostic, DiagnosticSink, Position, Problem, sorted_diagnostics
 from .normalize import TEXT_USECASES, ModelContext, normalize_model
 from .overrides import SetOverride, apply_overrides, server_settings
 from .paths import Path, display_path
@@ -123,28 +123,28 @@ def _compile_item(item: _Item, options: CompileOptions, set_paths: set[tuple[int
     doc, base, sink = item.document, item.base, item.sink
     label = lambda path: display_path(doc.data, base + path, item.fallback_name)  # noqa: E731
 
-    def report(path: Path, message: str, severity: Severity, at_key: bool) -> None:
-        full = base + path
-        where = doc.key_position(full) if at_key else doc.value_position(full)
-        sink.items.append(Diagnostic(sink.file, where, label(path), message, severity))
+    def report(problem: Problem) -> None:
+        """The one place a model's problem gets its file, line and column."""
+        full = base + problem.path
+        where = doc.key_position(full) if problem.at_key else doc.value_position(full)
+        sink.items.append(Diagnostic(sink.file, where, label(problem.path), problem.message, problem.severity))
 
     backend = item.raw.get("backend")
     if isinstance(backend, str) and (backend in NON_TEXT_BACKENDS or backend in OTHER_TEXT_BACKENDS):
-        report(("backend",), _refusal(backend), Severity.ERROR, False)
+        report(Problem(("backend",), _refusal(backend)))
         return None
     usecases = item.raw.get("known_usecases")
     if isinstance(usecases, list) and usecases and all(isinstance(u, str) for u in usecases) and not any(
             u.lower().removeprefix("flag_") in TEXT_USECASES for u in usecases):
         # A text backend running something else (LocalAI serves text-to-speech through transformers).
-        report(("known_usecases",), f"not a text-generation model (known_usecases: {', '.join(usecases)}): "
-                                    f"modelyard serves {', '.join(TEXT_USECASES)}", Severity.ERROR, False)
+        report(Problem(("known_usecases",), f"not a text-generation model (known_usecases: {', '.join(usecases)}): "
+                                            f"modelyard serves {', '.join(TEXT_USECASES)}"))
         return None
 
-    findings = validate_model(item.raw)
-    for finding in findings:
-        report(finding.path, finding.message, Severity.ERROR if finding.is_error else Severity.WARNING,
-               finding.at_key)
-    if any(f.is_error for f in findings):
+    problems = validate_model(item.raw)
+    for problem in problems:
+        report(problem)
+    if any(p.is_error for p in problems):
         return None
 
     def origin_of(path: Path) -> str:

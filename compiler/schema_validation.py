@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from . import backends
+from .diagnostics import Problem, Severity
 from .paths import Path
 from .suggestions import did_you_mean
 
@@ -69,31 +70,19 @@ def _validator_for(key: tuple[tuple[str, ...], tuple[tuple[str, str], ...]]) -> 
     return Draft202012Validator({"$ref": "#/$defs/model", "$defs": _defs_for(key)})
 
 
-class Finding:
-    """A schema problem, relative to the model mapping. ``at_key`` points at the key."""
-
-    __slots__ = ("path", "message", "is_error", "at_key")
-
-    def __init__(self, path: Path, message: str, *, is_error: bool = True, at_key: bool = False) -> None:
-        self.path = path
-        self.message = message
-        self.is_error = is_error
-        self.at_key = at_key
-
-
-def describe_errors(validator: Draft202012Validator, instance: Any) -> list[Finding]:
+def describe_errors(validator: Draft202012Validator, instance: Any) -> list[Problem]:
     """Every schema problem of ``instance`` as findings (shared by models and gallery entries)."""
     return [finding for error in validator.iter_errors(instance) for finding in _describe(error)]
 
 
-def validate_model(model: Any) -> list[Finding]:
+def validate_model(model: Any) -> list[Problem]:
     findings = describe_errors(_model_validator(), model)
     if isinstance(model, dict):
         findings.extend(_not_implemented(model, model_schema(), ()))
     return findings
 
 
-def _describe(error: ValidationError) -> Iterator[Finding]:
+def _describe(error: ValidationError) -> Iterator[Problem]:
     path: Path = tuple(error.absolute_path)
     keyword, schema, instance = error.validator, error.schema, error.instance
     if keyword == "additionalProperties":
@@ -101,7 +90,7 @@ def _describe(error: ValidationError) -> Iterator[Finding]:
         return
     if instance is None and keyword != "required":
         return  # an empty value (`key:` with nothing) means "unset", as in LocalAI
-    yield Finding(path, _message(keyword, error.validator_value, schema, instance))
+    yield Problem(path, _message(keyword, error.validator_value, schema, instance))
 
 
 def _message(keyword: str, expected: Any, schema: dict, instance: Any) -> str:
@@ -140,15 +129,15 @@ def _pattern_rule(schema: dict) -> str:
     return schema.get("x-pattern-message") or f"it must match {schema['pattern']}"
 
 
-def _unknown_keys(path: Path, instance: dict, schema: dict) -> Iterator[Finding]:
+def _unknown_keys(path: Path, instance: dict, schema: dict) -> Iterator[Problem]:
     known = list(schema.get("properties", {}))
     model = model_schema()
     for key in sorted(k for k in instance if k not in schema.get("properties", {})):
         elsewhere = _misplaced_hint(path, key, model)
         if elsewhere:
-            yield Finding(path + (key,), elsewhere, is_error=False, at_key=True)
+            yield Problem(path + (key,), elsewhere, Severity.WARNING, at_key=True)
         else:
-            yield Finding(path + (key,), f"unknown key{did_you_mean(key, known)}", at_key=True)
+            yield Problem(path + (key,), f"unknown key{did_you_mean(key, known)}", at_key=True)
 
 
 def _misplaced_hint(path: Path, key: str, model: dict) -> str | None:
@@ -161,7 +150,7 @@ def _misplaced_hint(path: Path, key: str, model: dict) -> str | None:
     return None
 
 
-def _not_implemented(instance: dict, schema: dict, path: Path) -> Iterator[Finding]:
+def _not_implemented(instance: dict, schema: dict, path: Path) -> Iterator[Problem]:
     properties = schema.get("properties", {})
     for key, value in instance.items():
         sub = properties.get(key)
@@ -169,7 +158,7 @@ def _not_implemented(instance: dict, schema: dict, path: Path) -> Iterator[Findi
             continue
         reason = sub.get("x-not-implemented")
         if reason:
-            yield Finding(path + (key,), f"not acted on yet: {reason}", is_error=False, at_key=True)
+            yield Problem(path + (key,), f"not acted on yet: {reason}", Severity.WARNING, at_key=True)
         elif isinstance(value, dict) and "properties" in sub:
             yield from _not_implemented(value, sub, path + (key,))
 

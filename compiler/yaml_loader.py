@@ -225,7 +225,7 @@ class _Builder:
         if "${" in text or "$$" in text:
             text, errors = interpolate(text, self.env)
             for error in errors:
-                self._report(Severity.ERROR, _position(node), path, error.message)
+                self._report(Severity.ERROR, _position(node), path, error)
         # Plain scalars are typed after interpolation, so an unquoted ${PORT} can be an int;
         # quoted and block scalars are text. Everything a config holds stays JSON-able.
         return text if node.style else resolve_plain(text)
