@@ -1,4 +1,5 @@
-"""Environment fallbacks for llama-cpp options: ``LLAMACPP_PARALLEL``, ``LLAMACPP_GRPC_SERVERS``.
+"""Environment fallbacks for options (``OptionSpec.env``): ``LLAMACPP_PARALLEL``,
+``LLAMACPP_GRPC_SERVERS``.
 
 They fill a value only where the YAML leaves it unset. An explicit ``parallel: 1`` in the YAML
 wins over the environment: LocalAI lets the environment override it, because it cannot tell
@@ -7,27 +8,29 @@ wins over the environment: LocalAI lets the environment override it, because it 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from pydantic import BaseModel
+
 from .context import ModelContext
-from .options import OptionValueError, parse_option_value
-from .plan import LlamaCpp
+from .options import OptionValueError, options_of
 
-# env var → (option name, plan field)
-ENV_FALLBACKS = {
-    "LLAMACPP_PARALLEL": ("parallel", "parallel"),
-    "LLAMACPP_GRPC_SERVERS": ("grpc_servers", "grpc_servers"),
-}
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
-def apply_env_overrides(section: LlamaCpp, options: dict, ctx: ModelContext) -> LlamaCpp:
+def apply_env_overrides(section: SectionT, backend: str, options: dict, ctx: ModelContext) -> SectionT:
+    """``section`` (the plan section of ``backend``) with the environment's values for the
+    options the YAML does not set."""
+    prefix = backend.replace("-", "_")
     updates = {}
-    for variable, (option, field_name) in sorted(ENV_FALLBACKS.items()):
-        raw = ctx.env.get(variable)
-        if raw is None or raw.strip() == "" or option in options:
+    for spec in sorted(options_of(backend), key=lambda s: s.env or ""):
+        raw = ctx.env.get(spec.env) if spec.env else None
+        if raw is None or raw.strip() == "" or spec.name in options:
             continue
         try:
-            updates[field_name] = parse_option_value(option, raw)
+            updates[spec.plan_field] = spec.parse(raw)
         except OptionValueError as exc:
-            ctx.error(("options",), f"environment variable {variable}: {exc}")
+            ctx.error(("options",), f"environment variable {spec.env}: {exc}")
             continue
-        ctx.origins[f"llama_cpp.{field_name}"] = f"env {variable}"
+        ctx.origins[f"{prefix}.{spec.plan_field}"] = f"env {spec.env}"
     return section.model_copy(update=updates) if updates else section

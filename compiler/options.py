@@ -1,9 +1,10 @@
 """LocalAI's ``options: ["key:value", ...]`` list, parsed into typed values.
 
 Each known option is declared once in ``OPTIONS``: its canonical name, its aliases, how to
-parse its value, and the backends it applies to. Options LocalAI knows but modelyard does not
-act on are accepted with a warning; unknown ones get a did-you-mean warning (options are a
-pass-through in LocalAI, so a typo there never broke a LocalAI config either).
+parse its value, the backends it applies to, the plan field it sets and the environment
+variable that fills it when the YAML does not (``env_overrides``). Options LocalAI knows but
+modelyard does not act on are accepted with a warning; unknown ones get a did-you-mean warning
+(options are a pass-through in LocalAI, so a typo there never broke a LocalAI config either).
 """
 
 from __future__ import annotations
@@ -69,19 +70,30 @@ class OptionSpec:
     parse: Callable[[str], Any]
     backends: tuple[str, ...]
     aliases: tuple[str, ...] = ()
+    field: str = ""  # the field of the backend's plan section it sets (default: its name)
+    env: str | None = None  # an environment variable that fills it when the YAML leaves it unset
+
+    @property
+    def plan_field(self) -> str:
+        return self.field or self.name
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("use_jinja", _bool, ("llama-cpp",), ("jinja",)),
     OptionSpec("context_shift", _bool, ("llama-cpp",)),
-    OptionSpec("cache_ram", _cache_mib, ("llama-cpp",)),
-    OptionSpec("parallel", _positive_int, ("llama-cpp",), ("n_parallel",)),
-    OptionSpec("grpc_servers", _servers, ("llama-cpp",), ("rpc_servers",)),
+    OptionSpec("cache_ram", _cache_mib, ("llama-cpp",), field="cache_ram_mib"),
+    OptionSpec("parallel", _positive_int, ("llama-cpp",), ("n_parallel",), env="LLAMACPP_PARALLEL"),
+    OptionSpec("grpc_servers", _servers, ("llama-cpp",), ("rpc_servers",), env="LLAMACPP_GRPC_SERVERS"),
 )
 
 # llama-server flags acted on (LocalAI passes raw '-flag' entries to llama-server's own parser):
 # flag -> (the option it sets, its value). These options have no key:value form of their own.
 _REPACK = OptionSpec("repack", _bool, ("llama-cpp",))
+SETTABLE: tuple[OptionSpec, ...] = (*OPTIONS, _REPACK)  # every option that lands in a plan section
+
+
+def options_of(backend: str) -> tuple[OptionSpec, ...]:
+    return tuple(spec for spec in SETTABLE if backend in spec.backends)
 RAW_FLAGS = {"--no-repack": (_REPACK, "false"), "-nr": (_REPACK, "false")}
 
 # Options LocalAI's backends understand that modelyard accepts without acting on them.
@@ -157,8 +169,3 @@ def parse_options(entries: list[str], backend: str) -> tuple[dict[str, ParsedOpt
         except OptionValueError as exc:
             problems.append(_problem(index, f"option {spec.name!r}: {exc}", True))
     return parsed, problems
-
-
-def parse_option_value(name: str, text: str) -> Any:
-    """Parse a value for a known option (used for environment overrides)."""
-    return _BY_NAME[name].parse(text)

@@ -6,14 +6,12 @@ from typing import Any
 
 from ..context import ModelContext, Reader
 from ..env_overrides import apply_env_overrides
+from ..options import options_of
 from ..plan import LlamaCpp
 from . import BackendSpec
 
 _FLASH_ATTENTION = {"auto": "auto", "on": "on", "enabled": "on", "true": "on", "off": "off", "disabled": "off",
                     "false": "off"}
-# options: entries that set a field of the section: option name -> LlamaCpp field
-_OPTION_FIELDS = {"use_jinja": "use_jinja", "context_shift": "context_shift", "cache_ram": "cache_ram_mib",
-                  "parallel": "parallel", "grpc_servers": "grpc_servers", "repack": "repack"}
 
 
 def read_section(r: Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
@@ -35,16 +33,17 @@ def read_section(r: Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
         rope_freq_scale=r.get(("parameters", "rope_freq_scale"), "llama_cpp.rope_freq_scale", 0.0),
         flash_attention=_flash_attention(r.get(("flash_attention",), "llama_cpp.flash_attention", "auto"), ctx),
     )
-    for option, field_name in _OPTION_FIELDS.items():
-        parsed = options.get(option)
+    for spec in options_of("llama-cpp"):  # options: entries, each setting a field of the section
+        parsed = options.get(spec.name)
         if parsed is None:
-            ctx.origins[f"llama_cpp.{field_name}"] = "default"
+            ctx.origins[f"llama_cpp.{spec.plan_field}"] = "default"
             continue
-        values[field_name] = r.set(f"llama_cpp.{field_name}", parsed.value, ctx.origin_of(("options", parsed.index)))
+        values[spec.plan_field] = r.set(f"llama_cpp.{spec.plan_field}", parsed.value,
+                                        ctx.origin_of(("options", parsed.index)))
     if values.get("cache_ram_mib") == -1:
         values["cache_ram_mib"] = None
     # LLAMACPP_PARALLEL and friends fill what the YAML leaves unset.
-    return apply_env_overrides(LlamaCpp(**values), options, ctx)
+    return apply_env_overrides(LlamaCpp(**values), "llama-cpp", options, ctx)
 
 
 def _flash_attention(value: Any, ctx: ModelContext) -> str:
