@@ -192,6 +192,9 @@ class ServerPlan(_Frozen):
                                  "before the workers stop.")
     header_timeout_s: float = Field(default=10.0, gt=0, description="A connection that sends no complete request "
                                     "head for this long is answered 408 and closed.")
+    worker_stall_timeout_s: float = Field(default=120.0, gt=0, description="A worker with requests in flight that "
+                                          "sends nothing for this long (stopped, or stuck in native code) is "
+                                          "killed; its requests fail and it restarts.")
     max_connections: int = Field(default=1024, ge=1, description="Open connections in the whole server; more are "
                                  "answered 503 and closed.")
     max_connections_per_client: int = Field(default=128, ge=1, description="Open connections from one client "

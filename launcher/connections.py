@@ -5,6 +5,8 @@ httptools protocol with:
 
 - a request-head timeout: a connection whose head is not complete ``header_timeout_s`` after it
   opened (or after its first byte of a next request) gets a 408 and is closed (slowloris);
+- a limit on the request head's size (``MAX_HEAD_BYTES``, headers included): a larger one is
+  answered 431 and the connection closed;
 - a limit on open connections per client address and in all, answered at accept with an
   OpenAI-shaped 429 / 503 and ``Retry-After``, so one client cannot lock out the others.
 """
@@ -19,8 +21,11 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_remote_addr
 
-_REASONS = {408: "Request Timeout", 429: "Too Many Requests", 503: "Service Unavailable"}
-_TYPES = {408: "invalid_request_error", 429: "rate_limit_exceeded", 503: "server_error"}
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers; uvicorn's h11 protocol allows 16 KiB
+_REASONS = {408: "Request Timeout", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+_TYPES = {408: "invalid_request_error", 429: "rate_limit_exceeded", 431: "invalid_request_error",
+          503: "server_error"}
 
 
 def _response(status: int, message: str, code: str, retry_after: int | None = None) -> bytes:
@@ -41,6 +46,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, max_per_clie
         _peer: str | None = None
         _head_timer: asyncio.TimerHandle | None = None
         _awaiting_head = True
+        _head_bytes = 0  # received since the current request began, while its head is incomplete
+        _discarding = False  # refused mid-head: what else arrives is dropped until the socket closes
 
         def connection_made(self, transport: Any) -> None:
             nonlocal open_connections
@@ -78,12 +85,26 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, max_per_clie
                 self.connections.discard(self)
 
         def data_received(self, data: bytes) -> None:
-            if self._awaiting_head and self._head_timer is None:  # the first byte of the next request
+            if self._discarding:
+                return
+            awaiting = self._awaiting_head
+            if awaiting and self._head_timer is None:  # the first byte of the next request
                 self._arm_head_timer()
-            super().data_received(data)
+            super().data_received(data)  # completes the head (on_headers_complete) if this data ends it
+            if awaiting and self._awaiting_head:  # still no complete head: count it (a body never is)
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    # The client is still sending: closing now would reset the connection before it
+                    # reads the answer, so the rest is read and dropped for a moment first.
+                    self._discarding = True
+                    self._disarm_head_timer()
+                    self.transport.write(_response(431, f"the request head is larger than {MAX_HEAD_BYTES} bytes",
+                                                   "headers_too_large"))
+                    self.loop.call_later(1.0, self.transport.close)
 
         def on_headers_complete(self) -> None:
             self._awaiting_head = False
+            self._head_bytes = 0
             self._disarm_head_timer()
             super().on_headers_complete()
 
@@ -101,9 +122,14 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, max_per_clie
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
-            if self._awaiting_head and not self.transport.is_closing():
-                self.transport.write(_response(408, f"no complete request head within {header_timeout_s:g} s",
-                                               "request_timeout"))
+            if self._awaiting_head:
+                self._refuse(_response(408, f"no complete request head within {header_timeout_s:g} s",
+                                       "request_timeout"))
+
+        def _refuse(self, response: bytes) -> None:
+            self._disarm_head_timer()
+            if not self.transport.is_closing():
+                self.transport.write(response)
                 self.transport.close()
 
     return GuardedHttpToolsProtocol

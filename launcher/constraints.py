@@ -26,8 +26,9 @@ COUNT_KEYWORDS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperti
 _REPEAT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
-def check_json_schema(schema: Any, param: str) -> None:
-    """400 (``param``) for a schema past the bounds; the schema itself is not changed."""
+def check_json_schema(schema: Any, param: str, *, counts: bool = True) -> None:
+    """400 (``param``) for a schema past the bounds (with ``counts`` false: only its depth, before
+    anything recursive reads it); the schema itself is not changed."""
     if schema is None:
         return
     # Depth first, without recursion (a schema nested past Python's own limit is one of the
@@ -38,7 +39,7 @@ def check_json_schema(schema: Any, param: str) -> None:
         if depth > MAX_DEPTH:
             raise OpenAIError(400, f"{param}: the JSON Schema nests more than {MAX_DEPTH} levels deep", param=param)
         if isinstance(node, dict):
-            for keyword in COUNT_KEYWORDS:
+            for keyword in COUNT_KEYWORDS if counts else ():
                 value = node.get(keyword)
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
@@ -48,7 +49,7 @@ def check_json_schema(schema: Any, param: str) -> None:
             stack += [(value, depth + 1, f"{path}/{key}") for key, value in node.items()]
         elif isinstance(node, list):
             stack += [(value, depth + 1, f"{path}/{index}") for index, value in enumerate(node)]
-    if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+    if counts and len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
         raise OpenAIError(400, f"{param}: the JSON Schema is longer than {MAX_SCHEMA_CHARS} characters", param=param)
 
 

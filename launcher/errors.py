@@ -21,7 +21,7 @@ _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "perm
 # admission queues') to its HTTP status. A code not listed is the client's fault: 400.
 STATUS_OF_FAILURE = {
     "backend_error": 500,  # a bug in a backend: this request failed, the worker lives on
-    "worker_crashed": 503,  # the model's worker died during the request; it restarts
+    "worker_crashed": 503,  # the model's worker died (or stalled and was killed) during the request; it restarts
     "model_unavailable": 503,  # loading, restarting, or cooling down after failures
     "server_busy": 503,  # the server's limit of queued generations
     "rate_limit_exceeded": 429,  # the model's own queue is full

@@ -62,10 +62,12 @@ class PoolSettings:
     shutdown_grace_s: float = 5.0
     idle_unload_s: float | None = None  # stop a worker idle this long
     max_resident: int | None = None  # most workers loaded at once (least recently used idle ones go)
+    stall_timeout_s: float = 120.0  # a busy worker silent this long is killed (SIGSTOPped, stuck)
 
     @classmethod
     def from_plan(cls, plan: LaunchPlan) -> PoolSettings:
-        return cls(idle_unload_s=plan.server.idle_unload_s, max_resident=plan.server.max_resident_models)
+        return cls(idle_unload_s=plan.server.idle_unload_s, max_resident=plan.server.max_resident_models,
+                   stall_timeout_s=plan.server.worker_stall_timeout_s)
 
 
 class ModelWorker:
@@ -84,6 +86,8 @@ class ModelWorker:
         self.restarts = 0
         self.doing: dict[str, str] = {}  # request id -> what it asks the worker ("decode", "embedding")
         self.last_used = time.monotonic()
+        self.last_progress = time.monotonic()  # its last message, or the start of its current busy spell
+        self.stalled = False  # killed by the watchdog: its death says so
         self.stopping = False  # a deliberate stop (shutdown, idle, eviction): not a crash
         self.make_room: Any = None  # set by the pool: evicts another worker before this one loads
         self._start_lock = asyncio.Lock()
@@ -161,10 +165,16 @@ class ModelWorker:
         if not self.ready.done():
             self.ready.set_result(None)
         log.info("model %s ready (n_ctx=%s)", self.model.name, first.get("n_ctx"))
-        await self._read_loop(reader, self.process)
+        watchdog = asyncio.create_task(self._watch_progress(self.process))
+        try:
+            await self._read_loop(reader, self.process)
+        finally:
+            watchdog.cancel()
+            writer.close()  # one socket a worker: a crash must not leak it
 
     async def _read_loop(self, reader: asyncio.StreamReader, owner: Any) -> None:
         while (message := await read_message(reader)) is not None:
+            self.last_progress = time.monotonic()
             if message.get("type") in ("done", "embeddings"):
                 self.failures = 0  # it answered: healthy again
             stream = self.streams.get(message.get("id", ""))
@@ -182,12 +192,31 @@ class ModelWorker:
             doing = sorted(set(self.doing.values()))
             during = (f"during {' and '.join(doing)} of model {self.model.name}" if doing
                       else f"while model {self.model.name} was idle")
-            reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during}"
+            if self.stalled:
+                self.stalled = False
+                reason = (f"worker stalled: no progress for {self.settings.stall_timeout_s:g} s {during}; "
+                          "it was killed and restarts")
+            else:
+                reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during}"
             if self.streams:
                 log.error("worker for %s died with %d request(s) in flight", self.model.name, len(self.streams))
             for stream in self.streams.values():
-                stream.put_nowait(Failure(reason, code="worker_crashed"))
+                stream.put_nowait(Failure(reason, code="worker_crashed", retry_after=1))
             self._fail(reason, restart=True)
+
+    async def _watch_progress(self, owner: Any) -> None:
+        """Kill a worker that holds requests but has said nothing for ``stall_timeout_s``: a
+        stopped (SIGSTOP) or wedged process would otherwise hang its requests forever, with
+        /readyz still 200. Its death then fails the requests and restarts it, as a crash does."""
+        limit = self.settings.stall_timeout_s
+        while owner is self.process and owner.is_alive():
+            await asyncio.sleep(min(1.0, limit / 4))
+            if self.streams and time.monotonic() - self.last_progress > limit:
+                log.error("model %s: worker (pid %s) made no progress for %.0f s with %d request(s); killing it",
+                          self.model.name, owner.pid, limit, len(self.streams))
+                self.stalled = True
+                owner.kill()
+                return
 
     def _fail(self, reason: str, restart: bool = False) -> None:
         self.failures += 1
@@ -203,6 +232,8 @@ class ModelWorker:
             self.ready.exception()  # mark retrieved: requests waiting on it re-raise it themselves
         if self._server is not None:
             self._server.close()
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
         log.error("model %s: %s", self.model.name, reason)
 
     async def _open_stream(self) -> tuple[str, asyncio.Queue[Item | Embeddings | Failure]]:
@@ -212,6 +243,8 @@ class ModelWorker:
         if self.writer is None:
             raise ModelUnavailable(f"model {self.model.name!r} is restarting", retry_after=1)
         request_id = f"r{next(self._ids)}"
+        if not self.streams:  # busy from now: the watchdog measures silence from here
+            self.last_progress = time.monotonic()
         stream: asyncio.Queue[Item | Embeddings | Failure] = asyncio.Queue()
         self.streams[request_id] = stream
         return request_id, stream

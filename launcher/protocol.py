@@ -189,6 +189,19 @@ class ApplyRequest(_Request):
         return self
 
 
+# A \uD800-\uDFFF escape: JSON lets a lone one through, and no UTF-8 text (a prompt for the
+# tokenizer, a message to the worker) can hold it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _refuse_lone_surrogates(data: Any) -> None:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise OpenAIError(400, "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff): it is not text",
+                          code="invalid_json") from None
+
+
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|\w+\[.*\]|function-.*)$")
 
 
@@ -196,10 +209,14 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
     """Parse and validate a JSON body; any problem is a 400 naming the offending field."""
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise OpenAIError(400, "the request body nests too deeply", code="invalid_json") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
         raise OpenAIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

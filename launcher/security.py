@@ -96,8 +96,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.info("%s %s %d %.0f ms", scope["method"], scope["path"], status,
-                            1000 * (time.monotonic() - started),
-                            extra={"method": scope["method"], "path": scope["path"], "status": status,
+            # The decoded path may hold %0A and other controls: escaped, it cannot forge a log line.
+            path = scope["path"].encode("unicode_escape").decode("ascii")
+            access_log.info("%s %s %d %.0f ms", scope["method"], path, status, 1000 * (time.monotonic() - started),
+                            extra={"method": scope["method"], "path": path, "status": status,
                                    "duration_ms": round(1000 * (time.monotonic() - started), 1)})
             REQUEST_ID.reset(token)

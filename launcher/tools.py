@@ -23,6 +23,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from .constraints import check_json_schema
 from .errors import OpenAIError
 from .schema_utils import expand_type_lists
 
@@ -104,6 +105,7 @@ def _tool(item: dict[str, Any], where: str) -> Tool:
     parameters = item.get("parameters", {"type": "object", "properties": {}})
     if not isinstance(parameters, dict):
         raise OpenAIError(400, f"{where}.parameters must be a JSON Schema object", param=f"{where}.parameters")
+    check_json_schema(parameters, f"{where}.parameters", counts=False)  # jsonschema recurses: depth first
     try:
         Draft202012Validator.check_schema(parameters)
     except SchemaError as exc:

@@ -51,3 +51,17 @@ def test_idle_and_slow_connections_are_closed_and_one_client_cannot_lock_out_oth
         for sock in idle:
             assert _error(_read_all(sock))[0] == 408
         assert httpx.get(server["base"] + "/healthz").status_code == 200  # the slots are free again
+
+
+def test_an_oversized_request_head_is_431_and_a_large_body_is_not(tmp_path) -> None:
+    with launched(LIMITS, tmp_path / "server.log", preload=False) as server:
+        port = int(server["base"].rsplit(":", 1)[1])
+        big = _connect(port)
+        big.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 200_000 + b"\r\n\r\n")
+        status, error = _error(_read_all(big))
+        assert (status, error["code"]) == (431, "headers_too_large")
+        # A body far larger than the head limit, sent with its head in one write, is read as a body.
+        body = b'{"model": "gemma-3-270m", "prompt": "' + b"x" * 300_000 + b'", "max_tokens": 1}'
+        response = httpx.post(server["base"] + "/v1/completions", content=body,
+                              headers={"content-type": "application/json"}, timeout=120)
+        assert response.status_code != 431, response.text

@@ -446,3 +446,41 @@ def test_capabilities_the_backend_lacks_are_refused_before_the_worker() -> None:
 ])
 def test_grammars_that_cannot_match_nul_pass(client, grammar) -> None:
     assert chat(client, grammar=grammar).status_code == 200
+
+
+def _deep_tool_schema(depth: int) -> dict:
+    schema: dict = {"type": "object"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("[" * 1000 + "]" * 1000, "the request body nests too deeply"),
+    ('{"model": "chat", "prompt": "x", "max_tokens": ' + "9" * 5000 + "}",
+     "the request body is not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has "
+     "5000 digits; use sys.set_int_max_str_digits() to increase the limit"),
+    ('{"model": "chat", "prompt": "a\\ud800b"}',
+     "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff): it is not text"),
+    ('{"model": "chat", "prompt": "x", "stop": ["\\udfff"]}',
+     "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff): it is not text"),
+])
+def test_hostile_json_bodies_are_400_not_500(client, pool, raw, message) -> None:
+    response = client.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == {"message": message, "type": "invalid_request_error", "param": None,
+                                        "code": "invalid_json"}
+    assert pool.requests == []
+
+
+def test_a_surrogate_pair_is_text_and_passes(client) -> None:
+    response = client.post("/v1/completions", content='{"model": "chat", "prompt": "\\ud83d\\ude00"}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 200
+
+
+def test_a_tool_schema_nested_too_deep_is_400_before_it_is_validated(client) -> None:
+    response = chat(client, tools=[{"type": "function", "function": {"name": "f", "parameters": _deep_tool_schema(150)}}])
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == ("tools[0].function.parameters: the JSON Schema nests more than 64 "
+                                                   "levels deep")

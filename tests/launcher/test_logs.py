@@ -67,3 +67,12 @@ def test_workers_are_handed_the_servers_log_level_and_format() -> None:
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+def test_a_newline_in_the_path_cannot_forge_an_access_line(caplog) -> None:
+    plan = make_plan()
+    caplog.set_level(logging.INFO, logger="modelyard.access")
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:
+        client.get("/v1/models/x%0A2026-01-01 INFO forged")
+    [record] = [r for r in caplog.records if r.name == "modelyard.access"]
+    assert "\n" not in record.getMessage() and record.path == "/v1/models/x\\n2026-01-01 INFO forged"

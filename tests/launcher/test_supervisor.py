@@ -182,3 +182,33 @@ def test_resident_cap_evicts_the_least_recently_used_idle_worker_never_a_busy_on
         assert lines[-1] == "data: [DONE]" and '"finish_reason": "length"' in lines[-2] + lines[-3]
         assert ask(client, "hi", model="a").status_code == 200  # b is idle now: evicted for a
         assert resident(pool) == ["a"]
+
+
+def test_a_stopped_worker_is_killed_after_the_stall_timeout_and_its_requests_fail() -> None:
+    import os
+    import signal
+    from pathlib import Path
+
+    plan = make_plan(PLAN)
+    pool = WorkerPool(plan, backends=FAKE, settings=PoolSettings(load_wait_s=20, stall_timeout_s=1.5))
+    with TestClient(create_app(plan, pool=pool)) as client:
+        assert ask(client, "hi").status_code == 200
+        pid = pool.worker_pid("m")
+        fds_before = len(os.listdir("/proc/self/fd"))
+        with client.stream("POST", "/v1/chat/completions", json={
+                "model": "m", "messages": [{"role": "user", "content": "[slow]"}], "stream": True}) as response:
+            lines = response.iter_lines()
+            next(lines)
+            os.kill(pid, signal.SIGSTOP)  # as a debugger or the OOM killer's freezer would
+            started = time.monotonic()
+            rest = [line[6:] for line in lines if line.startswith("data: ")]
+        assert time.monotonic() - started < 6
+        assert rest[-1] == "[DONE]"
+        error = json.loads(rest[-2])["error"]
+        assert (error["code"], error["message"]) == (
+            "worker_crashed", "worker stalled: no progress for 1.5 s during decode of model m; it was killed and restarts")
+        assert ask(client, "hi").status_code == 200  # a fresh worker
+        assert pool.worker_pid("m") != pid
+        # The dead worker's socket is closed and its socket file gone.
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+        assert len(list(Path(pool._socket_dir).glob("*.sock"))) == 1
