@@ -19,11 +19,28 @@ from modelyard.compiler.plan import ServerPlan
 
 from .gallery import galleries_from, gallery_group, gallery_option
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_MODELS_DIR = "models"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A bug is one line and exit status 3, apart from a user's mistakes (1, 2): CI scripts that
+    run ``compile`` can tell "my config is wrong" from "modelyard is"."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # anything else is a bug, reported as one
+            if os.environ.get("MODELYARD_DEBUG"):
+                raise
+            click.echo(f"modelyard: internal error: {type(exc).__name__}: {exc} (a bug: please report it; "
+                       "MODELYARD_DEBUG=1 shows the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelyard")
 def main() -> None:
     """modelyard: a local OpenAI-compatible text-generation server.

@@ -29,6 +29,8 @@ from .paths import Path, display_path
 
 # Values built from one document may not exceed this many nodes once aliases are expanded.
 MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 200  # nesting of mappings and lists (a model config nests about 4 deep)
+MAX_INT_DIGITS = 300  # past Python's own 4,300-digit guard long before; no config value is that long
 
 _TAG = "tag:yaml.org,2002:"
 
@@ -117,6 +119,9 @@ def load_yaml(text: str, sink: DiagnosticSink, env: Mapping[str, str]) -> list[L
     except YAMLError as exc:  # errors without a position (e.g. bad encoding)
         sink.error(Position(), "", f"YAML syntax error: {exc}")
         return []
+    except RecursionError:  # the parser recurses per nesting level
+        sink.error(Position(), "", f"YAML nests more than {MAX_DEPTH} levels deep; refusing to load it")
+        return []
     builder = _Builder(sink, env)
     documents = []
     for node in nodes:
@@ -140,6 +145,7 @@ class _Builder:
         self.count = 0
         self.exhausted = False
         self.pending: list[tuple[Severity, Position, Path, str]] = []
+        self.building: set[int] = set()  # ids of the nodes being built: an alias to one of them recurses
 
     def _report(self, severity: Severity, where: Position, path: Path, message: str) -> None:
         # Held back until the document is built: its display path names the model.
@@ -155,6 +161,13 @@ class _Builder:
 
     def build(self, node: Node, path: Path, key_position: Position | None) -> Any:
         self.count += 1
+        if id(node) in self.building or len(path) > MAX_DEPTH:
+            if not self.exhausted:
+                self.exhausted = True
+                why = ("an alias refers to a value that contains it" if id(node) in self.building
+                       else f"values nest more than {MAX_DEPTH} levels deep")
+                self._report(Severity.ERROR, _position(node), (), f"{why}; refusing to load the document")
+            return None
         if self.count > MAX_EXPANDED_NODES:
             if not self.exhausted:
                 self.exhausted = True
@@ -165,11 +178,15 @@ class _Builder:
                 )
             return None
         self.document.positions.setdefault(path, NodePosition(_position(node), key_position))
-        if isinstance(node, MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, SequenceNode):
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        self.building.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, path + (i,), None) for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self.building.discard(id(node))
 
     def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -226,6 +243,10 @@ class _Builder:
             text, errors = interpolate(text, self.env)
             for error in errors:
                 self._report(Severity.ERROR, _position(node), path, error)
+        if not node.style and len(text) > MAX_INT_DIGITS and _INT.match(text):
+            self._report(Severity.ERROR, _position(node), path, f"an integer of {len(text)} digits is not a value "
+                                                                "any setting takes")
+            return None
         # Plain scalars are typed after interpolation, so an unquoted ${PORT} can be an int;
         # quoted and block scalars are text. Everything a config holds stays JSON-able.
         return text if node.style else resolve_plain(text)
@@ -256,13 +277,19 @@ def resolve_plain(text: str) -> Any:
     return text
 
 
-def _same_node(a: Node, b: Node) -> bool:
-    if type(a) is not type(b):
+def _same_node(a: Node, b: Node, budget: list[int] | None = None) -> bool:
+    """Whether two nodes hold the same value. The same node (one alias twice) is, at once; past
+    a budget of comparisons (aliases can make a tree exponentially large) they count as
+    different, which only turns a duplicate-key warning into an error."""
+    if a is b:
+        return True
+    budget = [10_000] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0 or type(a) is not type(b) or len(a.value) != len(b.value) and not isinstance(a, ScalarNode):
         return False
     if isinstance(a, ScalarNode):
         return a.value == b.value and a.tag == b.tag
     if isinstance(a, SequenceNode):
-        return len(a.value) == len(b.value) and all(_same_node(x, y) for x, y in zip(a.value, b.value))
-    return len(a.value) == len(b.value) and all(
-        _same_node(ka, kb) and _same_node(va, vb) for (ka, va), (kb, vb) in zip(a.value, b.value)
-    )
+        return all(_same_node(x, y, budget) for x, y in zip(a.value, b.value))
+    return all(_same_node(ka, kb, budget) and _same_node(va, vb, budget)
+               for (ka, va), (kb, vb) in zip(a.value, b.value))

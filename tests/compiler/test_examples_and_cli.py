@@ -154,3 +154,17 @@ def test_bare_gguf_becomes_an_implicit_model(tmp_path) -> None:
     assert (model["name"], model["context_size"], model["usecases"]) == ("tiny.gguf", 1024, ["chat", "completion", "edit"])
     assert model["templates"]["tokenizer_template"]["dialect"] == "tokenizer"
     assert model["origins"]["context_size"] == "gguf llama.context_length (1024, capped at 8192)"
+
+
+def test_an_internal_error_is_one_line_and_exit_status_3(in_repo, monkeypatch) -> None:
+    import modelyard.cli.main as cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli, "run_compile", broken)
+    monkeypatch.delenv("MODELYARD_DEBUG", raising=False)
+    result = run("compile", "examples/")
+    assert result.exit_code == 3
+    assert result.output.strip().splitlines() == [
+        "modelyard: internal error: KeyError: 'boom' (a bug: please report it; MODELYARD_DEBUG=1 shows the traceback)"]

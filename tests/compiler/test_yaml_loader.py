@@ -37,3 +37,35 @@ def test_alias_bombs_are_refused() -> None:
     sink = DiagnosticSink("bomb.yaml")
     assert load_yaml("\n".join(lines) + "\n", sink, {}) == []
     assert "expands to more than" in sink.items[0].message
+
+
+def _load(text: str) -> tuple[list, list[str]]:
+    sink = DiagnosticSink("m.yaml")
+    documents = load_yaml(text, sink, {})
+    return documents, [f"{d.position.line}:{d.position.column} {d.message}" for d in sink.items]
+
+
+def test_an_alias_bomb_under_a_duplicate_key_is_refused_quickly() -> None:
+    import time
+
+    levels = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+    started = time.monotonic()
+    documents, problems = _load(levels + "roles: *i\nroles: *i\n")  # comparing the two values was exponential
+    assert time.monotonic() - started < 5
+    assert documents == [] and any("expands to more than 100000 values" in p for p in problems)
+
+
+def test_a_recursive_alias_and_deep_nesting_are_errors_not_tracebacks() -> None:
+    assert _load("x: &l [*l]\n") == ([], ["1:4 an alias refers to a value that contains it; refusing to load the document"])
+    assert _load("x: " + "[" * 700 + "]" * 700 + "\n")[1] == [
+        "1:204 values nest more than 200 levels deep; refusing to load the document"]
+    block = "x:\n" + "".join("  " * (i + 1) + "- \n" for i in range(2000))
+    assert _load(block)[1] == ["202:403 values nest more than 200 levels deep; refusing to load the document"]
+
+
+def test_an_integer_of_thousands_of_digits_is_an_error() -> None:
+    documents, problems = _load("context_size: " + "9" * 5000 + "\n")
+    assert problems == ["1:15 an integer of 5000 digits is not a value any setting takes"]
+    assert documents[0].data == {"context_size": None}
+    assert resolve_plain("12") == 12
