@@ -52,7 +52,7 @@ from .installer import Installer
 from .messages import Failure
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import MODEL, MODEL_LIST, openapi_document
-from .prompts import PromptMessage, chat_prompt, completion_prompt, edit_prompt
+from .prompts import PromptMessage, chat_prompt, check_prompt_size, completion_prompt, edit_prompt
 from .protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -325,7 +325,8 @@ async def chat_completions(request: Request) -> Response:
     check_tool_messages(body.messages)
     model = _select_model(request, body, "chat")
     messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
-    prompt = chat_prompt(model, messages, tools)
+    # Off the event loop: a heavy template must not stall other requests (and /healthz).
+    prompt = check_prompt_size(model, await asyncio.to_thread(chat_prompt, model, messages, tools))
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
     json_schema = (fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None
@@ -393,7 +394,7 @@ async def completions(request: Request) -> Response:
             raise OpenAIError(400, "prompt lists must hold exactly one prompt", param="prompt", code="unsupported")
         body.prompt = body.prompt[0]
     model = _select_model(request, body, "completion")
-    prompt = completion_prompt(model, body.prompt)
+    prompt = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, body.prompt))
     _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
               grammar=body.grammar, logprobs=body.logprobs)
@@ -417,7 +418,8 @@ async def edits(request: Request) -> Response:
     if body.stream:
         raise OpenAIError(400, "edits do not stream", param="stream", code="unsupported")
     model = _select_model(request, body, "edit")
-    job = Job(model, edit_prompt(model, body.instruction, body.input), body, _max_tokens(request, model, None, None))
+    prompt = check_prompt_size(model, await asyncio.to_thread(edit_prompt, model, body.instruction, body.input))
+    job = Job(model, prompt, body, _max_tokens(request, model, None, None))
     results = await _complete(request, job)
     return JSONResponse({"object": "edit", "created": int(time.time()),
                          "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],

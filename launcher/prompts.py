@@ -18,13 +18,32 @@ from modelyard.compiler.template_env import compiled_template
 from .errors import OpenAIError
 from .tools import GoStruct, ToolCall, ToolRequest, template_functions, tools_system_prompt
 
+CHARS_PER_TOKEN_BOUND = 32  # no tokenizer packs more characters in a token: a longer prompt cannot fit
+DEFAULT_PROMPT_CHARS = 4 * 1024 * 1024  # where the context size is the engine's to decide
+
 
 def _render(model: ModelPlan, kind: str, template: Template, variables: dict[str, Any]) -> str:
+    """A template's output for this request. It fails on what the client sent (a chat template's
+    ``raise_exception`` on roles it does not take, arithmetic on a client's values, the sandbox's
+    bounds): a 400 naming the template, never a 500."""
     try:
         return compiled_template(template.dialect, template.source).render(**variables)
     except TemplateError as exc:
-        raise OpenAIError(500, f"model {model.name!r}: template.{kind} failed to render: {exc}",
+        raise OpenAIError(400, f"model {model.name!r}: template.{kind} refused this request: {exc}",
                           code="template_error") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
+        raise OpenAIError(400, f"model {model.name!r}: template.{kind} failed on this request: "
+                               f"{type(exc).__name__}: {exc}", code="template_error") from None
+
+
+def check_prompt_size(model: ModelPlan, prompt: str) -> str:
+    """``prompt``, unless it is so long that it cannot fit the model's context whatever the
+    tokenizer: then a 400 before the worker spends its time tokenizing it."""
+    limit = model.context_size * CHARS_PER_TOKEN_BOUND if model.context_size else DEFAULT_PROMPT_CHARS
+    if len(prompt) > limit:
+        raise OpenAIError(400, f"the prompt is {len(prompt)} characters: more than model {model.name!r}'s context "
+                               f"can hold (at most {limit})", param="messages", code="context_length_exceeded")
+    return prompt
 
 
 @dataclass(frozen=True)

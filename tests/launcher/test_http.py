@@ -484,3 +484,33 @@ def test_a_tool_schema_nested_too_deep_is_400_before_it_is_validated(client) -> 
     assert response.status_code == 400
     assert response.json()["error"]["message"] == ("tools[0].function.parameters: the JSON Schema nests more than 64 "
                                                    "levels deep")
+
+
+TEMPLATED = """
+- name: t
+  backend: llama-cpp
+  context_size: 1024
+  parameters: {model: model.gguf}
+  template:
+    completion: "{% if Input == 'zero' %}{{ 1 // 0 }}{% elif Input == 'range' %}{% for i in range(10**9) %}{% endfor %}{% elif Input == 'many' %}{{ Input * 20000 }}{% elif Input == 'refuse' %}{{ raise_exception('roles must alternate') }}{% else %}{{ Input }}{% endif %}"
+"""
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("zero", "model 't': template.completion failed on this request: ZeroDivisionError: integer division or modulo "
+             "by zero"),
+    ("range", "model 't': template.completion failed on this request: OverflowError: Range too big. The sandbox "
+              "blocks ranges larger than MAX_RANGE (100000)."),
+    ("refuse", "model 't': template.completion refused this request: roles must alternate"),
+    ("many", "the prompt is 80000 characters: more than model 't''s context can hold (at most 32768)"),
+])
+def test_a_template_failing_on_a_request_is_400_and_a_prompt_too_long_is_refused_before_the_worker(
+        prompt, message) -> None:
+    plan = make_plan(TEMPLATED)
+    pool = FakePool(plan)
+    with TestClient(create_app(plan, pool=pool)) as client:
+        response = client.post("/v1/completions", json={"model": "t", "prompt": prompt})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["message"] == message
+        assert pool.requests == []
+        assert client.post("/v1/completions", json={"model": "t", "prompt": "fine"}).status_code == 200
