@@ -20,15 +20,15 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from serving_bench import REPO, free_port, start_server, stop_server
 
-PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+PROMPT = "A short story about a lighthouse keeper who finds a message in a bottle:\n"
 
 
 def timed(client: httpx.Client, url: str, n: int, max_tokens: int) -> float:
     started = time.perf_counter()
-    response = client.post(url, json={"model": "gemma-p4", "messages": [{"role": "user", "content": PROMPT}],
-                                      "n": n, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0.8,
+    response = client.post(url, json={"model": "gemma-p4", "prompt": PROMPT, "n": n, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0.8,
                                       "seed": 7}, timeout=600)
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise SystemExit(f"n={n}: {response.status_code} {response.text}")
     choices = response.json()["choices"]
     assert len(choices) == n and all(c["finish_reason"] == "length" for c in choices), response.text
     return time.perf_counter() - started
@@ -47,7 +47,7 @@ def main() -> None:
     one, four, serial = [], [], []
     try:
         with httpx.Client() as client:
-            url = base + "/v1/chat/completions"
+            url = base + "/v1/completions"
             timed(client, url, 1, 8)  # warm-up
             for _ in range(args.rounds):
                 one.append(timed(client, url, 1, args.max_tokens))
