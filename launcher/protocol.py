@@ -11,9 +11,9 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from .errors import OpenAIError
+from .errors import ClientGone, OpenAIError
 
 
 class _Request(BaseModel):
@@ -240,10 +240,13 @@ async def read_body(request: Request, limit: int, timeout_s: float = BODY_READ_T
 
     async def receive() -> bytes:
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise OpenAIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        except ClientDisconnect:
+            raise ClientGone() from None
         return bytes(body)
 
     try:

@@ -37,3 +37,15 @@ def test_only_network_schemes_may_come_from_elsewhere() -> None:
     assert uri_schemes.is_remote("github:a/b/c") and not uri_schemes.is_remote("file:///etc/passwd")
     assert not uri_schemes.is_remote("ftp://x") and uri_schemes.has_scheme("ftp://x")
     assert not uri_schemes.has_scheme("bases/chatml.yaml")
+
+
+def test_package_uris_import_only_model_packages(capfd) -> None:
+    import sys
+
+    from modelyard.compiler.sources import resolve_package_uri
+
+    sys.modules.pop("this", None)
+    assert resolve_package_uri("package://this") is None  # its source defines no assemble()
+    assert "this" not in sys.modules and "Zen of Python" not in capfd.readouterr().out
+    assert resolve_package_uri("package://no_such_module_here") is None
+    assert resolve_package_uri("package://../etc") is None

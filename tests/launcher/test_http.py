@@ -514,3 +514,60 @@ def test_a_template_failing_on_a_request_is_400_and_a_prompt_too_long_is_refused
         assert response.json()["error"]["message"] == message
         assert pool.requests == []
         assert client.post("/v1/completions", json={"model": "t", "prompt": "fine"}).status_code == 200
+
+
+def test_a_client_leaving_mid_body_is_no_server_error(caplog) -> None:
+    import asyncio
+
+    plan = make_plan()
+    app = create_app(plan, pool=FakePool(plan))
+    messages = [{"type": "http.request", "body": b'{"model": "chat", "prom', "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "raw_path": b"/v1/completions",
+             "query_string": b"", "headers": [(b"content-type", b"application/json")], "scheme": "http",
+             "server": ("testserver", 80), "client": ("127.0.0.1", 1), "root_path": "", "http_version": "1.1",
+             "asgi": {"version": "3.0"}}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_bug_is_a_500_logged_once_with_the_request_id(caplog) -> None:
+    class BrokenPool(FakePool):
+        async def generate(self, model, request):
+            raise KeyError("a bug")
+            yield  # pragma: no cover
+
+    import logging
+
+    from modelyard.launcher.logs import REQUEST_ID
+
+    seen: list[str] = []
+
+    class Ids(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                seen.append(REQUEST_ID.get())  # the request's id, as the real log filter reads it
+
+    ids = Ids()
+    logging.getLogger().addHandler(ids)
+    plan = make_plan()
+    try:
+        with TestClient(create_app(plan, pool=BrokenPool(plan)), raise_server_exceptions=False) as client:
+            response = client.post("/v1/completions", json={"model": "chat", "prompt": "x"},
+                                   headers={"x-request-id": "r-7"})
+    finally:
+        logging.getLogger().removeHandler(ids)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert seen == ["r-7"]
