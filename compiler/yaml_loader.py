@@ -27,7 +27,8 @@ from .diagnostics import Diagnostic, DiagnosticSink, Position, Severity
 from .interpolation import interpolate
 from .paths import Path, display_path
 
-# Values built from one document may not exceed this many nodes once aliases are expanded.
+# Aliases may add at most this many values to a document beyond its own nodes ("billion laughs");
+# a large document without aliases (a 30,000-entry gallery index) is not limited by it.
 MAX_EXPANDED_NODES = 100_000
 MAX_DEPTH = 200  # nesting of mappings and lists (a model config nests about 4 deep)
 MAX_INT_DIGITS = 300  # past Python's own 4,300-digit guard long before; no config value is that long
@@ -146,6 +147,7 @@ class _Builder:
         self.exhausted = False
         self.pending: list[tuple[Severity, Position, Path, str]] = []
         self.building: set[int] = set()  # ids of the nodes being built: an alias to one of them recurses
+        self.distinct: set[int] = set()  # ids of the nodes built at least once
 
     def _report(self, severity: Severity, where: Position, path: Path, message: str) -> None:
         # Held back until the document is built: its display path names the model.
@@ -168,7 +170,8 @@ class _Builder:
                        else f"values nest more than {MAX_DEPTH} levels deep")
                 self._report(Severity.ERROR, _position(node), (), f"{why}; refusing to load the document")
             return None
-        if self.count > MAX_EXPANDED_NODES:
+        self.distinct.add(id(node))
+        if self.count - len(self.distinct) > MAX_EXPANDED_NODES:
             if not self.exhausted:
                 self.exhausted = True
                 self._report(

@@ -124,6 +124,17 @@ class Galleries:
     def all(self) -> list[Gallery]:
         return [self.gallery(spec) for spec in self.specs]
 
+    def readable(self) -> tuple[list[Gallery], dict[str, str]]:
+        """The galleries that can be read, and why each other one cannot (by name): one broken
+        index must not hide the others."""
+        galleries, failures = [], {}
+        for spec in self.specs:
+            try:
+                galleries.append(self.gallery(spec))
+            except GalleryError as exc:
+                failures[spec.name] = str(exc)
+        return galleries, failures
+
     def find(self, ref: str) -> GalleryEntry:
         """The entry ``gallery@name`` or ``name``; GalleryError with suggestions when absent.
 

@@ -180,13 +180,21 @@ class GalleryService:
     # --- routes ------------------------------------------------------------------------------
 
     async def available(self, request: Request) -> Response:
+        galleries, failures = await asyncio.to_thread(self.installer.galleries.readable)
+        if failures and not galleries:
+            raise OpenAIError(502, "cannot read the galleries: " + "; ".join(failures.values()),
+                              code="gallery_unavailable")
         try:
-            galleries = await asyncio.to_thread(self.installer.galleries.all)
             installed = set(self.installer.installed().values())
         except GalleryError as exc:
-            raise OpenAIError(502, f"cannot read the galleries: {exc}", code="gallery_unavailable") from None
+            raise OpenAIError(502, f"cannot read the install records: {exc}", code="gallery_unavailable") from None
+        for name, why in failures.items():
+            log.warning("gallery %s left out of /models/available: %s", name, why)
+        # LocalAI's answer is a bare list: the galleries left out are named in a header.
+        summary = "; ".join(f"{n}: {w}" for n, w in failures.items()).encode("ascii", "replace").decode()
+        headers = {"x-gallery-errors": " ".join(summary.split())[:2000]} if failures else None
         return JSONResponse([{**entry.summary(), "installed": entry.id in installed}
-                             for gallery in galleries for entry in gallery.entries])
+                             for gallery in galleries for entry in gallery.entries], headers=headers)
 
     async def apply(self, request: Request) -> Response:
         body = parse_body(await read_body(request, MAX_APPLY_BODY), ApplyRequest)

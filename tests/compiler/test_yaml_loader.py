@@ -69,3 +69,9 @@ def test_an_integer_of_thousands_of_digits_is_an_error() -> None:
     assert problems == ["1:15 an integer of 5000 digits is not a value any setting takes"]
     assert documents[0].data == {"context_size": None}
     assert resolve_plain("12") == 12
+
+
+def test_a_large_document_without_aliases_is_not_an_alias_bomb() -> None:
+    text = "".join(f"- {{name: model-{i}, url: 'github:o/r/b.yaml', tags: [a, b]}}\n" for i in range(30_000))
+    documents, problems = _load(text)
+    assert problems == [] and len(documents[0].data) == 30_000

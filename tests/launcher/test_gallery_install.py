@@ -502,3 +502,19 @@ def test_a_gallery_that_is_down_never_stalls_requests(tmp_path, monkeypatch) -> 
         time.sleep(3.5)  # the start-up read fails; reads asked for meanwhile reuse its failure
         assert client.post("/v1/completions", json={"model": "nothing-like-it", "prompt": "hi"}).status_code == 404
     assert fetches == ["https://gallery.invalid/index.yaml"]  # one fetch, not one per request
+
+
+def test_a_broken_gallery_index_does_not_hide_the_others(tmp_path) -> None:
+    broken = tmp_path / "gone.yaml"  # an index that cannot be read
+    galleries = Galleries([builtin_spec(), GallerySpec("broken", str(broken))], {})
+    installer = Installer(tmp_path / "models", galleries, {})
+    client, _ = api_client(installer)
+    with client:
+        response = client.get("/models/available")
+        assert response.status_code == 200
+        assert response.json() and all(e["gallery"] == "modelyard" for e in response.json())
+        assert response.headers["x-gallery-errors"].startswith("broken: ")
+    only_broken = Installer(tmp_path / "models2", Galleries([GallerySpec("broken", str(broken))], {}), {})
+    client, _ = api_client(only_broken)
+    with client:
+        assert client.get("/models/available").status_code == 502
