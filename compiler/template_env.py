@@ -17,10 +17,13 @@ Dialects:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -28,11 +31,50 @@ from jinja2 import Template, Undefined
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("template_deadline", default=None)
+
+
+class RenderBudgetExceeded(RuntimeError):
+    """A render ran past its ``render_budget``."""
+
+
+@contextmanager
+def render_budget(seconds: float) -> Iterator[None]:
+    """Renders in this block (this thread or task) stop with ``RenderBudgetExceeded`` after
+    ``seconds``: a template looping over a client's messages N⁴ times cannot hold a thread."""
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with the render budget checked at every call, attribute and item access
+    (what any loop doing work does; a bare ``range`` loop is bounded by the sandbox's MAX_RANGE)."""
+
+    def _check_budget(self) -> None:
+        deadline = _DEADLINE.get()
+        if deadline is not None and time.monotonic() > deadline:
+            raise RenderBudgetExceeded("the template ran out of its time budget")
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        self._check_budget()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        self._check_budget()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        self._check_budget()
+        return super().getitem(obj, argument)
+
 
 @functools.cache
 def template_environment(dialect: str) -> ImmutableSandboxedEnvironment:
     if dialect == "go":
-        env = ImmutableSandboxedEnvironment(
+        env = _Sandbox(
             autoescape=False, keep_trailing_newline=True, finalize=go_format, undefined=Undefined
         )
         env.globals.update(
@@ -41,7 +83,7 @@ def template_environment(dialect: str) -> ImmutableSandboxedEnvironment:
         return env
     if dialect not in ("jinja", "tokenizer"):
         raise ValueError(f"unknown template dialect {dialect!r}")
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -13,11 +13,12 @@ from typing import Any
 from jinja2 import TemplateError
 
 from modelyard.compiler.plan import ModelPlan, Template
-from modelyard.compiler.template_env import compiled_template
+from modelyard.compiler.template_env import RenderBudgetExceeded, compiled_template, render_budget
 
 from .errors import OpenAIError
 from .tools import GoStruct, ToolCall, ToolRequest, template_functions, tools_system_prompt
 
+RENDER_BUDGET_S = 5.0  # a chat template renders in milliseconds; one that takes seconds is looping on input
 CHARS_PER_TOKEN_BOUND = 32  # no tokenizer packs more characters in a token: a longer prompt cannot fit
 DEFAULT_PROMPT_CHARS = 4 * 1024 * 1024  # where the context size is the engine's to decide
 
@@ -27,7 +28,11 @@ def _render(model: ModelPlan, kind: str, template: Template, variables: dict[str
     ``raise_exception`` on roles it does not take, arithmetic on a client's values, the sandbox's
     bounds): a 400 naming the template, never a 500."""
     try:
-        return compiled_template(template.dialect, template.source).render(**variables)
+        with render_budget(RENDER_BUDGET_S):
+            return compiled_template(template.dialect, template.source).render(**variables)
+    except RenderBudgetExceeded:
+        raise OpenAIError(400, f"model {model.name!r}: template.{kind} took more than {RENDER_BUDGET_S:g} s for this "
+                               "request", code="template_error") from None
     except TemplateError as exc:
         raise OpenAIError(400, f"model {model.name!r}: template.{kind} refused this request: {exc}",
                           code="template_error") from None

@@ -571,3 +571,25 @@ def test_a_bug_is_a_500_logged_once_with_the_request_id(caplog) -> None:
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert seen == ["r-7"]
+
+
+def test_a_template_looping_on_the_clients_messages_stops_at_its_time_budget(monkeypatch) -> None:
+    import time
+
+    from modelyard.launcher import prompts
+
+    monkeypatch.setattr(prompts, "RENDER_BUDGET_S", 0.3)
+    plan = make_plan("""
+- name: quartic
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template:
+    chat: "{% for a in messages %}{% for b in messages %}{% for c in messages %}{% for d in messages %}{{ d.content }}{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
+""")
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:
+        started = time.monotonic()
+        response = client.post("/v1/chat/completions", json={
+            "model": "quartic", "messages": [{"role": "user", "content": "x"}] * 80})
+        assert time.monotonic() - started < 3
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "model 'quartic': template.chat took more than 0.3 s for this request"
