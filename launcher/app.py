@@ -390,15 +390,16 @@ def _check_structured_output(model: ModelPlan, param: str) -> None:
 async def completions(request: Request) -> Response:
     body = parse_body(await _read_body(request), CompletionRequest)
     _check_n(request, body)
-    if isinstance(body.prompt, list):
-        if len(body.prompt) != 1:
-            raise OpenAIError(400, "prompt lists must hold exactly one prompt", param="prompt", code="unsupported")
-        body.prompt = body.prompt[0]
+    tokens = _token_prompt(body)
     model = _select_model(request, body, "completion")
-    prompt = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, body.prompt))
+    if tokens is None:
+        assert isinstance(body.prompt, str)
+        prompt = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, body.prompt))
+    else:
+        prompt = _check_token_prompt(model, tokens, body.echo)
     _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
-              grammar=body.grammar, logprobs=body.logprobs)
+              grammar=body.grammar, logprobs=body.logprobs, prompt_tokens=tokens)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=False, echo=body.prompt if body.echo else "")
@@ -411,6 +412,35 @@ async def completions(request: Request) -> Response:
                      "finish_reason": r.finish_reason} for i, r in enumerate(results)],
         "usage": usage(results),
     })
+
+
+def _token_prompt(body: CompletionRequest) -> tuple[int, ...] | None:
+    """The prompt's token ids when it is a token array (OpenAI's ``[1, 2, 3]`` or ``[[1, 2, 3]]``);
+    None for text, which ``body.prompt`` then holds as one string."""
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):  # a list of prompts
+        if len(prompt) != 1:
+            raise OpenAIError(400, "prompt lists must hold exactly one prompt", param="prompt", code="unsupported")
+        prompt = body.prompt = prompt[0]
+    if isinstance(prompt, list):
+        if not prompt:
+            raise OpenAIError(400, "prompt is an empty token array", param="prompt", code="invalid_value")
+        return tuple(prompt)
+    return None
+
+
+def _check_token_prompt(model: ModelPlan, tokens: tuple[int, ...], echo: bool) -> str:
+    """A token-array prompt is the model's as is (no template): refused where the backend cannot
+    take one or it cannot fit. Its text for the job is empty."""
+    if not backends.get(model.backend).token_prompts:
+        raise OpenAIError(400, f"token-array prompts are not supported by {model.backend} models ({model.name!r}) "
+                               "yet; send the prompt as text", param="prompt", code="unsupported")
+    if echo:
+        raise OpenAIError(400, "echo needs a text prompt", param="echo", code="unsupported")
+    if model.context_size and len(tokens) >= model.context_size:
+        raise OpenAIError(400, f"the prompt is {len(tokens)} tokens, which does not fit the model's "
+                               f"{model.context_size}-token context", param="prompt", code="context_length_exceeded")
+    return ""
 
 
 async def edits(request: Request) -> Response:

@@ -125,7 +125,8 @@ class ChatCompletionRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A string, or a token array (sent to the model as is), or a list holding one of either.")
     max_tokens: int | None = Field(default=None, ge=0)
     grammar: str | None = Field(default=None, min_length=1, description="A GBNF grammar the output must match "
                                 "(LocalAI extension; llama-cpp models).")

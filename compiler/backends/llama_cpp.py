@@ -69,4 +69,5 @@ SPEC = BackendSpec(
     grammar=True,
     gguf=True,
     default_context=4096,
+    token_prompts=True,
 )

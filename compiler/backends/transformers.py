@@ -47,4 +47,5 @@ SPEC = BackendSpec(
     quantizations=("bnb_8bit", "bnb_4bit", "xpu_8bit", "xpu_4bit"),
     model_directories=True,
     default_context=4096,
+    token_prompts=True,
 )

@@ -15,7 +15,8 @@ from modelyard.compiler.plan import ModelPlan
 from ..messages import Failure, Finish, FinishReason, Item, Logprob, Started
 
 __all__ = ["Backend", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
-           "Logprob", "RequestError", "Sink", "Started", "drain", "fit_context", "generate_with"]
+           "Logprob", "RequestError", "Sink", "Started", "check_token_ids", "drain", "fit_context",
+           "generate_with"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,25 @@ class GenerationRequest:
     grammar: str | None = None  # GBNF: the request's or the model's (LocalAI's `grammar`)
     stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
     logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
+    prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt, sent as is (then ``prompt`` is "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
-        return cls(**{**data, "stop": tuple(data.get("stop", ()))})
+        tokens = data.get("prompt_tokens")
+        return cls(**{**data, "stop": tuple(data.get("stop", ())),
+                      "prompt_tokens": None if tokens is None else tuple(tokens)})
+
+
+def check_token_ids(tokens: tuple[int, ...], vocabulary: int, param: str = "prompt") -> None:
+    """A token-array prompt's ids must name tokens of the model (an id past the vocabulary would
+    index past llama.cpp's and torch's tables)."""
+    bad = next((t for t in tokens if not 0 <= t < vocabulary), None)
+    if bad is not None:
+        raise RequestError(f"{param} holds token id {bad}, outside the model's vocabulary of {vocabulary}",
+                           param=param)
 
 
 class RequestError(Failure):

@@ -20,7 +20,7 @@ from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
 from ..gbnf import nul_match
 from ..schema_utils import expand_type_lists
-from .base import GenerationRequest, Item, Logprob, RequestError, Sink, fit_context, generate_with
+from .base import GenerationRequest, Item, Logprob, RequestError, Sink, check_token_ids, fit_context, generate_with
 from .llama_devices import add_rpc_servers, load_log, load_options, model_params, placement
 from .llama_slots import Slot, SlotScheduler, SlotSettings
 
@@ -125,7 +125,11 @@ class LlamaCppBackend:
         """Check and tokenize ``request`` and queue it for a slot; the decode thread delivers
         its items into ``sink``."""
         llm = self._llm
-        prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
+        if request.prompt_tokens is not None:
+            check_token_ids(request.prompt_tokens, llm.n_vocab())
+            prompt_tokens = list(request.prompt_tokens)
+        else:
+            prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
         n_prompt = len(prompt_tokens)
         room = fit_context(n_prompt, request.max_tokens, self.context_size, may_outgrow=self._shift)
         # With context_shift a generation may outgrow the context; without a max_tokens it stops

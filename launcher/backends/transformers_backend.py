@@ -19,7 +19,17 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, Item, RequestError, Sink, Started, fit_context, generate_with
+from .base import (
+    Finish,
+    GenerationRequest,
+    Item,
+    RequestError,
+    Sink,
+    Started,
+    check_token_ids,
+    fit_context,
+    generate_with,
+)
 from .transformers_batch import MAX_BATCH, BatchScheduler, Row
 
 log = logging.getLogger(__name__)
@@ -158,7 +168,11 @@ class TransformersBackend:
         its items into ``sink``."""
         if self.scheduler is None:
             raise RequestError("this model serves embeddings only", code="unsupported_usecase", param="model")
-        prompt = self.tokenizer(request.prompt, add_special_tokens=True)["input_ids"]
+        if request.prompt_tokens is not None:
+            check_token_ids(request.prompt_tokens, self._vocab_size)
+            prompt = list(request.prompt_tokens)
+        else:
+            prompt = self.tokenizer(request.prompt, add_special_tokens=True)["input_ids"]
         room = fit_context(len(prompt), request.max_tokens, self._context)
         limit = room if request.max_tokens is None else request.max_tokens
         matcher = self._grammar_matcher(request)

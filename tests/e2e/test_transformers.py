@@ -194,3 +194,15 @@ def test_openvino_model_class_loads_an_exported_model(tmp_path) -> None:
     with launched([str(tmp_path)], tmp_path / "server.log") as running:
         client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
         assert client.completions.create(model="tiny-ov", prompt="Hello", max_tokens=4).usage.completion_tokens >= 1
+
+
+def test_a_token_array_prompt_equals_its_text(client) -> None:
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(client.tiny_dir)("The quick brown", add_special_tokens=True)["input_ids"]
+    by_text = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=6)
+    by_ids = client.completions.create(model="tiny", prompt=ids, max_tokens=6)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == len(ids)
+    with pytest.raises(openai.BadRequestError, match="prompt holds token id 99999, outside the model's vocabulary"):
+        client.completions.create(model="tiny", prompt=[1, 99999], max_tokens=2)

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from modelyard.compiler import backends
 from modelyard.launcher.backends import missing_backend_message
 from modelyard.launcher.backends.base import GenerationRequest, RequestError
 from modelyard.launcher.backends.exllamav2_backend import cache_tokens, job_arguments, sampler_settings
@@ -123,8 +124,10 @@ def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
     # Every GenerationRequest field is either mapped for vLLM or deliberately left to the server.
     handled = {"prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
                "presence_penalty", "frequency_penalty", "seed", "ignore_eos", "json_schema", "json_object",
-               "grammar", "stop", "logprobs"}
+               "grammar", "stop", "logprobs",
+               "prompt_tokens"}  # the server refuses token prompts for vllm and exllama2 (registry: token_prompts)
     assert {f.name for f in dataclasses.fields(GenerationRequest)} == handled
+    assert not backends.get("vllm").token_prompts and not backends.get("exllama2").token_prompts
 
 
 # --- on a GPU: the real engines, through `modelyard launch` -----------------------------------

@@ -593,3 +593,25 @@ def test_a_template_looping_on_the_clients_messages_stops_at_its_time_budget(mon
         assert time.monotonic() - started < 3
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "model 'quartic': template.chat took more than 0.3 s for this request"
+
+
+@pytest.mark.parametrize("prompt", [[5, 6, 7], [[5, 6, 7]]])
+def test_a_token_array_prompt_reaches_the_backend_as_is(client, pool, prompt) -> None:
+    response = client.post("/v1/completions", json={"model": "chat", "prompt": prompt})
+    assert response.status_code == 200, response.text
+    request = pool.requests[-1][1]
+    assert (request.prompt, request.prompt_tokens) == ("", (5, 6, 7))  # no completion template applied
+
+
+@pytest.mark.parametrize(("body", "param", "message"), [
+    ({"model": "chat", "prompt": []}, "prompt", "prompt is an empty token array"),
+    ({"model": "chat", "prompt": [[1], [2]]}, "prompt", "prompt lists must hold exactly one prompt"),
+    ({"model": "chat", "prompt": [1, 2], "echo": True}, "echo", "echo needs a text prompt"),
+    ({"model": "chat", "prompt": list(range(9000))}, "prompt",
+     "the prompt is 9000 tokens, which does not fit the model's 8192-token context"),
+])
+def test_token_array_prompts_that_cannot_run_are_400(client, pool, body, param, message) -> None:
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 400
+    assert (response.json()["error"]["param"], response.json()["error"]["message"]) == (param, message)
+    assert pool.requests == []
