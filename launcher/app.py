@@ -345,7 +345,8 @@ async def chat_completions(request: Request) -> Response:
     _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, requested, None), json_schema=json_schema,
               json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
-              logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=tools)
+              logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=tools,
+              schema_param="tools" if tools is not None and tools.forced else "response_format")
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return await _stream(request, job, completion_id, chat=True)

@@ -47,6 +47,7 @@ class Job:
     logprobs: int | None = None  # None: off; N: with the N most likely alternatives
     tools: ToolRequest | None = None
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt (then ``prompt`` is "")
+    schema_param: str = "response_format"  # where json_schema came from: "tools" for a forced call
 
     def generation(self, choice: int) -> GenerationRequest:
         s, b = self.model.sampling, self.body
@@ -61,7 +62,7 @@ class Job:
             seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
             ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
             grammar=self.grammar or self.model.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
-            prompt_tokens=self.prompt_tokens,
+            prompt_tokens=self.prompt_tokens, schema_param=self.schema_param,
         )
 
     def stops(self) -> list[str]:

@@ -62,11 +62,17 @@ class ToolRequest:
         return self.tools
 
     def call_schema(self) -> dict[str, Any]:
-        """The JSON Schema a forced call's output must match."""
-        alternatives = [{"type": "object", "properties": {"name": {"const": t.name},
-                                                          "arguments": bounded(t.parameters)},
-                         "required": ["name", "arguments"]} for t in self.offered]
-        return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+        """The JSON Schema a forced call's output must match. Each tool's local definitions
+        (``$defs``, ``definitions``: what pydantic's ``model_json_schema()`` writes for nested
+        models) move to the root, renamed per tool, since the tool's schema is nested here."""
+        definitions: dict[str, Any] = {}
+        alternatives = []
+        for index, tool in enumerate(self.offered):
+            arguments = _hoist_definitions(bounded(tool.parameters), f"t{index}_", definitions)
+            alternatives.append({"type": "object", "properties": {"name": {"const": tool.name}, "arguments": arguments},
+                                 "required": ["name", "arguments"]})
+        schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+        return {**schema, "$defs": definitions} if definitions else schema
 
 
 def parse_tool_request(tools: list[dict[str, Any]] | None, tool_choice: Any, functions: list[dict[str, Any]] | None,
@@ -148,6 +154,41 @@ def check_tool_messages(messages: list[Any]) -> None:
                 raise OpenAIError(400, f"messages[{index}]: tool_call_id {message.tool_call_id!r} answers no "
                                        "tool call made earlier in the conversation",
                                   param=f"messages[{index}].tool_call_id")
+
+
+def _hoist_definitions(schema: Any, prefix: str, into: dict[str, Any]) -> Any:
+    """``schema`` without its own ``$defs``/``definitions``, which go into ``into`` as
+    ``prefix + name``; its local refs (``#/$defs/X``, ``#/definitions/X``, ``#``) are rewritten to
+    match. Other refs are left for the grammar builder to refuse."""
+    if not isinstance(schema, dict):
+        return schema
+    schema = dict(schema)
+    own = {**schema.pop("definitions", {}), **schema.pop("$defs", {})}
+    root_name = f"{prefix}root"
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: rewrite(value) if key not in ("enum", "const", "default", "examples") else value
+               for key, value in node.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str):
+            if ref == "#":
+                out["$ref"] = f"#/$defs/{root_name}"
+                into.setdefault(root_name, None)  # filled below, once the root is rewritten
+            for local in ("#/$defs/", "#/definitions/"):
+                if ref.startswith(local):
+                    out["$ref"] = f"#/$defs/{prefix}{ref[len(local):]}"
+        return out
+
+    for name, definition in own.items():
+        into[prefix + name] = rewrite(definition)
+    rewritten = rewrite(schema)
+    if root_name in into:
+        into[root_name] = rewritten
+    return rewritten
 
 
 def bounded(schema: Any) -> Any:

@@ -43,6 +43,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
     logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt, sent as is (then ``prompt`` is "")
+    schema_param: str = "response_format"  # the request field json_schema came from ("tools": a forced call)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

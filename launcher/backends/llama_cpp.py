@@ -208,9 +208,9 @@ class LlamaCppBackend:
             try:
                 text = json_schema_grammar(expand_type_lists(request.json_schema))  # keeps maxLength & co.
             except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain exceptions
-                raise RequestError(f"response_format.json_schema cannot be used: {exc}",
-                                   param="response_format") from None
-            param = "response_format"
+                param = request.schema_param
+                raise RequestError(f"{param}: the JSON Schema cannot be used: {exc}", param=param) from None
+            param = request.schema_param
         elif request.json_object:
             text, param = JSON_GBNF, "response_format"
         elif request.grammar is not None:

@@ -206,7 +206,8 @@ class TransformersBackend:
             compiled = self._grammar_compiler.compile_json_schema(json.dumps(request.json_schema), any_whitespace=False) \
                 if request.json_schema is not None else self._grammar_compiler.compile_builtin_json_grammar()
         except Exception as exc:  # noqa: BLE001 - xgrammar raises plain errors for schemas it cannot compile
-            raise RequestError(f"response_format.json_schema cannot be used: {exc}", param="response_format") from None
+            param = request.schema_param if request.json_schema is not None else "response_format"
+            raise RequestError(f"{param}: the JSON Schema cannot be used: {exc}", param=param) from None
         return xgrammar.GrammarMatcher(compiled)
 
     # --- embeddings ----------------------------------------------------------------------------

@@ -152,3 +152,27 @@ def test_a_tool_result_round_trips_and_none_never_calls(client) -> None:
             model="gemma-3-270m", messages=[{"role": "user", "content": "Call get_weather for Rome."}],
             tools=[weather], tool_choice="none", temperature=1.0, seed=seed, max_tokens=30)
         assert reply.choices[0].message.tool_calls is None
+
+
+def test_a_pydantic_tool_schema_with_defs_is_forced_and_fits(client) -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Address(pydantic.BaseModel):
+        city: str = pydantic.Field(max_length=20)
+        zip_code: str = pydantic.Field(max_length=8)
+
+    class Person(pydantic.BaseModel):
+        name: str = pydantic.Field(max_length=20)
+        home: Address
+        others: list[Address] = pydantic.Field(max_length=2)
+
+    schema = Person.model_json_schema()
+    assert "$defs" in schema  # what every pydantic model with a nested one produces
+    reply = client.chat.completions.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": "Register Ann from Paris."}], max_tokens=300,
+        tools=[{"type": "function", "function": {"name": "register", "parameters": schema}}],
+        tool_choice={"type": "function", "function": {"name": "register"}}, temperature=0.5, seed=3)
+    [call] = reply.choices[0].message.tool_calls
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, schema)
+    Person.model_validate(arguments)

@@ -125,7 +125,8 @@ def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
     handled = {"prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
                "presence_penalty", "frequency_penalty", "seed", "ignore_eos", "json_schema", "json_object",
                "grammar", "stop", "logprobs",
-               "prompt_tokens"}  # the server refuses token prompts for vllm and exllama2 (registry: token_prompts)
+               "prompt_tokens",  # the server refuses token prompts for vllm and exllama2 (registry: token_prompts)
+               "schema_param"}  # only names the request field in error messages
     assert {f.name for f in dataclasses.fields(GenerationRequest)} == handled
     assert not backends.get("vllm").token_prompts and not backends.get("exllama2").token_prompts
 
