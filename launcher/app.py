@@ -249,6 +249,9 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
         raise OpenAIError(400, f"model {model.name!r} does not serve {usecase} requests "
                                f"(it serves: {', '.join(model.usecases) or 'nothing'})",
                           param="model", code="unsupported_usecase")
+    if getattr(body, "logit_bias", None) and not backends.get(model.backend).logit_bias:
+        raise OpenAIError(400, f"logit_bias is not supported by {model.backend} models ({model.name!r}) yet",
+                          param="logit_bias", code="unsupported")
     return model
 
 

@@ -62,7 +62,7 @@ class Job:
             seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
             ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
             grammar=self.grammar or self.model.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
-            prompt_tokens=self.prompt_tokens, schema_param=self.schema_param,
+            prompt_tokens=self.prompt_tokens, schema_param=self.schema_param, logit_bias=b.biases(),
         )
 
     def stops(self) -> list[str]:

@@ -35,6 +35,9 @@ class ResponseFormat(_Request):
         return self
 
 
+MAX_LOGIT_BIAS = 1024
+
+
 class Sampling(_Request):
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -45,7 +48,9 @@ class Sampling(_Request):
     repeat_penalty: float | None = Field(default=None, ge=0)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # a 64-bit seed, signed or not
+    logit_bias: dict[str, float] | None = Field(
+        default=None, description="Token id (as a string) to a bias from -100 to 100 added to its logit.")
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -58,6 +63,23 @@ class Sampling(_Request):
         if value is not None and not info.data.get("stream"):
             raise ValueError("stream_options is only allowed when stream is true")
         return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_bounded_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        if len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias may hold at most {MAX_LOGIT_BIAS} tokens")
+        for key, bias in value.items():
+            if not key.isascii() or not key.isdigit() or len(key) > 9:
+                raise ValueError(f"keys are token ids, got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases are from -100 to 100, got {bias} for token {key}")
+        return value
+
+    def biases(self) -> tuple[tuple[int, float], ...] | None:
+        return None if not self.logit_bias else tuple(sorted((int(k), float(b)) for k, b in self.logit_bias.items()))
 
     @field_validator("stop")
     @classmethod

@@ -70,4 +70,5 @@ SPEC = BackendSpec(
     gguf=True,
     default_context=4096,
     token_prompts=True,
+    logit_bias=True,
 )

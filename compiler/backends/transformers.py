@@ -48,4 +48,5 @@ SPEC = BackendSpec(
     model_directories=True,
     default_context=4096,
     token_prompts=True,
+    logit_bias=True,
 )

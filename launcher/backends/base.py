@@ -43,6 +43,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
     logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt, sent as is (then ``prompt`` is "")
+    logit_bias: tuple[tuple[int, float], ...] | None = None  # (token id, bias added to its logit), ids checked
     schema_param: str = "response_format"  # the request field json_schema came from ("tools": a forced call)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,9 +51,10 @@ class GenerationRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
-        tokens = data.get("prompt_tokens")
+        tokens, biases = data.get("prompt_tokens"), data.get("logit_bias")
         return cls(**{**data, "stop": tuple(data.get("stop", ())),
-                      "prompt_tokens": None if tokens is None else tuple(tokens)})
+                      "prompt_tokens": None if tokens is None else tuple(tokens),
+                      "logit_bias": None if biases is None else tuple((int(t), float(b)) for t, b in biases)})
 
 
 def check_token_ids(tokens: tuple[int, ...], vocabulary: int, param: str = "prompt") -> None:

