@@ -50,10 +50,10 @@ from .generation import (
     Job,
     Pool,
     chat_logprobs,
+    choice_streams,
     collect,
     completion_logprobs,
     merge,
-    run_choice,
     usage,
 )
 from .installer import Installer
@@ -282,9 +282,9 @@ def _max_tokens(request: Request, model: ModelPlan, requested: int | None, defau
 class _Ticket:
     """A place in the admission counts, given back exactly once."""
 
-    def __init__(self, request: Request, job: Job) -> None:
+    def __init__(self, request: Request, jobs: list[Job]) -> None:
         self.admission: Admission = server_state(request).admission
-        self.model, self.n = job.model.name, job.body.n
+        self.model, self.n = jobs[0].model.name, sum(job.body.n for job in jobs)
         self.admission.enter(self.model, self.n)
         self.held = True
 
@@ -294,11 +294,11 @@ class _Ticket:
             self.admission.leave(self.model, self.n)
 
 
-async def _complete(request: Request, job: Job) -> list[ChoiceResult]:
+async def _complete(request: Request, *jobs: Job) -> list[ChoiceResult]:
     """All choices, unless the client goes away first: then the generations are cancelled (a
     streamed one stops at its next failed send; this one has no send until the end)."""
-    ticket = _Ticket(request, job)
-    work = asyncio.ensure_future(collect(request, job))
+    ticket = _Ticket(request, list(jobs))
+    work = asyncio.ensure_future(collect(request, list(jobs)))
     watch = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
@@ -352,7 +352,7 @@ async def chat_completions(request: Request) -> Response:
               schema_param="tools" if tools is not None and tools.forced else "response_format")
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
-        return await _stream(request, job, completion_id, chat=True)
+        return await _stream(request, [job], completion_id, chat=True)
     results = await _complete(request, job)
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
@@ -394,43 +394,52 @@ def _check_structured_output(model: ModelPlan, param: str) -> None:
 async def completions(request: Request) -> Response:
     body = parse_body(await _read_body(request), CompletionRequest)
     _check_n(request, body)
-    tokens = _token_prompt(body)
+    prompts = _prompts(body)
+    max_n = server_state(request).plan.server.max_n
+    if len(prompts) * body.n > max_n:
+        raise OpenAIError(400, f"the prompts times n must be at most {max_n} choices", param="prompt",
+                          code="invalid_value")
     model = _select_model(request, body, "completion")
-    if tokens is None:
-        assert isinstance(body.prompt, str)
-        prompt = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, body.prompt))
-    else:
-        prompt = _check_token_prompt(model, tokens, body.echo)
     _check_grammar(model, body.grammar)
-    job = Job(model, prompt, body, _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS),
-              grammar=body.grammar, logprobs=body.logprobs, prompt_tokens=tokens)
+    max_tokens = _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS)
+    jobs = []
+    for given in prompts:
+        if isinstance(given, str):
+            text = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, given))
+            tokens, echo = None, given if body.echo else ""
+        else:
+            text, tokens, echo = _check_token_prompt(model, given, body.echo), given, ""
+        jobs.append(Job(model, text, body, max_tokens, grammar=body.grammar, logprobs=body.logprobs,
+                        prompt_tokens=tokens, echo=echo))
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
-        return await _stream(request, job, completion_id, chat=False, echo=body.prompt if body.echo else "")
-    results = await _complete(request, job)
-    echo = body.prompt if body.echo else ""
+        return await _stream(request, jobs, completion_id, chat=False)
+    results = await _complete(request, *jobs)
+    choices = []
+    for index, result in enumerate(results):
+        echo = jobs[index // body.n].echo
+        choices.append({"index": index, "text": echo + result.text, "finish_reason": result.finish_reason,
+                        "logprobs": completion_logprobs(result.logprobs, len(echo))})
     return JSONResponse({
         "id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model.name,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": i, "text": echo + r.text, "logprobs": completion_logprobs(r.logprobs, len(echo)),
-                     "finish_reason": r.finish_reason} for i, r in enumerate(results)],
-        "usage": usage(results),
+        "system_fingerprint": FINGERPRINT, "choices": choices, "usage": usage(results, body.n),
     })
 
 
-def _token_prompt(body: CompletionRequest) -> tuple[int, ...] | None:
-    """The prompt's token ids when it is a token array (OpenAI's ``[1, 2, 3]`` or ``[[1, 2, 3]]``);
-    None for text, which ``body.prompt`` then holds as one string."""
+def _prompts(body: CompletionRequest) -> list[str | tuple[int, ...]]:
+    """The request's prompts: one text or token array, or a list of them (each its own ``n``
+    choices, OpenAI's ``index = prompt_i * n + j``)."""
     prompt = body.prompt
-    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):  # a list of prompts
-        if len(prompt) != 1:
-            raise OpenAIError(400, "prompt lists must hold exactly one prompt", param="prompt", code="unsupported")
-        prompt = body.prompt = prompt[0]
-    if isinstance(prompt, list):
-        if not prompt:
-            raise OpenAIError(400, "prompt is an empty token array", param="prompt", code="invalid_value")
-        return tuple(prompt)
-    return None
+    listed = prompt if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else [prompt]
+    prompts: list[str | tuple[int, ...]] = []
+    for item in listed:
+        if isinstance(item, list):
+            if not item:
+                raise OpenAIError(400, "prompt is an empty token array", param="prompt", code="invalid_value")
+            prompts.append(tuple(item))
+        else:
+            prompts.append(item)
+    return prompts
 
 
 def _check_token_prompt(model: ModelPlan, tokens: tuple[int, ...], echo: bool) -> str:
@@ -489,7 +498,8 @@ def _unit(vector: list[float]) -> list[float]:
 # --- streaming -------------------------------------------------------------------------------
 
 
-async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool, echo: str = "") -> Response:
+async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat: bool) -> Response:
+    job = jobs[0]  # the settings every job of a request shares (model, body)
     created = int(time.time())
     include_usage = bool(job.body.stream_options and job.body.stream_options.include_usage)
 
@@ -502,19 +512,23 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
             payload["usage"] = usage
         return {"data": json.dumps(payload, ensure_ascii=False)}
 
+    offsets: dict[int, int] = {}  # per choice: the characters sent so far (echo included), for text_offset
+
     def piece(index: int, text: str | None, finish: str | None = None,
               entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         wanted = entries if job.logprobs is not None and text is not None else None
-        return {"index": index, "text": text or "", "logprobs": completion_logprobs(wanted), "finish_reason": finish}
+        logprobs = completion_logprobs(wanted, offsets.get(index, 0))
+        offsets[index] = offsets.get(index, 0) + len(text or "")
+        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
 
     def chat_piece(index: int, delta: dict[str, Any], finish: str | None = None,
                    entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         wanted = entries if job.logprobs is not None and "content" in delta else None
         return {"index": index, "delta": delta, "logprobs": chat_logprobs(wanted), "finish_reason": finish}
 
-    ticket = _Ticket(request, job)
-    # The n choices decode at once; their chunks interleave, each naming its choice's index.
-    choices = merge([run_choice(request, job, i) for i in range(job.body.n)])
+    ticket = _Ticket(request, jobs)
+    # The choices decode at once; their chunks interleave, each naming its choice's index.
+    choices = merge(choice_streams(request, jobs))
     # Wait for the first item before answering, so that a request the backend refuses (prompt
     # too long, model failing to load) gets a real HTTP error status.
     try:
@@ -533,7 +547,7 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
                     deltas[index] = ChoiceDeltas(job.tools, job.body.parallel_tool_calls) if chat else None
                     if chat:
                         yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
-                    if echo:
+                    if echo := jobs[index // job.body.n].echo:
                         yield chunk([piece(index, echo)])
                 tools = deltas[index]
                 if isinstance(item, ChoiceResult):
@@ -551,7 +565,7 @@ async def _stream(request: Request, job: Job, completion_id: str, *, chat: bool,
                     for delta in tools.text(item.text):
                         yield chunk([chat_piece(index, delta, entries=item.logprobs)])
             if include_usage:
-                yield chunk([], usage([results[i] for i in sorted(results)]))
+                yield chunk([], usage([results[i] for i in sorted(results)], job.body.n))
         except (OpenAIError, Failure) as exc:  # after the first byte: an SSE error event, then [DONE]
             error = exc if isinstance(exc, OpenAIError) else OpenAIError.from_failure(exc)
             yield {"data": json.dumps(error.body())}

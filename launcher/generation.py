@@ -48,6 +48,7 @@ class Job:
     tools: ToolRequest | None = None
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt (then ``prompt`` is "")
     schema_param: str = "response_format"  # where json_schema came from: "tools" for a forced call
+    echo: str = ""  # the prompt text a completion with echo starts its choices with
 
     def generation(self, choice: int) -> GenerationRequest:
         s, b = self.model.sampling, self.body
@@ -179,25 +180,36 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
             return
 
 
-def usage(results: list[ChoiceResult]) -> dict[str, Any]:
-    prompt = results[0].prompt_tokens if results else 0
+def usage(results: list[ChoiceResult], n: int = 1) -> dict[str, Any]:
+    """Token counts of a request whose ``results`` are ``n`` choices per prompt, prompt after
+    prompt: each prompt is counted once, every choice's completion."""
+    firsts = results[::n]
+    prompt = sum(r.prompt_tokens for r in firsts)
     completion = sum(r.completion_tokens for r in results)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": results[0].cached_tokens if results else 0}}
+            "prompt_tokens_details": {"cached_tokens": sum(r.cached_tokens for r in firsts)}}
 
 
-async def collect(request: Request, job: Job) -> list[ChoiceResult]:
-    """All ``n`` choices, decoded at once (a model with parallel slots runs them side by side)."""
+def choice_streams(request: Request, jobs: list[Job]) -> list[AsyncIterator[Piece | ChoiceResult]]:
+    """Every choice of a request, in OpenAI's index order: prompt ``i``'s choice ``j`` is
+    ``i * n + j``."""
+    return [run_choice(request, job, j) for job in jobs for j in range(job.body.n)]
+
+
+async def collect(request: Request, jobs: list[Job]) -> list[ChoiceResult]:
+    """All choices of every prompt, decoded at once (a model with parallel slots runs them
+    side by side), in OpenAI's index order."""
+    streams = choice_streams(request, jobs)
     results: dict[int, ChoiceResult] = {}
-    pieces: dict[int, list[str]] = {index: [] for index in range(job.body.n)}
-    async for index, item in merge([run_choice(request, job, index) for index in range(job.body.n)]):
+    pieces: dict[int, list[str]] = {index: [] for index in range(len(streams))}
+    async for index, item in merge(streams):
         if isinstance(item, ChoiceResult):
             results[index] = item
         else:
             pieces[index].append(item.text)
     for index, result in results.items():
         result.text = "".join(pieces[index])  # what was sent: after stop sequences and output rules
-    return [results[index] for index in range(job.body.n)]
+    return [results[index] for index in range(len(streams))]
 
 
 class _Raised:

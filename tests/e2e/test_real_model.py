@@ -265,3 +265,14 @@ def test_logit_bias_steers_and_bans_tokens_on_llama_cpp(client) -> None:
     assert banned.choices[0].logprobs.tokens[0] != base.choices[0].logprobs.tokens[0]
     with pytest.raises(openai.BadRequestError, match="logit_bias holds token id 999999999"):
         client.completions.create(model=MODEL, prompt="Hi", max_tokens=2, logit_bias={"999999999": 1})
+
+
+def test_several_prompts_in_one_request(client) -> None:
+    reply = client.completions.create(model=MODEL, prompt=["Once upon a time", "The capital of France is"], n=2,
+                                      max_tokens=5, temperature=0)
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    alone = [client.completions.create(model=MODEL, prompt=p, max_tokens=5, temperature=0)
+             for p in ("Once upon a time", "The capital of France is")]
+    assert [c.text for c in reply.choices] == [alone[0].choices[0].text] * 2 + [alone[1].choices[0].text] * 2
+    assert reply.usage.prompt_tokens == alone[0].usage.prompt_tokens + alone[1].usage.prompt_tokens
+    assert reply.usage.completion_tokens == 2 * (alone[0].usage.completion_tokens + alone[1].usage.completion_tokens)

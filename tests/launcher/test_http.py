@@ -605,7 +605,7 @@ def test_a_token_array_prompt_reaches_the_backend_as_is(client, pool, prompt) ->
 
 @pytest.mark.parametrize(("body", "param", "message"), [
     ({"model": "chat", "prompt": []}, "prompt", "prompt is an empty token array"),
-    ({"model": "chat", "prompt": [[1], [2]]}, "prompt", "prompt lists must hold exactly one prompt"),
+    ({"model": "chat", "prompt": [[1], [2], [3]], "n": 3}, "prompt", "the prompts times n must be at most 8 choices"),
     ({"model": "chat", "prompt": [1, 2], "echo": True}, "echo", "echo needs a text prompt"),
     ({"model": "chat", "prompt": list(range(9000))}, "prompt",
      "the prompt is 9000 tokens, which does not fit the model's 8192-token context"),
@@ -631,3 +631,31 @@ def test_logit_bias_reaches_the_backend_and_is_validated_as_openai_does(client, 
 def test_a_seed_outside_64_bits_is_400(client, seed) -> None:
     response = chat(client, seed=seed)
     assert response.status_code == 400 and response.json()["error"]["param"] == "seed"
+
+
+def test_several_prompts_give_n_choices_each_in_openais_index_order(client, pool) -> None:
+    body = client.post("/v1/completions", json={"model": "chat", "prompt": ["[echo]One", "Two"], "n": 2}).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert sorted(r.prompt for _, r in pool.requests[-4:]) == ["Q: Two", "Q: Two", "Q: [echo]One", "Q: [echo]One"]
+    assert body["choices"][0]["text"] == body["choices"][1]["text"] == "Q: [echo]One"  # the echo marker's reply
+    assert body["choices"][2]["text"] == "Hello world, this is a fake model."
+    tokens = client.post("/v1/completions", json={"model": "chat", "prompt": [[7, 8], [9]]}).json()
+    assert len(tokens["choices"]) == 2 and [r.prompt_tokens for _, r in pool.requests[-2:]] in ([(7, 8), (9,)],
+                                                                                                [(9,), (7, 8)])
+    # Each prompt counted once, every choice's completion.
+    alone = [client.post("/v1/completions", json={"model": "chat", "prompt": p}).json()["usage"]
+             for p in ("[echo]One", "Two")]
+    assert body["usage"]["prompt_tokens"] == alone[0]["prompt_tokens"] + alone[1]["prompt_tokens"]
+    assert body["usage"]["completion_tokens"] == 2 * (alone[0]["completion_tokens"] + alone[1]["completion_tokens"])
+    events = sse(client.post("/v1/completions", json={"model": "chat", "prompt": ["a", "b"], "stream": True,
+                                                      "stream_options": {"include_usage": True}}))
+    assert sorted({e["choices"][0]["index"] for e in events[:-1] if e["choices"]}) == [0, 1]
+
+
+def test_streamed_text_offsets_match_the_whole_answers(client) -> None:
+    ask = {"model": "chat", "prompt": "x", "logprobs": 1, "max_tokens": 6}
+    whole = client.post("/v1/completions", json=ask).json()["choices"][0]["logprobs"]["text_offset"]
+    events = sse(client.post("/v1/completions", json={**ask, "stream": True}))
+    streamed = [o for e in events[:-1] if e["choices"] and e["choices"][0]["logprobs"]
+                for o in e["choices"][0]["logprobs"]["text_offset"]]
+    assert streamed == whole and whole[-1] > 0
