@@ -276,3 +276,13 @@ def test_several_prompts_in_one_request(client) -> None:
     assert [c.text for c in reply.choices] == [alone[0].choices[0].text] * 2 + [alone[1].choices[0].text] * 2
     assert reply.usage.prompt_tokens == alone[0].usage.prompt_tokens + alone[1].usage.prompt_tokens
     assert reply.usage.completion_tokens == 2 * (alone[0].usage.completion_tokens + alone[1].usage.completion_tokens)
+
+
+def test_a_stream_never_sends_more_pieces_than_max_tokens_nor_control_tokens(client) -> None:
+    import re
+
+    pieces = [c.choices[0].text for c in client.completions.create(
+        model=MODEL, prompt="Write a poem", max_tokens=50, stream=True, extra_body={"ignore_eos": True})
+        if c.choices and c.choices[0].text]
+    assert 40 <= len(pieces) <= 50
+    assert not [p for p in pieces if re.fullmatch(r"\s*<[a-z_]+>\s*", p)], pieces
