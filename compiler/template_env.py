@@ -117,6 +117,41 @@ def _hf_tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False
 # --- Go semantics ------------------------------------------------------------------------------
 
 
+class GoStruct:
+    """A Go struct as LocalAI's templates see it: ``.Field`` by its Go name, ``toJson`` with the
+    JSON tags in declaration order (Go marshals a struct's fields in order, a map's keys sorted),
+    ``{{ . }}`` as ``fmt`` prints a struct (``{v1 v2}``)."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, *fields: tuple[str, str, Any]) -> None:  # (Go name, JSON key, value)
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> Any:
+        for go_name, _, value in self._fields:
+            if go_name == name:
+                return value
+        raise KeyError(name)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def json_fields(self) -> list[tuple[str, Any]]:
+        return [(key, value) for _, key, value in self._fields]
+
+    def values(self) -> list[Any]:
+        return [value for _, _, value in self._fields]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GoStruct) and self._fields == other._fields
+
+    def __repr__(self) -> str:
+        return f"GoStruct{self._fields!r}"
+
+
 def go_format(value: Any) -> str:
     """Format a value as Go's ``fmt.Sprint`` does for the data LocalAI passes to templates."""
     if value is None or isinstance(value, Undefined):
@@ -127,6 +162,8 @@ def go_format(value: Any) -> str:
         return _go_float(value, exponent_limit=21)
     if isinstance(value, str):
         return value
+    if isinstance(value, GoStruct):
+        return "{" + " ".join(go_format(v) for v in value.values()) + "}"
     if isinstance(value, Mapping):
         return "map[" + " ".join(f"{go_format(k)}:{go_format(value[k])}" for k in sorted(value)) + "]"
     if isinstance(value, (list, tuple)):
@@ -188,6 +225,8 @@ def _go_json(value: Any) -> str:
         return _go_json_float(value)
     if isinstance(value, str):
         return _go_json_string(value)
+    if isinstance(value, GoStruct):
+        return "{" + ",".join(f"{_go_json_string(k)}:{_go_json(v)}" for k, v in value.json_fields()) + "}"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{_go_json_string(str(k))}:{_go_json(value[k])}" for k in sorted(value, key=str)) + "}"
     if isinstance(value, (list, tuple)):

@@ -13,10 +13,10 @@ from typing import Any
 from jinja2 import TemplateError
 
 from modelyard.compiler.plan import ModelPlan, Template
-from modelyard.compiler.template_env import RenderBudgetExceeded, compiled_template, render_budget
+from modelyard.compiler.template_env import GoStruct, RenderBudgetExceeded, compiled_template, render_budget
 
 from .errors import OpenAIError
-from .tools import GoStruct, ToolCall, ToolRequest, template_functions, tools_system_prompt
+from .tools import ToolCall, ToolRequest, template_functions, tools_system_prompt
 
 RENDER_BUDGET_S = 5.0  # a chat template renders in milliseconds; one that takes seconds is looping on input
 CHARS_PER_TOKEN_BOUND = 32  # no tokenizer packs more characters in a token: a longer prompt cannot fit
@@ -87,17 +87,19 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
     the tokenizer template's ``tools``, else the YAML's ``template.function`` (LocalAI's way),
     else a system message."""
     offered = tools.offered if tools is not None else ()
-    if model.system_prompt and not any(m.role in ("system", "developer") for m in messages):
-        messages = [PromptMessage("system", model.system_prompt), *messages]
-    messages = [replace(m, role="system") if m.role == "developer" else m for m in messages]
     templates = model.templates
     chat_templates = templates.chat_message is not None or templates.chat is not None or model.roles
+    # LocalAI's templates see the YAML's system_prompt as .SystemPrompt only; a tokenizer template
+    # has no such variable, so there it is the conversation's system message when it has none.
+    if model.system_prompt and not chat_templates and not any(m.role in ("system", "developer") for m in messages):
+        messages = [PromptMessage("system", model.system_prompt), *messages]
+    messages = [replace(m, role="system") if m.role == "developer" else m for m in messages]
     # A tokenizer template that never mentions `tools` would drop them: then the note tells the model.
     tokenizer_takes_tools = templates.tokenizer_template is not None and not chat_templates \
         and "tools" in templates.tokenizer_template.source
     if offered and not (templates.function is not None and chat_templates) and not tokenizer_takes_tools:
         messages = _with_system_note(messages, tools_system_prompt(tools))
-    system = next((m.content for m in messages if m.role == "system"), "")
+    system = model.system_prompt or ""
     hf_messages = [m.hf() for m in messages]
     if not chat_templates:
         if templates.tokenizer_template is not None:
@@ -110,19 +112,23 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
         raise OpenAIError(400, f"model {model.name!r} has no chat template, so it cannot serve chat completions; "
                                "use /v1/completions", param="model", code="chat_not_supported")
     rendered = []
-    # A template that does not show .FunctionCall still shows the call, as the message's content.
-    shows_calls = templates.chat_message is not None and "FunctionCall" in templates.chat_message.source
     for index, message in enumerate(messages):
-        text = message.content or (message.call_text() if message.tool_calls else "")
         if templates.chat_message is not None:
-            rendered.append(_render(model, "chat_message", templates.chat_message, {
-                "RoleName": message.role, "Role": model.roles.get(message.role, message.role),
-                "Content": message.content if shows_calls else text, "FunctionCall": _go_calls(message) if message.tool_calls else None,
+            # The data LocalAI's ChatMessageTemplateData holds (core/templates/evaluator.go).
+            role = message.role
+            if message.tool_calls and "assistant_function_call" in model.roles:
+                role = "assistant_function_call"
+            text = _render(model, "chat_message", templates.chat_message, {
+                "RoleName": role, "Role": model.roles.get(role, ""),
+                "Content": message.content, "FunctionCall": _go_calls(message) if message.tool_calls else None,
                 "FunctionName": message.tool_calls[0].name if message.tool_calls else "",
                 "MessageIndex": index, "LastMessage": index == len(messages) - 1,
                 "SystemPrompt": system, "Function": bool(offered), "ReasoningEffort": "",
-            }))
+            })
+            if text.strip():  # LocalAI leaves a message out when its template renders nothing
+                rendered.append(text)
         else:  # LocalAI's legacy role prefixes (none: the text alone)
+            text = message.content or (message.call_text() if message.tool_calls else "")
             rendered.append(model.roles.get(message.role, "") + text)
     joined = templates.join_chat_messages_by_character.join(rendered)
     outer, kind = (templates.function, "function") if offered and templates.function is not None \
@@ -136,9 +142,16 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
 
 
 def _go_calls(message: PromptMessage) -> Any:
-    """``.FunctionCall`` for LocalAI templates: the call as the model wrote it (one, or a list)."""
-    calls = [GoStruct(name=c.name, arguments=_as_object(c.arguments)) for c in message.tool_calls]
-    return calls[0] if len(calls) == 1 else calls
+    """``.FunctionCall`` as LocalAI passes it: the message's ``tool_calls`` as OpenAI sent them
+    (``schema.ToolCall``: index, id, type, function {name, arguments as a string}), or a legacy
+    ``function_call``'s map (a call with no id)."""
+    calls = message.tool_calls
+    if len(calls) == 1 and not calls[0].id:
+        return {"name": calls[0].name, "arguments": calls[0].arguments}
+    return [GoStruct(("Index", "index", index), ("ID", "id", call.id), ("Type", "type", "function"),
+                     ("FunctionCall", "function", GoStruct(("Name", "name", call.name),
+                                                           ("Arguments", "arguments", call.arguments))))
+            for index, call in enumerate(calls)]
 
 
 def _with_system_note(messages: list[PromptMessage], note: str) -> list[PromptMessage]:
@@ -150,11 +163,13 @@ def _with_system_note(messages: list[PromptMessage], note: str) -> list[PromptMe
 def completion_prompt(model: ModelPlan, prompt: str) -> str:
     if model.templates.completion is None:
         return prompt
-    return _render(model, "completion", model.templates.completion, {"Input": prompt, "SystemPrompt": ""})
+    return _render(model, "completion", model.templates.completion,
+                   {"Input": prompt, "SystemPrompt": model.system_prompt or ""})
 
 
 def edit_prompt(model: ModelPlan, instruction: str, text: str) -> str:
     if model.templates.edit is not None:
-        return _render(model, "edit", model.templates.edit, {"Input": text, "Instruction": instruction})
+        return _render(model, "edit", model.templates.edit,
+                       {"Input": text, "Instruction": instruction, "SystemPrompt": model.system_prompt or ""})
     # No edit template: OpenAI's mapping, instruction as the system message, input as the user's.
     return chat_prompt(model, [PromptMessage("system", instruction), PromptMessage("user", text)])

@@ -23,6 +23,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from modelyard.compiler.template_env import GoStruct
+
 from .constraints import check_json_schema
 from .errors import OpenAIError
 from .schema_utils import expand_type_lists
@@ -342,19 +344,10 @@ def tools_system_prompt(tools: ToolRequest) -> str:
             '{"name": <function name>, "arguments": <an object of its arguments>}.')
 
 
-class GoStruct(dict):
-    """A dict that also answers Go-style field names (``.Name`` → ``name``), so LocalAI templates
-    can write both ``{{.Name}}`` and ``{{toJson .Functions}}`` (which shows the JSON keys)."""
-
-    def __getattr__(self, name: str) -> Any:
-        key = name[:1].lower() + name[1:]
-        if key in self:
-            return self[key]
-        raise AttributeError(name)
-
-
 def template_functions(tools: ToolRequest) -> list[GoStruct]:
-    return [GoStruct(name=t.name, description=t.description, parameters=t.parameters, strict=False)
+    """``.Functions`` as LocalAI's ``functions.Function`` structs (toJson in its field order)."""
+    return [GoStruct(("Name", "name", t.name), ("Description", "description", t.description),
+                     ("Strict", "strict", False), ("Parameters", "parameters", t.parameters))
             for t in tools.offered]
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, bounded, parse_calls, parse_tool_request
+from modelyard.launcher.tools import MAX_STRING_CHARS, CallStream, ToolCall, bounded, parse_calls, parse_tool_request
 
 from .fakes import make_plan
 
@@ -134,7 +134,8 @@ def test_a_tool_result_round_trips_into_the_prompt(client, pool) -> None:
     assert reply.status_code == 200
     prompt = pool.requests[-1][1].prompt
     assert '<tool>18 degrees, sunny' in prompt
-    assert '<assistant>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}' in prompt
+    # This chat_message never shows .FunctionCall: as in LocalAI, the call turn renders empty.
+    assert "<assistant>\n<tool>18 degrees" in prompt
     assert prompt.index("Weather in Paris?") < prompt.index("18 degrees")
 
 
@@ -256,3 +257,31 @@ def test_raw_control_characters_in_streamed_arguments_are_escaped() -> None:
     arguments = "".join(value for kind, value in events if kind == "arguments")
     assert json.loads(arguments) == {"note": 'line one\nline\ttwo "q" \x1b', "n": [1, 2]}  # strict JSON
     assert stream.arguments == arguments
+
+
+def _base_prompt(base: str, messages: list) -> str:
+    """The prompt LocalAI's gallery base ``base`` makes of ``messages`` (an S4 tool conversation)."""
+    from modelyard.launcher.prompts import chat_prompt
+
+    from ..compiler.fakes import compile_yaml
+    from ..compiler.localai_corpus import base_configs
+
+    config = dict(base_configs())[base] + "\nname: m\nparameters: {model: m.gguf}\n"
+    model = compile_yaml({"models/m.yaml": config}, check_files=False).plan.models[0]
+    return chat_prompt(model, messages)
+
+
+def _s4():
+    from modelyard.launcher.prompts import PromptMessage
+
+    return [PromptMessage("user", "Weather in Boston?"),
+            PromptMessage("assistant", "", (ToolCall("call_1", "get_weather", '{"city":"Boston"}'),)),
+            PromptMessage("tool", '{"temp": 21}', (), "call_1")]
+
+
+def test_function_call_is_openais_tool_calls_as_localai_passes_them() -> None:
+    # chatml prints {{toJson .FunctionCall}}: LocalAI's schema.ToolCall, fields in Go's order.
+    assert ('[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather",'
+            '"arguments":"{\\"city\\":\\"Boston\\"}"}}]') in _base_prompt("chatml.yaml", _s4())
+    # llama3.2-quantized walks it ({{range .FunctionCall}}{{.FunctionCall.Name}}): a 500 before.
+    assert '[get_weather({"city":"Boston"})]' in _base_prompt("llama3.2-quantized.yaml", _s4())
