@@ -168,22 +168,19 @@ def _hoist_definitions(schema: Any, prefix: str, into: dict[str, Any]) -> Any:
     own = {**schema.pop("definitions", {}), **schema.pop("$defs", {})}
     root_name = f"{prefix}root"
 
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, list):
-            return [rewrite(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        out = {key: rewrite(value) if key not in ("enum", "const", "default", "examples") else value
-               for key, value in node.items()}
-        ref = out.get("$ref")
+    def fix_ref(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref")
         if isinstance(ref, str):
             if ref == "#":
-                out["$ref"] = f"#/$defs/{root_name}"
+                node["$ref"] = f"#/$defs/{root_name}"
                 into.setdefault(root_name, None)  # filled below, once the root is rewritten
             for local in ("#/$defs/", "#/definitions/"):
                 if ref.startswith(local):
-                    out["$ref"] = f"#/$defs/{prefix}{ref[len(local):]}"
-        return out
+                    node["$ref"] = f"#/$defs/{prefix}{ref[len(local):]}"
+        return node
+
+    def rewrite(node: Any) -> Any:
+        return _each_subschema(node, fix_ref)
 
     for name, definition in own.items():
         into[prefix + name] = rewrite(definition)
@@ -193,15 +190,25 @@ def _hoist_definitions(schema: Any, prefix: str, into: dict[str, Any]) -> Any:
     return rewritten
 
 
-def bounded(schema: Any) -> Any:
-    """A copy of ``schema`` with the runaway guards added where it sets no bound itself."""
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")  # what they hold is data, not schemas
+
+
+def _each_subschema(schema: Any, change: Any) -> Any:
+    """A copy of ``schema`` with ``change`` applied to each of its (sub-)schema mappings, the
+    innermost first; values under data keywords are left as they are."""
     def visit(node: Any) -> Any:
         if isinstance(node, list):
             return [visit(item) for item in node]
         if not isinstance(node, dict):
             return node
-        node = {key: visit(value) if key not in ("enum", "const", "default", "examples") else value
-                for key, value in node.items()}
+        return change({key: visit(value) if key not in _DATA_KEYWORDS else value for key, value in node.items()})
+
+    return visit(schema)
+
+
+def bounded(schema: Any) -> Any:
+    """A copy of ``schema`` with the runaway guards added where it sets no bound itself."""
+    def guard(node: dict[str, Any]) -> dict[str, Any]:
         if node.get("type") == "string" and not ({"maxLength", "enum", "const", "pattern", "format"} & node.keys()):
             node["maxLength"] = max(MAX_STRING_CHARS, node.get("minLength", 0))
         if node.get("type") == "array" and "maxItems" not in node and "items" in node:
@@ -210,7 +217,7 @@ def bounded(schema: Any) -> Any:
             node["additionalProperties"] = False  # only the declared arguments
         return node
 
-    return visit(expand_type_lists(schema))  # ["string", "null"]: one bounded alternative per type
+    return _each_subschema(expand_type_lists(schema), guard)  # ["string", "null"]: one bounded alternative per type
 
 
 # --- reading calls back ----------------------------------------------------------------------

@@ -285,3 +285,19 @@ def test_function_call_is_openais_tool_calls_as_localai_passes_them() -> None:
             '"arguments":"{\\"city\\":\\"Boston\\"}"}}]') in _base_prompt("chatml.yaml", _s4())
     # llama3.2-quantized walks it ({{range .FunctionCall}}{{.FunctionCall.Name}}): a 500 before.
     assert '[get_weather({"city":"Boston"})]' in _base_prompt("llama3.2-quantized.yaml", _s4())
+
+
+def test_forced_call_schemas_move_each_tools_definitions_to_the_root() -> None:
+    from modelyard.launcher.tools import Tool, ToolRequest
+
+    a = {"type": "object", "properties": {"x": {"$ref": "#/$defs/Item"}}, "$defs": {"Item": {"type": "integer"}}}
+    b = {"type": "object", "properties": {"y": {"$ref": "#/definitions/Item"}, "self": {"$ref": "#"}},
+         "definitions": {"Item": {"type": "string", "maxLength": 5}}}
+    schema = ToolRequest((Tool("a", "", a), Tool("b", "", b)), "required", False).call_schema()
+    assert set(schema["$defs"]) == {"t0_Item", "t1_Item", "t1_root"}
+    first, second = (alt["properties"]["arguments"] for alt in schema["anyOf"])
+    assert first["properties"]["x"] == {"$ref": "#/$defs/t0_Item"} and "$defs" not in first
+    assert second["properties"]["y"] == {"$ref": "#/$defs/t1_Item"}
+    assert second["properties"]["self"] == {"$ref": "#/$defs/t1_root"} and schema["$defs"]["t1_root"] == second
+    valid = {"name": "b", "arguments": {"y": "abc", "self": {"y": "d"}}}
+    jsonschema.validate(valid, schema)
