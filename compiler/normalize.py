@@ -20,7 +20,7 @@ from .context import ModelContext, Reader
 from .gguf_metadata import GgufMetadata
 from .options import parse_options
 from .paths import SAFE_NAME
-from .plan import ModelPlan, OutputRules, Sampling, Template, Templates, Usecase
+from .plan import ModelPlan, OutputRules, Reasoning, Sampling, Template, Templates, Usecase
 from .sources import GGML_DEPRECATED, PACKAGE_SCHEME
 from .templates import resolve_template, tokenizer_template
 
@@ -67,6 +67,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         roles=roles,
         sampling=_sampling(r),
         output=_output_rules(r, ctx),
+        reasoning=_reasoning(r),
         templates=templates,
         embeddings=embeddings,
     )
@@ -217,6 +218,16 @@ def _sampling(r: Reader) -> Sampling:
             value = None
         values[key] = value
     return Sampling(**values)
+
+
+def _reasoning(r: Reader) -> Reasoning:
+    return Reasoning(
+        extract=not r.get(("reasoning", "disable"), "reasoning.extract", False),
+        return_reasoning=not r.get(("reasoning", "strip_reasoning_only"), "reasoning.return_reasoning", False),
+        prefill=not r.get(("reasoning", "disable_reasoning_tag_prefill"), "reasoning.prefill", False),
+        start_tokens=tuple(r.get(("reasoning", "thinking_start_tokens"), "reasoning.start_tokens", ())),
+        tag_pairs=tuple((p["start"], p["end"]) for p in r.get(("reasoning", "tag_pairs"), "reasoning.tag_pairs", ())),
+    )
 
 
 def _output_rules(r: Reader, ctx: ModelContext) -> OutputRules:

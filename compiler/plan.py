@@ -98,6 +98,16 @@ class OutputRules(_Frozen):
     trimsuffix: tuple[str, ...] = ()
 
 
+class Reasoning(_Frozen):
+    """What happens to reasoning blocks (``<think>...</think>``) in chat answers (LocalAI's ``reasoning:``)."""
+
+    extract: bool = True  # move them out of the content
+    return_reasoning: bool = True  # into message.reasoning_content (false: strip them only)
+    prefill: bool = True  # a prompt that ends inside a block means the answer starts inside it
+    start_tokens: tuple[str, ...] = ()  # checked before the built-in ones
+    tag_pairs: tuple[tuple[str, str], ...] = ()  # (start, end), checked before the built-in ones
+
+
 class LlamaCpp(_Frozen):
     gpu_layers: int | None = None
     mmap: bool = True
@@ -159,6 +169,7 @@ class ModelPlan(_Frozen):
     roles: dict[str, str] = Field(default_factory=dict)
     sampling: Sampling
     output: OutputRules
+    reasoning: Reasoning = Field(default_factory=Reasoning)
     templates: Templates
     embeddings: bool = False
     grammar: str | None = Field(default=None, description="A GBNF grammar every generation must match (llama-cpp).")

@@ -71,13 +71,14 @@ from .protocol import (
     parse_body,
     read_body,
 )
+from .reasoning import ReasoningStream, opened_in_prompt
+from .reasoning import split as split_reasoning
 from .routes import Endpoint, Operation, RouteLabels, starlette_routes
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
 from .state import ServerState, server_state
 from .tools import (
     ChoiceDeltas,
     ToolCall,
-    ToolRequest,
     assistant_message,
     check_tool_messages,
     parse_tool_request,
@@ -357,13 +358,17 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
-        "choices": [_chat_choice(i, r, tools, body.parallel_tool_calls) for i, r in enumerate(results)],
+        "choices": [_chat_choice(i, r, job, body.parallel_tool_calls) for i, r in enumerate(results)],
         "usage": usage(results),
     })
 
 
-def _chat_choice(index: int, result: ChoiceResult, tools: ToolRequest | None, parallel: bool) -> dict[str, Any]:
-    message, finish_reason = assistant_message(result.text, result.finish_reason, tools, parallel)
+def _chat_choice(index: int, result: ChoiceResult, job: Job, parallel: bool) -> dict[str, Any]:
+    # The reasoning block first: a tool call is read from what remains (LocalAI's order).
+    reasoning, text = split_reasoning(result.text, job.model.reasoning, opened_in_prompt(job.prompt, job.model.reasoning))
+    message, finish_reason = assistant_message(text, result.finish_reason, job.tools, parallel)
+    if reasoning:
+        message["reasoning_content"] = message["reasoning"] = reasoning  # OpenAI clients' name, LocalAI's
     return {"index": index, "message": message, "logprobs": chat_logprobs(result.logprobs),
             "finish_reason": finish_reason}
 
@@ -541,11 +546,22 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
     async def events() -> AsyncIterator[dict[str, str]]:
         results: dict[int, ChoiceResult] = {}
         deltas: dict[int, ChoiceDeltas | None] = {}
+        thinking: dict[int, ReasoningStream] = {}  # chat: reasoning blocks split off as they stream
+        opened = opened_in_prompt(job.prompt, job.model.reasoning) if chat else None
+
+        def chat_deltas(index: int, text: str, final: bool = False) -> list[dict[str, Any]]:
+            reasoning, content = thinking[index].feed(text, final)
+            out = [{"reasoning_content": reasoning, "reasoning": reasoning}] if reasoning else []
+            tools = deltas[index]
+            assert tools is not None
+            return out + tools.text(content) if content else out
+
         try:
             async for index, item in _chain([first], choices):
                 if index not in deltas:  # this choice's first chunk
                     deltas[index] = ChoiceDeltas(job.tools, job.body.parallel_tool_calls) if chat else None
                     if chat:
+                        thinking[index] = ReasoningStream(job.model.reasoning, opened)
                         yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
                     if echo := jobs[index // job.body.n].echo:
                         yield chunk([piece(index, echo)])
@@ -555,6 +571,8 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
                     if tools is None:
                         yield chunk([piece(index, None, item.finish_reason)])
                         continue
+                    for delta in chat_deltas(index, "", final=True):  # held-back text: no tag after all
+                        yield chunk([chat_piece(index, delta)])
                     last, finish_reason = tools.finish(item.finish_reason)
                     for delta in last:
                         yield chunk([chat_piece(index, delta)])
@@ -562,7 +580,7 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
                 elif tools is None:
                     yield chunk([piece(index, item.text, entries=item.logprobs)])
                 else:
-                    for delta in tools.text(item.text):
+                    for delta in chat_deltas(index, item.text):
                         yield chunk([chat_piece(index, delta, entries=item.logprobs)])
             if include_usage:
                 yield chunk([], usage([results[i] for i in sorted(results)], job.body.n))

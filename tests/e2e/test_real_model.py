@@ -286,3 +286,16 @@ def test_a_stream_never_sends_more_pieces_than_max_tokens_nor_control_tokens(cli
         if c.choices and c.choices[0].text]
     assert 40 <= len(pieces) <= 50
     assert not [p for p in pieces if re.fullmatch(r"\s*<[a-z_]+>\s*", p)], pieces
+
+
+def test_a_reasoning_block_goes_to_reasoning_content_whole_and_streamed(client) -> None:
+    # The grammar makes the tiny model think first, as a reasoning model would.
+    grammar = 'root ::= "<think>" [a-z ]{3,30} "</think>" [a-z ]{1,30}'
+    ask = dict(model=MODEL, messages=MESSAGES, max_tokens=60, temperature=0, extra_body={"grammar": grammar})
+    message = client.chat.completions.create(**ask).choices[0].message
+    reasoning = message.model_extra["reasoning_content"]
+    assert reasoning and "<think>" not in message.content and "</think>" not in message.content
+    streamed = list(client.chat.completions.create(stream=True, **ask))
+    deltas = [c.choices[0].delta for c in streamed if c.choices]
+    assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) == reasoning
+    assert "".join(d.content or "" for d in deltas) == message.content

@@ -1,0 +1,81 @@
+"""Reasoning blocks leave the content, whole and streamed, as LocalAI's pkg/reasoning does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from modelyard.compiler.plan import Reasoning
+from modelyard.launcher.app import create_app
+from modelyard.launcher.reasoning import ReasoningStream, opened_in_prompt, split
+
+from .fakes import FakePool, make_plan
+
+ON = Reasoning()
+
+
+@pytest.mark.parametrize(("text", "reasoning", "content"), [
+    ("<think>plan</think> hello", "plan", " hello"),
+    ("a<think> one </think>b<thinking>two</thinking>c", "one\n\ntwo", "abc"),
+    ("x [THINK]still going", "still going", "x "),  # never closed: to the end
+    ("no tags at all", "", "no tags at all"),
+    ("<think></think>answer", "", "answer"),
+])
+def test_blocks_are_split_off(text, reasoning, content) -> None:
+    assert split(text, ON) == (reasoning, content)
+
+
+def test_settings_disable_strip_and_add_tags() -> None:
+    assert split("<think>p</think>a", Reasoning(extract=False)) == ("", "<think>p</think>a")
+    assert split("<think>p</think>a", Reasoning(return_reasoning=False)) == ("", "a")
+    assert split("<<mine>>p<</mine>>a", Reasoning(tag_pairs=(("<<mine>>", "<</mine>>"),))) == ("p", "a")
+
+
+def test_a_prompt_that_opens_a_block_puts_the_answer_inside_it() -> None:
+    assert opened_in_prompt("<|user|>hi<|assistant|><think>\n", ON) == "<think>"
+    assert opened_in_prompt("<think>old</think> reply", ON) is None
+    assert opened_in_prompt("<think>\n", Reasoning(prefill=False)) is None
+    assert split("weighing it</think>The answer.", ON, "<think>") == ("weighing it", "The answer.")
+
+
+@given(st.lists(st.sampled_from(["<", "th", "ink>", "</", "think", ">", "a", " b", "\n", "<think>", "</think>",
+                                 "[TH", "INK]", "x"]), max_size=20))
+def test_streamed_deltas_add_up_to_the_whole_split(pieces) -> None:
+    stream = ReasoningStream(ON)
+    reasoning = content = ""
+    for piece in pieces:
+        r, c = stream.feed(piece)
+        reasoning, content = reasoning + r, content + c
+    r, c = stream.flush()
+    whole = split("".join(pieces), ON)
+    assert (reasoning + r, content + c) == whole
+
+
+PLAN = """
+- name: thinker
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{ Content }}"}
+"""
+
+
+def test_chat_answers_carry_reasoning_content_whole_and_streamed() -> None:
+    plan = make_plan(PLAN)
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:
+        body = {"model": "thinker", "messages": [{"role": "user", "content": "[echo]<think>plan it</think>Hello"}]}
+        message = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+        assert (message["content"], message["reasoning_content"], message["reasoning"]) == (
+            "[echo]Hello", "plan it", "plan it")
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+            chunks = [json.loads(line[6:]) for line in response.iter_lines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+        deltas = [c["choices"][0]["delta"] for c in chunks]
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == "plan it"
+        assert "".join(d.get("content") or "" for d in deltas) == "[echo]Hello"
+        plain = client.post("/v1/chat/completions", json={
+            "model": "thinker", "messages": [{"role": "user", "content": "hi"}]}).json()["choices"][0]["message"]
+        assert "reasoning_content" not in plain
