@@ -64,6 +64,8 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         context_size=_context_size(r, backend, metadata, ctx),
         threads=_threads(r),
         system_prompt=r.get(("system_prompt",), "system_prompt"),
+        reasoning_effort=r.get(("reasoning_effort",), "reasoning_effort"),
+        chat_template_kwargs=dict(r.get(("chat_template_kwargs",), "chat_template_kwargs", {})),
         roles=roles,
         sampling=_sampling(r),
         output=_output_rules(r, ctx),

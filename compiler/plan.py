@@ -166,6 +166,8 @@ class ModelPlan(_Frozen):
     context_size: int | None = Field(description="None: the backend's own default for this model.")
     threads: int | None = Field(description="None: the physical cores available to the worker.")
     system_prompt: str | None = None
+    reasoning_effort: str | None = None  # the templates' default (a request's wins)
+    chat_template_kwargs: dict[str, object] = Field(default_factory=dict)  # extra tokenizer-template variables
     roles: dict[str, str] = Field(default_factory=dict)
     sampling: Sampling
     output: OutputRules

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import math
@@ -331,7 +332,9 @@ async def chat_completions(request: Request) -> Response:
     model = _select_model(request, body, "chat")
     messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
     # Off the event loop: a heavy template must not stall other requests (and /healthz).
-    prompt = check_prompt_size(model, await asyncio.to_thread(chat_prompt, model, messages, tools))
+    prompt = check_prompt_size(model, await asyncio.to_thread(
+        functools.partial(chat_prompt, model, messages, tools, reasoning_effort=body.reasoning_effort,
+                          template_kwargs=body.chat_template_kwargs)))
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
     json_schema = (fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None

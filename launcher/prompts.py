@@ -82,10 +82,17 @@ def _as_object(arguments: str) -> Any:
         return arguments
 
 
-def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequest | None = None) -> str:
+# Variables a tokenizer template gets from the conversation itself: chat_template_kwargs cannot replace them.
+_CONVERSATION_VARIABLES = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"})
+
+
+def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequest | None = None, *,
+                reasoning_effort: str | None = None, template_kwargs: dict[str, Any] | None = None) -> str:
     """``messages`` are validated; ``tools`` offered to the model are described to it through
     the tokenizer template's ``tools``, else the YAML's ``template.function`` (LocalAI's way),
-    else a system message."""
+    else a system message. ``reasoning_effort`` and ``template_kwargs`` (the request's) win over
+    the YAML's."""
+    effort = reasoning_effort or model.reasoning_effort or ""
     offered = tools.offered if tools is not None else ()
     templates = model.templates
     chat_templates = templates.chat_message is not None or templates.chat is not None or model.roles
@@ -103,8 +110,12 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
     hf_messages = [m.hf() for m in messages]
     if not chat_templates:
         if templates.tokenizer_template is not None:
-            variables: dict[str, Any] = {"messages": hf_messages, "add_generation_prompt": True,
-                                         "bos_token": "", "eos_token": ""}
+            extra = {**model.chat_template_kwargs, **(template_kwargs or {})}
+            variables: dict[str, Any] = {key: value for key, value in extra.items()
+                                         if key not in _CONVERSATION_VARIABLES}
+            if effort:
+                variables.setdefault("reasoning_effort", effort)
+            variables.update({"messages": hf_messages, "add_generation_prompt": True, "bos_token": "", "eos_token": ""})
             if offered:
                 variables["tools"] = [{"type": "function", "function": {
                     "name": t.name, "description": t.description, "parameters": t.parameters}} for t in offered]
@@ -123,7 +134,7 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
                 "Content": message.content, "FunctionCall": _go_calls(message) if message.tool_calls else None,
                 "FunctionName": message.tool_calls[0].name if message.tool_calls else "",
                 "MessageIndex": index, "LastMessage": index == len(messages) - 1,
-                "SystemPrompt": system, "Function": bool(offered), "ReasoningEffort": "",
+                "SystemPrompt": system, "Function": bool(offered), "ReasoningEffort": effort,
             })
             if text.strip():  # LocalAI leaves a message out when its template renders nothing
                 rendered.append(text)
@@ -137,7 +148,7 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
         return joined
     return _render(model, kind, outer, {
         "Input": joined, "SystemPrompt": system, "Functions": template_functions(tools) if offered else [],
-        "ReasoningEffort": "", "messages": hf_messages, "add_generation_prompt": True,
+        "ReasoningEffort": effort, "messages": hf_messages, "add_generation_prompt": True,
     })
 
 

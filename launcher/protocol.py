@@ -144,6 +144,10 @@ class ChatCompletionRequest(Sampling):
     function_call: str | dict[str, Any] | None = None
     grammar: str | None = Field(default=None, min_length=1, description="A GBNF grammar the output must match "
                                 "(LocalAI extension; llama-cpp models).")
+    reasoning_effort: str | None = Field(default=None, min_length=1, max_length=32, description=(
+        "How hard a reasoning model should think; reaches the chat template (.ReasoningEffort, reasoning_effort)."))
+    chat_template_kwargs: dict[str, Any] | None = Field(default=None, description=(
+        "Extra variables for the model's own (tokenizer) chat template (vLLM's extension), over the YAML's."))
 
 
 class CompletionRequest(Sampling):

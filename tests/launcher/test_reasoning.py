@@ -79,3 +79,41 @@ def test_chat_answers_carry_reasoning_content_whole_and_streamed() -> None:
         plain = client.post("/v1/chat/completions", json={
             "model": "thinker", "messages": [{"role": "user", "content": "hi"}]}).json()["choices"][0]["message"]
         assert "reasoning_content" not in plain
+
+
+EFFORT_PLAN = """
+- name: go
+  backend: llama-cpp
+  reasoning_effort: low
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{.Content}} effort={{.ReasoningEffort}}"}
+- name: hf
+  backend: llama-cpp
+  reasoning_effort: low
+  chat_template_kwargs: {enable_thinking: false, messages: "cannot replace the conversation"}
+  parameters: {model: chat.gguf}
+  template:
+    use_tokenizer_template: true
+"""
+
+
+def test_reasoning_effort_and_chat_template_kwargs_reach_the_templates() -> None:
+    from modelyard.compiler.plan import Template
+    from modelyard.launcher.prompts import PromptMessage, chat_prompt
+
+    plan = make_plan(EFFORT_PLAN)
+    go, hf = plan.models
+    hf = hf.model_copy(update={"templates": hf.templates.model_copy(update={"tokenizer_template": Template(
+        dialect="tokenizer", source="{{ messages[0].content }} effort={{ reasoning_effort }} "
+                                   "thinking={{ enable_thinking }}")})})
+    messages = [PromptMessage("user", "hi")]
+    assert chat_prompt(go, messages) == "hi effort=low"
+    assert chat_prompt(go, messages, reasoning_effort="high") == "hi effort=high"
+    assert chat_prompt(hf, messages) == "hi effort=low thinking=False"
+    assert chat_prompt(hf, messages, reasoning_effort="high", template_kwargs={"enable_thinking": True}) == \
+        "hi effort=high thinking=True"
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:  # and the request fields are accepted
+        response = client.post("/v1/chat/completions", json={
+            "model": "go", "messages": [{"role": "user", "content": "[echo]x"}], "reasoning_effort": "medium",
+            "chat_template_kwargs": {"enable_thinking": True}})
+        assert response.json()["choices"][0]["message"]["content"] == "[echo]x effort=medium"
