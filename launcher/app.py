@@ -72,7 +72,7 @@ from .protocol import (
     parse_body,
     read_body,
 )
-from .reasoning import ReasoningStream, opened_in_prompt
+from .reasoning import ReasoningStream
 from .reasoning import split as split_reasoning
 from .routes import Endpoint, Operation, RouteLabels, starlette_routes
 from .security import ApiKeyMiddleware, ApiKeys, RequestIdMiddleware
@@ -368,7 +368,7 @@ async def chat_completions(request: Request) -> Response:
 
 def _chat_choice(index: int, result: ChoiceResult, job: Job, parallel: bool) -> dict[str, Any]:
     # The reasoning block first: a tool call is read from what remains (LocalAI's order).
-    reasoning, text = split_reasoning(result.text, job.model.reasoning, opened_in_prompt(job.prompt, job.model.reasoning))
+    reasoning, text = split_reasoning(result.text, job.model.reasoning, job.reasoning_opened)
     message, finish_reason = assistant_message(text, result.finish_reason, job.tools, parallel)
     if reasoning:
         message["reasoning_content"] = message["reasoning"] = reasoning  # OpenAI clients' name, LocalAI's
@@ -416,7 +416,8 @@ async def completions(request: Request) -> Response:
             text = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, given))
             tokens, echo = None, given if body.echo else ""
         else:
-            text, tokens, echo = _check_token_prompt(model, given, body.echo), given, ""
+            _check_token_prompt(model, given, body.echo)
+            text, tokens, echo = "", given, ""  # the ids are the prompt: no template, no text
         jobs.append(Job(model, text, body, max_tokens, grammar=body.grammar, logprobs=body.logprobs,
                         prompt_tokens=tokens, echo=echo))
     completion_id = f"cmpl-{uuid.uuid4().hex}"
@@ -450,9 +451,9 @@ def _prompts(body: CompletionRequest) -> list[str | tuple[int, ...]]:
     return prompts
 
 
-def _check_token_prompt(model: ModelPlan, tokens: tuple[int, ...], echo: bool) -> str:
-    """A token-array prompt is the model's as is (no template): refused where the backend cannot
-    take one or it cannot fit. Its text for the job is empty."""
+def _check_token_prompt(model: ModelPlan, tokens: tuple[int, ...], echo: bool) -> None:
+    """A token-array prompt goes to the model as is: refused where the backend cannot take one or
+    it cannot fit."""
     if not backends.get(model.backend).token_prompts:
         raise OpenAIError(400, f"token-array prompts are not supported by {model.backend} models ({model.name!r}) "
                                "yet; send the prompt as text", param="prompt", code="unsupported")
@@ -461,7 +462,6 @@ def _check_token_prompt(model: ModelPlan, tokens: tuple[int, ...], echo: bool) -
     if model.context_size and len(tokens) >= model.context_size:
         raise OpenAIError(400, f"the prompt is {len(tokens)} tokens, which does not fit the model's "
                                f"{model.context_size}-token context", param="prompt", code="context_length_exceeded")
-    return ""
 
 
 async def edits(request: Request) -> Response:
@@ -550,7 +550,6 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
         results: dict[int, ChoiceResult] = {}
         deltas: dict[int, ChoiceDeltas | None] = {}
         thinking: dict[int, ReasoningStream] = {}  # chat: reasoning blocks split off as they stream
-        opened = opened_in_prompt(job.prompt, job.model.reasoning) if chat else None
 
         def chat_deltas(index: int, text: str, final: bool = False) -> list[dict[str, Any]]:
             reasoning, content = thinking[index].feed(text, final)
@@ -564,7 +563,7 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
                 if index not in deltas:  # this choice's first chunk
                     deltas[index] = ChoiceDeltas(job.tools, job.body.parallel_tool_calls) if chat else None
                     if chat:
-                        thinking[index] = ReasoningStream(job.model.reasoning, opened)
+                        thinking[index] = ReasoningStream(job.model.reasoning, job.reasoning_opened)
                         yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
                     if echo := jobs[index // job.body.n].echo:
                         yield chunk([piece(index, echo)])

@@ -4,6 +4,7 @@ output rules applied, token usage and logprobs gathered in OpenAI's shapes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .backends.base import GenerationRequest
 from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, Started
 from .output import StopFilter, apply_rules, has_rules
 from .protocol import Sampling
+from .reasoning import opened_in_prompt
 from .state import server_state
 from .tools import ToolRequest
 
@@ -49,6 +51,11 @@ class Job:
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt (then ``prompt`` is "")
     schema_param: str = "response_format"  # where json_schema came from: "tools" for a forced call
     echo: str = ""  # the prompt text a completion with echo starts its choices with
+
+    @functools.cached_property
+    def reasoning_opened(self) -> str | None:
+        """The reasoning start tag the prompt leaves open for the answer (``reasoning.py``)."""
+        return opened_in_prompt(self.prompt, self.model.reasoning)
 
     def generation(self, choice: int) -> GenerationRequest:
         s, b = self.model.sampling, self.body
@@ -224,6 +231,13 @@ async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]
     """The items of several streams as each arrives, with the index of its stream. The first
     error is raised here; on any exit every stream is stopped (closing a choice cancels its
     generation in the worker)."""
+    if len(streams) == 1:  # the common case: no tasks and no queue between each token and its client
+        try:
+            async for item in streams[0]:
+                yield 0, item
+        finally:
+            await streams[0].aclose()  # type: ignore[attr-defined]
+        return
     arrived: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[T]) -> None:
