@@ -176,3 +176,13 @@ def test_a_pydantic_tool_schema_with_defs_is_forced_and_fits(client) -> None:
     arguments = json.loads(call.function.arguments)
     jsonschema.validate(arguments, schema)
     Person.model_validate(arguments)
+
+
+def test_a_forced_calls_unusable_schema_names_tools(client) -> None:
+    broken = {"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gemma-3-270m", messages=[{"role": "user", "content": "Go."}], max_tokens=20,
+            tools=[{"type": "function", "function": {"name": "f", "parameters": broken}}], tool_choice="required")
+    error = refused.value.body
+    assert error["param"] == "tools" and error["message"].startswith("tools: the JSON Schema cannot be used: ")

@@ -659,3 +659,37 @@ def test_streamed_text_offsets_match_the_whole_answers(client) -> None:
     streamed = [o for e in events[:-1] if e["choices"] and e["choices"][0]["logprobs"]
                 for o in e["choices"][0]["logprobs"]["text_offset"]]
     assert streamed == whole and whole[-1] > 0
+
+
+def test_a_heavy_template_renders_off_the_event_loop(monkeypatch) -> None:
+    import asyncio
+    import time
+
+    import httpx
+
+    from modelyard.launcher import prompts
+
+    monkeypatch.setattr(prompts, "RENDER_BUDGET_S", 1.5)
+    plan = make_plan("""
+- name: quartic
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template:
+    chat: "{% for a in messages %}{% for b in messages %}{% for c in messages %}{% for d in messages %}{{ d.content }}{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
+""")
+    app = create_app(plan, pool=FakePool(plan))
+
+    async def race() -> tuple[float, float, int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            started = time.monotonic()
+            heavy = asyncio.create_task(client.post("/v1/chat/completions", json={
+                "model": "quartic", "messages": [{"role": "user", "content": "x"}] * 80}))
+            await asyncio.sleep(0.2)  # the render is under way
+            assert (await client.get("/healthz")).status_code == 200
+            healthy = time.monotonic() - started
+            response = await heavy
+            return healthy, time.monotonic() - started, response.status_code
+
+    healthy, heavy, status = asyncio.run(race())
+    assert status == 400 and heavy >= 1.5  # the render ran to its budget...
+    assert healthy < 1.0  # ...while /healthz was answered

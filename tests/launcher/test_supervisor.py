@@ -92,7 +92,7 @@ def test_load_failure_is_503_then_cools_down(served) -> None:
 def test_a_worker_that_dies_on_every_first_decode_cools_down_instead_of_restart_looping(served) -> None:
     client, pool = served
     first = ask(client, "[segv]")
-    assert first.status_code == 503
+    assert first.status_code == 503 and first.headers["retry-after"] == "1"
     assert first.json()["error"]["message"] == "worker died: SIGSEGV during decode of model m"
     # The first crash restarts at once (a one-off); the second, with no request answered in
     # between, starts the backoff: the next request is refused with Retry-After, not restarted.
