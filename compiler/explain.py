@@ -29,6 +29,9 @@ def explain_model(model: ModelPlan) -> str:
         if template.original is not None:
             lines += ["    original (Go):", *_indent(template.original), "    translated (Jinja2):"]
         lines += _indent(template.source)
+    notes = backends.get(model.backend).machine_notes
+    if notes is not None:
+        lines += ["", "  on this machine:", *(f"    {note}" for note in notes(model))]
     return "\n".join(lines) + "\n"
 
 

@@ -148,6 +148,7 @@ class Vllm(_Frozen):
     load_format: str | None = None
     disable_log_stats: bool = False
     trust_remote_code: bool = False
+    main_gpu: int | None = None  # the GPU a one-GPU model runs on (CUDA_VISIBLE_DEVICES); unused on CPU
     engine_args: dict[str, object] = Field(default_factory=dict)
 
 

@@ -581,6 +581,8 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
                     yield chunk([chat_piece(index, {}, finish_reason)])
                 elif tools is None:
                     yield chunk([piece(index, item.text, entries=item.logprobs)])
+                elif not item.text:  # logprobs of tokens that made no text
+                    yield chunk([chat_piece(index, {"content": ""}, entries=item.logprobs)])
                 else:
                     for delta in chat_deltas(index, item.text):
                         yield chunk([chat_piece(index, delta, entries=item.logprobs)])

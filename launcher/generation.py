@@ -157,6 +157,10 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
             sent_entries.extend(entries)
             if text:
                 out.append(Piece(text, sent_entries.copy()))
+        elif entries:  # the last tokens made no text of their own (part of a character): their entries still go
+            out.append(Piece("", entries.copy()))
+            sent_entries.extend(entries)
+            entries.clear()
         final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
                              sent_entries if job.logprobs is not None else None, cached_tokens)
         metrics.prompt_tokens.labels(model).inc(prompt_tokens)

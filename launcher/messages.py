@@ -94,7 +94,8 @@ def to_wire(request_id: str, item: Item | Embeddings | Failure) -> dict[str, Any
     if isinstance(item, str):
         return {"type": "delta", "id": request_id, "text": item}
     if isinstance(item, Failure):
-        return {"type": "error", "id": request_id, "code": item.code, "message": item.message, "param": item.param}
+        return {"type": "error", "id": request_id, "code": item.code, "message": item.message, "param": item.param,
+                "retry_after": item.retry_after}
     if isinstance(item, Logprob):
         return {"type": "logprob", "id": request_id, "token": item.token, "logprob": item.logprob,
                 "bytes": item.bytes, "top": item.top}
@@ -110,7 +111,8 @@ def from_wire(message: dict[str, Any]) -> Item | Embeddings | Failure | None:
     if kind == "delta":
         return message["text"]
     if kind == "error":
-        return Failure(message["message"], code=message.get("code"), param=message.get("param"))
+        return Failure(message["message"], code=message.get("code"), param=message.get("param"),
+                       retry_after=message.get("retry_after"))
     if kind == "logprob":
         return Logprob(message["token"], message["logprob"], message["bytes"],
                        [(t, lp, b) for t, lp, b in message["top"]])

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from modelyard.compiler import backends
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
 from .backends import engines
@@ -45,6 +46,17 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit status {exitcode}"
+
+
+def kill_group(pid: int | None) -> None:
+    """Kill what is left of a worker's process group (it leads one: ``worker_main``), once the
+    worker itself has exited or been killed: processes its engine started do not outlive it."""
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is empty: nothing was left
 
 
 class ModelUnavailable(Failure):
@@ -88,6 +100,7 @@ class ModelWorker:
         self.last_used = time.monotonic()
         self.last_progress = time.monotonic()  # its last message, or the start of its current busy spell
         self.stalled = False  # killed by the watchdog: its death says so
+        self.engine_died: str | None = None  # the worker reported its engine dead: its exit says so
         self.stopping = False  # a deliberate stop (shutdown, idle, eviction): not a crash
         self.make_room: Any = None  # set by the pool: evicts another worker before this one loads
         self._start_lock = asyncio.Lock()
@@ -133,8 +146,12 @@ class ModelWorker:
             os.unlink(self.socket_path)
         self._server = await asyncio.start_unix_server(self._on_connect, self.socket_path, limit=64 * 1024 * 1024)
         context = multiprocessing.get_context("spawn")
+        # A daemonic process may not start processes; an engine that does (vLLM) gets a worker
+        # that is not one. Either way the worker's process group is stopped with it.
+        spec = backends.resolve(self.model.backend)
         self.process = context.Process(
-            target=worker_main, name=f"modelyard-worker-{self.model.name}", daemon=True,
+            target=worker_main, name=f"modelyard-worker-{self.model.name}",
+            daemon=not (spec is not None and spec.child_processes),
             args=(self.model.model_dump_json(), self.backend_import, self.socket_path, *current_settings()),
         )
         self.process.start()
@@ -177,6 +194,8 @@ class ModelWorker:
             self.last_progress = time.monotonic()
             if message.get("type") in ("done", "embeddings"):
                 self.failures = 0  # it answered: healthy again
+            elif message.get("type") == "error" and message.get("code") == "worker_crashed":
+                self.engine_died = str(message.get("message"))  # EngineDead: the worker exits next
             stream = self.streams.get(message.get("id", ""))
             if stream is not None and (item := from_wire(message)) is not None:
                 stream.put_nowait(item)
@@ -189,6 +208,7 @@ class ModelWorker:
             # The socket closes as the process dies; its exit status is there a moment later.
             if owner is not None:
                 await asyncio.to_thread(owner.join, 5)
+                kill_group(owner.pid)  # what its engine started dies with it
             doing = sorted(set(self.doing.values()))
             during = (f"during {' and '.join(doing)} of model {self.model.name}" if doing
                       else f"while model {self.model.name} was idle")
@@ -196,6 +216,9 @@ class ModelWorker:
                 self.stalled = False
                 reason = (f"worker stalled: no progress for {self.settings.stall_timeout_s:g} s {during}; "
                           "it was killed and restarts")
+            elif self.engine_died is not None:
+                reason = f"the engine of model {self.model.name} died ({self.engine_died}); its worker restarts"
+                self.engine_died = None
             else:
                 reason = f"worker died: {describe_exit(owner.exitcode if owner else None)} {during}"
             if self.streams:
@@ -321,6 +344,7 @@ class ModelWorker:
                 await asyncio.to_thread(self.process.join, 2)
             if self.process.is_alive():
                 self.process.kill()
+            kill_group(self.process.pid)
         if self._server is not None:
             self._server.close()
         if os.path.exists(self.socket_path):

@@ -6,8 +6,13 @@ its main thread. A backend that decodes on threads of its own (``start``: llama-
 transformers) gets each request queued at once and its decode thread sends every token straight
 to the socket: no thread hop and no event loop between a sampled token and the server. Other
 backends run ``generate`` in one of ``concurrency`` threads; the rest wait. A ``cancel`` stops a
-running generation or drops a queued one. When the server goes away the worker exits, so no
-orphan survives it.
+running generation or drops a queued one.
+
+The worker leads a process group of its own, so that whatever its engine starts (vLLM's engine
+core and its workers) can be stopped with it: on ``shutdown``, when the server goes away (EOF),
+or after its engine died (``EngineDead``: reported to the request, then the worker exits and the
+pool starts a new one), it closes the backend and exits; the pool kills the group after it, so
+no orphan survives either.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from modelyard.compiler.plan import ModelPlan
 
 from .backends import load_backend_class
-from .backends.base import Backend, GenerationRequest
+from .backends.base import Backend, EngineDead, GenerationRequest
 from .ipc import encode, iter_messages
 from .logs import configure_logging
 from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, to_wire
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level: int, log_format: str) -> None:
     configure_logging(log_level, log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl-C goes to it
+    os.setpgid(0, 0)  # a group of our own: the pool stops it whole, and signals to the server's group pass us by
     model = ModelPlan.model_validate_json(plan_json, context={"checked_by_server": True})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(socket_path)
@@ -46,7 +52,13 @@ def worker_main(plan_json: str, backend_import: str, socket_path: str, log_level
         sock.close()
         return
     channel.send({"type": "ready", "protocol": PROTOCOL_VERSION, "n_ctx": backend.context_size, "pid": os.getpid()})
-    Dispatcher(backend, channel).serve(sock)
+    try:
+        Dispatcher(backend, channel).serve(sock)
+    finally:
+        try:
+            backend.close()
+        except Exception:  # exiting anyway; the pool kills what is left of the group
+            log.exception("closing the %s engine failed", model.name)
 
 
 class Channel:
@@ -69,8 +81,8 @@ class RequestSink:
     """One generation's items as protocol messages (a ``Sink`` for backends' decode threads);
     ``on_end`` runs after its last message (``done`` or ``error``)."""
 
-    def __init__(self, channel: Channel, request_id: str, on_end=lambda: None) -> None:
-        self._send, self._id, self._on_end = channel.send, request_id, on_end
+    def __init__(self, channel: Channel, request_id: str, on_end=lambda: None, on_dead=lambda: None) -> None:
+        self._send, self._id, self._on_end, self._on_dead = channel.send, request_id, on_end, on_dead
 
     def put(self, item: Item | Exception) -> None:
         if isinstance(item, Exception) and not isinstance(item, Failure):  # a backend bug fails this request
@@ -78,6 +90,8 @@ class RequestSink:
         self._send(to_wire(self._id, item))
         if isinstance(item, (Finish, Failure)):
             self._on_end()
+        if isinstance(item, EngineDead):
+            self._on_dead()
 
 
 class Dispatcher:
@@ -86,6 +100,7 @@ class Dispatcher:
     def __init__(self, backend: Backend, channel: Channel) -> None:
         self.backend, self.channel = backend, channel
         self.cancels: dict[str, threading.Event] = {}
+        self._sock: socket.socket | None = None
         # A backend with parallel slots runs that many generations at once; the rest wait in
         # the executor's queue. A push backend's ``start`` returns at once: the threads only set
         # requests up (tokenize, parse grammars) off the thread that reads the socket.
@@ -93,6 +108,7 @@ class Dispatcher:
         self.embeddings = ThreadPoolExecutor(1, "embed")  # a backend embeds one batch of inputs at a time
 
     def serve(self, sock: socket.socket) -> None:
+        self._sock = sock
         try:
             for message in iter_messages(sock.makefile("rb")):
                 kind = message.get("type")
@@ -115,7 +131,8 @@ class Dispatcher:
 
     def _generate(self, request_id: str, request: GenerationRequest) -> None:
         cancelled = self.cancels[request_id]
-        sink = RequestSink(self.channel, request_id, on_end=lambda: self.cancels.pop(request_id, None))
+        sink = RequestSink(self.channel, request_id, on_end=lambda: self.cancels.pop(request_id, None),
+                           on_dead=self.engine_died)
         if cancelled.is_set():  # cancelled while queued: the server has stopped listening
             self.cancels.pop(request_id, None)
             return
@@ -126,8 +143,18 @@ class Dispatcher:
                 log.exception("generation failed")
             sink.put(exc)
 
+    def engine_died(self) -> None:
+        """The engine cannot serve again: stop reading, so the worker exits and the pool, seeing
+        the socket close, fails what is left in flight and starts a new worker."""
+        log.error("the engine died; the worker exits so that a new one starts")
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _embed(self, request_id: str, inputs: list[str | list[int]]) -> None:
-        sink = RequestSink(self.channel, request_id)
+        sink = RequestSink(self.channel, request_id, on_dead=self.engine_died)
         try:
             vectors, tokens = self.backend.embed(inputs)
         except Exception as exc:  # a backend bug fails this request, not the worker

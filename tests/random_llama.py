@@ -8,6 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+# What the tiny test models' tokenizers are trained on: ASCII words and multi-byte characters.
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world, tiny model.", "café naïve 東京"] * 20
+# Like real templates, it has a place for tools (here only their names, to stay within 256 tokens).
+CHAT_TEMPLATE = ("{% if tools %}<|tools|>{% for t in tools %}{{ t['function']['name'] }} {% endfor %}\n{% endif %}"
+                 "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
 
 def build_random_llama(directory: Path, texts: Iterable[str], *, vocab_size: int, hidden_size: int,
                        intermediate_size: int, layers: int, heads: int, kv_heads: int, context: int,

@@ -50,6 +50,8 @@ class BackendSpec:
     model_directories: bool = False  # loads Hugging Face model directories (or hub ids), not single files
     gguf: bool = False  # loads GGUF files: their metadata gives the context size and chat template
     default_context: int | None = None  # context size when neither YAML nor model file says; None: engine's
+    child_processes: bool = False  # its engine starts processes of its own (the worker must not be daemonic)
+    machine_notes: Callable[[ModelPlan], list[str]] | None = None  # what it resolves on this machine (--explain)
 
     @property
     def module(self) -> str:

@@ -14,7 +14,7 @@ from modelyard.compiler.plan import ModelPlan
 
 from ..messages import Failure, Finish, FinishReason, Item, Logprob, Started
 
-__all__ = ["Backend", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
+__all__ = ["Backend", "EngineDead", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
            "Logprob", "RequestError", "Sink", "Started", "check_token_ids", "drain", "fit_context",
            "generate_with"]
 
@@ -71,6 +71,14 @@ class RequestError(Failure):
     client's fault unless ``code`` says otherwise (``backend_error``)."""
 
 
+class EngineDead(Failure):
+    """The engine can serve nothing more (vLLM's engine process died): this request fails with
+    it, and the worker exits after reporting it, so the pool starts a fresh one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="worker_crashed", retry_after=1)
+
+
 def fit_context(prompt_tokens: int, max_tokens: int | None, context: int, *, may_outgrow: bool = False) -> int:
     """The tokens left for the generation in ``context``; refuses (``context_length_exceeded``)
     a prompt that does not fit, or a ``max_tokens`` that does not fit beside it (unless the
@@ -116,6 +124,10 @@ class Backend(Protocol):
         """One vector per input and the tokens read (raise ``RequestError`` if it embeds nothing)."""
         ...
 
+    def close(self) -> None:
+        """Stop the engine and whatever it started (threads, processes) before the worker exits."""
+        ...
+
 
 class GeneratorBackend:
     """Base for an engine written as a blocking generator (vLLM, exllamav2, tests' fake):
@@ -123,6 +135,9 @@ class GeneratorBackend:
     one ``Finish``, stopping early when ``cancelled`` is set; ``start`` feeds them to the sink."""
 
     concurrency = 1
+
+    def close(self) -> None:
+        return None
 
     def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Item]:
         raise NotImplementedError

@@ -150,6 +150,9 @@ class LlamaCppBackend:
                                param="input")
         return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
 
+    def close(self) -> None:
+        return None  # the decode thread is a daemon: it ends with the worker process
+
     def embed(self, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """Unit-length embeddings and the token count. Models without a pooling type of their own
         (generative GGUFs) return one vector a token: those are mean-pooled here."""

@@ -216,6 +216,9 @@ class TransformersBackend:
 
     # --- embeddings ----------------------------------------------------------------------------
 
+    def close(self) -> None:
+        return None  # the decode thread is a daemon: it ends with the worker process
+
     def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """Mean of the last hidden states over the attention mask, L2-normalized. Inputs are
         texts or token arrays; one longer than the context is a 400, not silently truncated."""

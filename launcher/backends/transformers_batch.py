@@ -24,6 +24,7 @@ from typing import Any
 
 from .base import Finish, GenerationRequest, Logprob, Sink
 from .decode_thread import DecodeThread, exit_worker
+from .hf_tokens import TokenBytes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class BatchScheduler(DecodeThread):
         # own ``generate``, one request at a time.
         self.batched = batched
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
+        self.token_bytes = TokenBytes(tokenizer)  # a piece of a character decodes to "": its bytes still go
         self.running: list[Row] = []  # the batch being decoded
         self.start_decoding("transformers-batch")
 
@@ -204,8 +206,8 @@ class BatchScheduler(DecodeThread):
         logprobs = self.torch.log_softmax(logits[0], dim=-1)
         piece = lambda t: self.tokenizer.decode([t])  # noqa: E731
         best = self.torch.topk(logprobs, top).indices.tolist() if top else []
-        return Logprob(piece(token), float(logprobs[token]), list(piece(token).encode()),
-                       [(piece(t), float(logprobs[t]), list(piece(t).encode())) for t in best])
+        return Logprob(piece(token), float(logprobs[token]), self.token_bytes(token),
+                       [(piece(t), float(logprobs[t]), self.token_bytes(t)) for t in best])
 
     def _new_text(self, row: Row, final: bool = False) -> str:
         """The text the newest tokens add (vLLM's and TGI's offsets: a window of recent tokens

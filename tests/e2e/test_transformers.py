@@ -18,7 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from ..random_llama import build_random_llama
+from ..random_llama import CHAT_TEMPLATE, TEXTS, build_random_llama
 from .server import launched
 
 pytestmark = [pytest.mark.slow]
@@ -26,10 +26,6 @@ pytestmark = [pytest.mark.slow]
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-# Like real templates, it has a place for tools (here only their names, to stay within 256 tokens).
-CHAT_TEMPLATE = ("{% if tools %}<|tools|>{% for t in tools %}{{ t['function']['name'] }} {% endfor %}\n{% endif %}"
-                 "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 CONFIG = """
 - name: tiny
   backend: transformers
@@ -45,8 +41,7 @@ CONFIG = """
 
 
 def build_tiny_llama(directory: Path) -> None:
-    build_random_llama(directory, ["The quick brown fox jumps over the lazy dog.", "Hello world, tiny model.",
-                                   "café naïve 東京"] * 20, vocab_size=384, hidden_size=64, intermediate_size=128,
+    build_random_llama(directory, TEXTS, vocab_size=384, hidden_size=64, intermediate_size=128,
                        layers=2, heads=4, kv_heads=2, context=256, chat_template=CHAT_TEMPLATE)
 
 

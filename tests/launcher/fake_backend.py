@@ -6,6 +6,9 @@ It "generates" a reply chosen by markers in the prompt:
   [crash]  kills its own process after 3 tokens
   [segv]   dies of SIGSEGV before its first token (a decode that crashes, as llama.cpp's AMX kernels did)
   [fail]   raises a RequestError (context exceeded) before generating
+  [dead]   its engine dies after 2 tokens (EngineDead: the worker exits and is replaced)
+  [engine-pid]  replies with the pid of its "engine": a process it started at load when the
+           model's description says spawns-engine (as vLLM starts its engine core)
   [call:NAME]  a tool call {"name": NAME, "arguments": {"city": "Paris"}}, in 3-character tokens
 a request with a JSON Schema (response_format, forced tool calls) gets the smallest instance of
 it, in 3-character tokens; otherwise "Hello world, this is a fake model." in word tokens.
@@ -17,12 +20,15 @@ import ctypes
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 from modelyard.compiler.plan import ModelPlan
 from modelyard.launcher.backends.base import (
+    EngineDead,
     Finish,
     GenerationRequest,
     GeneratorBackend,
@@ -40,6 +46,9 @@ class FakeBackend(GeneratorBackend):
         if "fail-load" in (model.description or ""):
             raise RuntimeError("this model is configured to fail loading")
         self.model = model
+        self.engine = None
+        if "spawns-engine" in (model.description or ""):  # never waited for: the process group ends it
+            self.engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 
     @property
     def context_size(self) -> int:
@@ -57,6 +66,8 @@ class FakeBackend(GeneratorBackend):
             tokens = _chunks(json.dumps({"name": call.group(1), "arguments": {"city": "Paris"}}))
         elif "[echo]" in prompt:
             tokens = _chunks(prompt)
+        elif "[engine-pid]" in prompt and self.engine is not None:
+            tokens = [str(self.engine.pid)]
         elif "[slow]" in prompt or "[crash]" in prompt:
             tokens = [f" t{i}" for i in range(200)]
         else:
@@ -72,6 +83,8 @@ class FakeBackend(GeneratorBackend):
                 break
             if "[crash]" in prompt and produced == 3:
                 os._exit(3)
+            if "[dead]" in prompt and produced == 2:
+                raise EngineDead("the fake engine died")
             if "[slow]" in prompt or "[crash]" in prompt:
                 time.sleep(0.02)
             produced += 1

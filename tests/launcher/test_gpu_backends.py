@@ -62,21 +62,66 @@ def vllm_plan():
 def test_engine_arguments_for_defaults_and_for_every_key(vllm_plan) -> None:
     assert engine_arguments(vllm_plan.model("small")) == {
         "model": "meta-llama/Llama-3.2-1B-Instruct", "trust_remote_code": False, "dtype": "auto",
-        "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "enforce_eager": False, "disable_log_stats": False}
+        "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "enforce_eager": False, "disable_log_stats": False,
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
     assert engine_arguments(vllm_plan.model("big")) == {
         "model": "Qwen/Qwen2.5-72B-Instruct-AWQ", "trust_remote_code": True, "dtype": "float16",
         "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "enforce_eager": True, "disable_log_stats": True,
         "max_model_len": 8192, "quantization": "awq", "gpu_memory_utilization": 0.85, "swap_space": 8,
         "load_format": "safetensors", "distributed_executor_backend": "ray", "max_num_seqs": 64,
-        "enable_prefix_caching": True}
+        "enable_prefix_caching": True, "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
     assert engine_arguments(vllm_plan.model("capped"))["max_model_len"] == 4096  # its own key beats context_size
+
+
+def test_keys_the_installed_vllm_does_not_take_are_dropped_or_refused(vllm_plan, caplog) -> None:
+    """vLLM's v1 engine has no swap_space (LocalAI's configs set it): a warning, not a TypeError
+    at load; an engine_args key it does not know is the user's typo: refused, named."""
+    big = vllm_plan.model("big")
+    accepted = frozenset(engine_arguments(big)) - {"swap_space", "structured_outputs_config"}
+    with caplog.at_level("WARNING"):
+        arguments = engine_arguments(big, "bfloat16", accepted)
+    assert "swap_space" not in arguments and "structured_outputs_config" not in arguments
+    assert arguments["dtype"] == "bfloat16"
+    assert "swap_space is not an engine argument of this vLLM (vLLM's v1 engine keeps no CPU swap space)" in caplog.text
+    with pytest.raises(RequestError, match="engine_args max_num_seqs: not an engine argument"):
+        engine_arguments(big, None, accepted - {"max_num_seqs"})
+
+
+@pytest.mark.parametrize(("dtype", "device", "features", "chosen", "amx"), [
+    ("auto", "cpu", {"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "bfloat16", True),  # Sapphire Rapids
+    ("auto", "cpu", {"avx512f", "avx512_bf16"}, "bfloat16", False),  # AMD Zen 4
+    ("auto", "cpu", {"avx2"}, "float32", False),  # no bf16 instructions
+    ("float16", "cpu", {"avx2"}, "float16", False),  # the YAML's own choice stands
+    ("auto", "cuda", {"amx_tile"}, "auto", False),  # vLLM's own choice on a GPU
+])
+def test_the_dtype_and_amx_follow_the_cpu(dtype, device, features, chosen, amx) -> None:
+    from modelyard.compiler.backends.vllm import choose_device
+    from modelyard.compiler.plan import Vllm
+
+    choice = choose_device(Vllm(dtype=dtype), device, frozenset(features))
+    assert (choice.dtype, choice.request_amx, choice.cuda_visible_devices) == (chosen, amx, None)
+    assert bool(choice.notes) == (device == "cpu" and (dtype == "auto" or amx))
+
+
+def test_main_gpu_picks_a_visible_gpu_and_is_unused_on_cpu_or_split_models() -> None:
+    from modelyard.compiler.backends.vllm import choose_device
+    from modelyard.compiler.plan import Vllm
+
+    assert choose_device(Vllm(main_gpu=1), "cuda", frozenset()).cuda_visible_devices == "1"
+    assert choose_device(Vllm(main_gpu=1), "cuda", frozenset(), "4,5,6").cuda_visible_devices == "5"
+    out_of_range = choose_device(Vllm(main_gpu=3), "cuda", frozenset(), "4,5")
+    assert out_of_range.cuda_visible_devices is None and "lists 2 device(s)" in out_of_range.notes[0]
+    split = choose_device(Vllm(main_gpu=1, tensor_parallel_size=2), "cuda", frozenset())
+    assert split.cuda_visible_devices is None and "split over several GPUs" in split.notes[0]
+    cpu = choose_device(Vllm(main_gpu=1), "cpu", frozenset({"avx2"}))
+    assert cpu.cuda_visible_devices is None and "not used: this vLLM runs on the CPU" in cpu.notes[-1]
 
 
 def test_sampling_arguments_map_every_request_field() -> None:
     assert sampling_arguments(request(stop=("</s>",), logprobs=3, ignore_eos=True)) == {
         "n": 1, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7, "max_tokens": 32,
         "presence_penalty": 0.5, "frequency_penalty": 0.25, "repetition_penalty": 1.1, "stop": ["</s>"],
-        "ignore_eos": True, "logprobs": 3, "skip_special_tokens": True}
+        "ignore_eos": True, "logprobs": 3, "logit_bias": None, "skip_special_tokens": True}
     greedy = sampling_arguments(request(temperature=0.0, top_k=0, repeat_penalty=0.0, seed=None, max_tokens=None))
     assert (greedy["temperature"], greedy["top_k"], greedy["repetition_penalty"], greedy["seed"],
             greedy["max_tokens"], greedy["stop"]) == (0.0, -1, 1.0, None, None, None)
@@ -86,8 +131,8 @@ def test_sampling_arguments_map_every_request_field() -> None:
 
 def test_structured_output_and_finish_reasons() -> None:
     schema = {"type": "object"}
-    assert structured_output(request(json_schema=schema)) == {"json": schema}
-    assert structured_output(request(json_object=True)) == {"json_object": True}
+    assert structured_output(request(json_schema=schema)) == {"json": schema, "disable_any_whitespace": True}
+    assert structured_output(request(json_object=True)) == {"json_object": True, "disable_any_whitespace": True}
     assert structured_output(request(grammar='root ::= "a"')) == {"grammar": 'root ::= "a"'}
     assert structured_output(request()) is None
     assert [finish_reason(r) for r in ("stop", "length", "abort", None)] == ["stop", "length", "stop", "stop"]
@@ -125,11 +170,12 @@ def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
     handled = {"prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
                "presence_penalty", "frequency_penalty", "seed", "ignore_eos", "json_schema", "json_object",
                "grammar", "stop", "logprobs",
-               "prompt_tokens",  # the server refuses token prompts for vllm and exllama2 (registry: token_prompts)
+               "prompt_tokens",  # vLLM: the prompt ids the engine gets; exllama2: refused (registry: token_prompts)
                "schema_param",  # only names the request field in error messages
-               "logit_bias"}  # refused by the server for vllm and exllama2 (registry: logit_bias)
+               "logit_bias"}  # vLLM: SamplingParams.logit_bias; exllama2: refused (registry: logit_bias)
     assert {f.name for f in dataclasses.fields(GenerationRequest)} == handled
-    assert not any(getattr(backends.get(b), c) for b in ("vllm", "exllama2") for c in ("token_prompts", "logit_bias"))
+    assert all(getattr(backends.get("vllm"), c) for c in ("token_prompts", "logit_bias"))
+    assert not any(getattr(backends.get("exllama2"), c) for c in ("token_prompts", "logit_bias"))
 
 
 # --- on a GPU: the real engines, through `modelyard launch` -----------------------------------

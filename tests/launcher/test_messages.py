@@ -40,10 +40,16 @@ def test_every_item_crosses_the_socket_unchanged(item) -> None:
 def test_a_failure_crosses_without_an_http_status() -> None:
     wire = to_wire("r2", RequestError("too long", code="context_length_exceeded", param="messages"))
     assert wire == {"type": "error", "id": "r2", "code": "context_length_exceeded", "message": "too long",
-                    "param": "messages"}
+                    "param": "messages", "retry_after": None}
     back = from_wire(wire)
     assert isinstance(back, Failure) and (back.code, back.message, back.param) == ("context_length_exceeded",
                                                                                   "too long", "messages")
+
+
+def test_a_failure_that_may_pass_later_keeps_its_retry_after() -> None:
+    back = from_wire(json.loads(json.dumps(to_wire("r2", Failure("engine died", code="worker_crashed",
+                                                                      retry_after=1)))))
+    assert isinstance(back, Failure) and (back.code, back.retry_after) == ("worker_crashed", 1)
 
 
 def test_unknown_message_types_are_ignored() -> None:
@@ -112,7 +118,7 @@ def test_the_workers_sink_sends_a_backend_bug_as_a_backend_error_and_ends_the_re
     sink.put(KeyError("boom"))
     assert sent == [{"type": "delta", "id": "r9", "text": "tok"},
                     {"type": "error", "id": "r9", "code": "backend_error",
-                     "message": "the backend failed: KeyError: 'boom'", "param": None}]
+                     "message": "the backend failed: KeyError: 'boom'", "param": None, "retry_after": None}]
     assert ended == [True]
     assert OpenAIError.from_failure(from_wire(sent[-1])).status == 500
 

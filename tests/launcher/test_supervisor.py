@@ -212,3 +212,59 @@ def test_a_stopped_worker_is_killed_after_the_stall_timeout_and_its_requests_fai
         # The dead worker's socket is closed and its socket file gone.
         assert len(os.listdir("/proc/self/fd")) <= fds_before
         assert len(list(Path(pool._socket_dir).glob("*.sock"))) == 1
+
+
+ENGINE_PLAN = """
+- name: e
+  description: spawns-engine
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template: {chat_message: "{{ Content }}"}
+"""
+
+
+def _gone(pid: int, within_s: float = 5) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for init counts as gone)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_dead_engine_fails_its_request_and_the_worker_is_replaced(served) -> None:
+    client, pool = served
+    ask(client, "warm up")
+    first = pool.worker_pid("m")
+    with client.stream("POST", "/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "[dead]"}], "stream": True}) as response:
+        lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    error = json.loads(lines[-2])["error"]
+    assert (error["code"], error["message"]) == ("worker_crashed", "the fake engine died")
+    assert _gone(first), "the worker should exit once its engine is dead"
+    deadline = time.monotonic() + 5
+    while "died" not in pool.workers["m"].last_error and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.workers["m"].last_error == "the engine of model m died (the fake engine died); its worker restarts"
+    assert ask(client, "hi").status_code == 200
+    assert pool.worker_pid("m") not in (None, first) and pool.workers["m"].restarts == 1
+
+
+def test_processes_an_engine_starts_are_stopped_with_its_worker_on_crash_and_on_shutdown() -> None:
+    """vLLM's engine core is a child of the worker: the worker's process group goes with it."""
+    plan = make_plan(ENGINE_PLAN)
+    pool = WorkerPool(plan, backends=FAKE, settings=PoolSettings(load_wait_s=20))
+    with TestClient(create_app(plan, pool=pool)) as client:
+        crashed_engine = int(ask(client, "[engine-pid]", model="e").json()["choices"][0]["message"]["content"])
+        with client.stream("POST", "/v1/chat/completions", json={
+                "model": "e", "messages": [{"role": "user", "content": "[crash]"}], "stream": True}) as response:
+            list(response.iter_lines())
+        assert _gone(crashed_engine), "a crashed worker's engine process outlived it"
+        engine = int(ask(client, "[engine-pid]", model="e").json()["choices"][0]["message"]["content"])
+        assert engine != crashed_engine
+    assert _gone(engine), "the engine process outlived the server"
