@@ -49,6 +49,7 @@ from .generation import (
     Admission,
     ChoiceResult,
     Job,
+    Piece,
     Pool,
     chat_logprobs,
     choice_streams,
@@ -409,6 +410,9 @@ async def completions(request: Request) -> Response:
                           code="invalid_value")
     model = _select_model(request, body, "completion")
     _check_grammar(model, body.grammar)
+    if body.echo and body.logprobs is not None and not backends.get(model.backend).prompt_logprobs:
+        raise OpenAIError(400, f"echo with logprobs (the prompt's tokens scored) is not supported by {model.backend} "
+                               f"models ({model.name!r}) yet", param="echo", code="unsupported")
     max_tokens = _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS)
     jobs = []
     for given in prompts:
@@ -427,8 +431,13 @@ async def completions(request: Request) -> Response:
     choices = []
     for index, result in enumerate(results):
         echo = jobs[index // body.n].echo
+        entries = result.logprobs
+        if entries is not None and result.prompt_logprobs is not None:  # echo: the prompt's tokens come first
+            entries, offset = result.prompt_logprobs + entries, 0
+        else:
+            offset = len(echo)
         choices.append({"index": index, "text": echo + result.text, "finish_reason": result.finish_reason,
-                        "logprobs": completion_logprobs(result.logprobs, len(echo))})
+                        "logprobs": completion_logprobs(entries, offset)})
     return JSONResponse({
         "id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT, "choices": choices, "usage": usage(results, body.n),
@@ -566,7 +575,10 @@ async def _stream(request: Request, jobs: list[Job], completion_id: str, *, chat
                         thinking[index] = ReasoningStream(job.model.reasoning, job.reasoning_opened)
                         yield chunk([chat_piece(index, {"role": "assistant", "content": ""})])
                     if echo := jobs[index // job.body.n].echo:
-                        yield chunk([piece(index, echo)])
+                        scored = isinstance(item, Piece) and item.echo  # echo with logprobs: its entries
+                        yield chunk([piece(index, echo, entries=item.logprobs if scored else None)])
+                        if scored:
+                            continue
                 tools = deltas[index]
                 if isinstance(item, ChoiceResult):
                     results[index] = item

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from modelyard.compiler.plan import ModelPlan
 
 from .backends.base import GenerationRequest
-from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, Started
+from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, PromptLogprobs, Started
 from .output import StopFilter, apply_rules, has_rules
 from .protocol import Sampling
 from .reasoning import opened_in_prompt
@@ -52,6 +52,11 @@ class Job:
     schema_param: str = "response_format"  # where json_schema came from: "tools" for a forced call
     echo: str = ""  # the prompt text a completion with echo starts its choices with
 
+    @property
+    def prompt_logprobs(self) -> int | None:
+        """Echo with logprobs scores the echoed prompt's tokens too (OpenAI's legacy completions)."""
+        return self.logprobs if self.echo else None
+
     @functools.cached_property
     def reasoning_opened(self) -> str | None:
         """The reasoning start tag the prompt leaves open for the answer (``reasoning.py``)."""
@@ -71,6 +76,7 @@ class Job:
             ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
             grammar=self.grammar or self.model.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
             prompt_tokens=self.prompt_tokens, schema_param=self.schema_param, logit_bias=b.biases(),
+            prompt_logprobs=self.prompt_logprobs,
         )
 
     def stops(self) -> list[str]:
@@ -110,6 +116,7 @@ class Piece:
 
     text: str
     logprobs: list[dict[str, Any]]
+    echo: bool = False  # the echoed prompt's entries (its text is the job's echo): the choice's first piece
 
 
 @dataclass
@@ -120,6 +127,7 @@ class ChoiceResult:
     completion_tokens: int
     logprobs: list[dict[str, Any]] | None = None
     cached_tokens: int = 0
+    prompt_logprobs: list[dict[str, Any]] | None = None  # echo with logprobs: the prompt's entries
 
 
 async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
@@ -132,6 +140,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
     entries: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
     sent_entries: list[dict[str, Any]] = []
     prompt_tokens = cached_tokens = 0
+    prompt_entries: list[dict[str, Any]] | None = None
     deltas = 0  # one per generated token (or a few bytes of one): the count when a stop cuts short
 
     metrics, model = state.metrics, job.model.name
@@ -162,7 +171,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
             sent_entries.extend(entries)
             entries.clear()
         final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
-                             sent_entries if job.logprobs is not None else None, cached_tokens)
+                             sent_entries if job.logprobs is not None else None, cached_tokens, prompt_entries)
         metrics.prompt_tokens.labels(model).inc(prompt_tokens)
         metrics.completion_tokens.labels(model).inc(completion_tokens)
         return [*out, final]
@@ -183,6 +192,9 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
             entries.append(item.to_dict())
         elif isinstance(item, Started):
             prompt_tokens, cached_tokens = item.prompt_tokens, item.cached_tokens
+        elif isinstance(item, PromptLogprobs):
+            prompt_entries = echo_entries(item, job.echo)
+            yield Piece("", prompt_entries, echo=True)
         elif isinstance(item, Finish):
             if piece := emit(stops.flush()):
                 yield piece
@@ -273,6 +285,25 @@ async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]
 
 def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     return None if entries is None else {"content": entries, "refusal": None}
+
+
+def echo_entries(scored: PromptLogprobs, echo: str) -> list[dict[str, Any]]:
+    """The prompt's entries that spell the echoed text. The model read the prompt after its
+    completion template ("{{.Input}}\n", "Q: {{.Input}}") and the tokenizer's BOS; the echo is
+    the client's text: only the tokens inside it are kept."""
+    entries = scored.to_dicts()
+    spans, at = [], 0
+    for entry in entries:
+        spans.append((at, at + len(entry["token"])))
+        at += len(entry["token"])
+    begin = "".join(entry["token"] for entry in entries).find(echo)
+    if begin < 0:  # the template's text merged with the echo's in a token: keep what the echo starts with
+        begin = 0
+    kept: list[dict[str, Any]] = []
+    for entry, (first, last) in zip(entries, spans):
+        if begin <= first and last <= begin + len(echo) and (kept or last > first):  # no leading BOS ("")
+            kept.append(entry)
+    return kept
 
 
 def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:

@@ -9,8 +9,9 @@ a domain ``code`` and ``errors.py`` alone maps codes to statuses.
 
 Protocol version 2. Server → worker: ``generate`` {id, request}, ``embed`` {id, inputs},
 ``cancel`` {id}, ``shutdown``. Worker → server: ``ready`` {protocol, n_ctx, pid},
-``load_failed`` {message}, then per request ``started``, ``logprob``, ``delta`` {text}, ``done``,
-``embeddings``, ``error`` {code, message, param}. Unknown types are ignored (forward compatible).
+``load_failed`` {message}, then per request ``started``, ``prompt_logprobs`` (echo with logprobs),
+``logprob``, ``delta`` {text}, ``done``, ``embeddings``, ``error`` {code, message, param,
+retry_after}. Unknown types are ignored (forward compatible).
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ class Logprob:
 
 
 @dataclass(frozen=True)
+class PromptLogprobs:
+    """How the model scores the prompt's own tokens (a completion with ``echo`` and ``logprobs``),
+    sent once, after ``Started``: ``first`` is the first token's text and bytes (nothing predicts
+    it), ``tokens[i]`` the next token's logprob given the ones before it."""
+
+    first: tuple[str, list[int]]
+    tokens: list[Logprob]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """OpenAI's entries, the first with a null logprob."""
+        token, raw = self.first
+        return [{"token": token, "logprob": None, "bytes": raw, "top_logprobs": []},
+                *(entry.to_dict() for entry in self.tokens)]
+
+
+@dataclass(frozen=True)
 class Finish:
     reason: FinishReason
     prompt_tokens: int
@@ -84,7 +101,7 @@ class Failure(Exception):
         self.message, self.code, self.param, self.retry_after = message, code, param, retry_after
 
 
-Item = str | Started | Logprob | Finish  # what one generation produces, in that order
+Item = str | Started | PromptLogprobs | Logprob | Finish  # what one generation produces, in that order
 
 _TAGS: dict[type, str] = {Started: "started", Logprob: "logprob", Finish: "done", Embeddings: "embeddings"}
 
@@ -99,6 +116,9 @@ def to_wire(request_id: str, item: Item | Embeddings | Failure) -> dict[str, Any
     if isinstance(item, Logprob):
         return {"type": "logprob", "id": request_id, "token": item.token, "logprob": item.logprob,
                 "bytes": item.bytes, "top": item.top}
+    if isinstance(item, PromptLogprobs):
+        return {"type": "prompt_logprobs", "id": request_id, "first": list(item.first),
+                "tokens": [to_wire(request_id, entry) for entry in item.tokens]}
     if isinstance(item, Finish):
         return {"type": "done", "id": request_id, "reason": item.reason.value, "prompt_tokens": item.prompt_tokens,
                 "completion_tokens": item.completion_tokens}
@@ -116,6 +136,9 @@ def from_wire(message: dict[str, Any]) -> Item | Embeddings | Failure | None:
     if kind == "logprob":
         return Logprob(message["token"], message["logprob"], message["bytes"],
                        [(t, lp, b) for t, lp, b in message["top"]])
+    if kind == "prompt_logprobs":
+        token, raw = message["first"]
+        return PromptLogprobs((token, raw), [from_wire(entry) for entry in message["tokens"]])  # type: ignore[misc]
     fields = {k: v for k, v in message.items() if k not in ("type", "id")}
     if kind == "started":
         return Started(**fields)

@@ -46,6 +46,7 @@ class BackendSpec:
     structured_output: bool = True  # constrains output to a JSON Schema (response_format, forced tool calls)
     token_prompts: bool = False  # takes a completion prompt given as token ids
     logit_bias: bool = False  # applies a request's logit_bias
+    prompt_logprobs: bool = False  # scores the prompt's tokens (completions with echo and logprobs)
     quantizations: tuple[str, ...] | None = None  # the `quantization` values it takes; None: it takes none
     model_directories: bool = False  # loads Hugging Face model directories (or hub ids), not single files
     gguf: bool = False  # loads GGUF files: their metadata gives the context size and chat template

@@ -71,4 +71,5 @@ SPEC = BackendSpec(
     default_context=4096,
     token_prompts=True,
     logit_bias=True,
+    prompt_logprobs=True,
 )

@@ -122,6 +122,7 @@ SPEC = BackendSpec(
     default_context=None,  # vLLM reads it from the model's config
     token_prompts=True,
     logit_bias=True,
+    prompt_logprobs=True,
     child_processes=True,  # the engine core (and its workers) run in processes of their own
     machine_notes=machine_notes,
 )

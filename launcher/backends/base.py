@@ -12,10 +12,10 @@ from typing import Any, Protocol
 
 from modelyard.compiler.plan import ModelPlan
 
-from ..messages import Failure, Finish, FinishReason, Item, Logprob, Started
+from ..messages import Failure, Finish, FinishReason, Item, Logprob, PromptLogprobs, Started
 
 __all__ = ["Backend", "EngineDead", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
-           "Logprob", "RequestError", "Sink", "Started", "check_token_ids", "drain", "fit_context",
+           "Logprob", "PromptLogprobs", "RequestError", "Sink", "Started", "check_token_ids", "drain", "fit_context",
            "generate_with"]
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class GenerationRequest:
     grammar: str | None = None  # GBNF: the request's or the model's (LocalAI's `grammar`)
     stop: tuple[str, ...] = field(default=())  # informational: stops are enforced by the server
     logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
+    prompt_logprobs: int | None = None  # None: off; N: also score the prompt's tokens (echo), N alternatives each
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt, sent as is (then ``prompt`` is "")
     logit_bias: tuple[tuple[int, float], ...] | None = None  # (token id, bias added to its logit), ids checked
     schema_param: str = "response_format"  # the request field json_schema came from ("tools": a forced call)

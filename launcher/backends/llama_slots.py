@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Finish, FinishReason, GenerationRequest, Sink, Started
+from ..json_closer import JsonCloser
+from .base import Finish, FinishReason, GenerationRequest, Logprob, PromptLogprobs, Sink, Started
 from .decode_thread import DecodeThread, exit_worker
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ log = logging.getLogger(__name__)
 MIN_REUSE = 32  # tokens of shared prefix below which a cached slot is recomputed from scratch
 MAX_CHECKPOINTS = 8  # sliding-window checkpoints kept a slot (llama-server's --ctx-checkpoints)
 CHECKPOINT_TAIL = 4  # a long prompt's last checkpoint sits this many tokens before its end (llama-server's)
+
+
+# One sampled token can lengthen a JSON's closing by this many tokens (a key's opening quote turns
+# "}" into '":null}'): closing starts that much before the closing alone would need.
+CLOSING_MARGIN = 4
 
 
 @dataclass(eq=False)
@@ -79,6 +85,12 @@ class Slot:
     shifted: bool = False  # the KV no longer matches prompt + generated
     greedy: bool = False  # plain argmax: no sampler chain needed per token
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+    prompt_entries: list[Logprob] = field(default_factory=list)  # echo with logprobs: the prompt's tokens scored
+    closer: JsonCloser | None = None  # JSON output: closed before max_tokens cuts it (json_closer.py)
+
+    @property
+    def scores_prompt(self) -> bool:
+        return self.request.prompt_logprobs is not None
 
     @property
     def decoding(self) -> bool:
@@ -161,6 +173,8 @@ class SlotScheduler(DecodeThread):
             # resume from the newest checkpoint inside the prefix, or from scratch.
             reuse = self._restore(seq_id, checkpoints)
             checkpoints = [c for c in checkpoints if c.n_tokens <= reuse]
+        if slot.scores_prompt:
+            reuse = 0  # every prompt token's logits are needed: none may come from the cache
         if reuse and not self.lib.llama_memory_seq_rm(self.memory, seq_id, reuse, -1):
             reuse = 0  # this memory cannot drop a partial sequence: recompute it all
         if not reuse:
@@ -169,6 +183,8 @@ class SlotScheduler(DecodeThread):
         self.checkpoints[seq_id] = checkpoints
         slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
         slot.sampler, slot.greedy = self._sampler(slot.request)
+        if slot.grammar_sampler is not None and (slot.request.json_object or slot.request.json_schema is not None):
+            slot.closer = JsonCloser()
         self.active.append(slot)
         slot.out.put(Started(len(slot.prompt), cached_tokens=reuse))
 
@@ -194,7 +210,7 @@ class SlotScheduler(DecodeThread):
                     continue
                 rows[slot] = self._add(slot.last_token, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
-        prefilled = []
+        prefilled, scored = [], []
         for slot in self.active:
             room = self.n_batch - batch.n_tokens
             if slot.decoding or room <= 0:
@@ -209,7 +225,10 @@ class SlotScheduler(DecodeThread):
             chunk = slot.prompt[slot.prefilled:end]
             for offset, token in enumerate(chunk):
                 position = slot.prefilled + offset
-                index = self._add(token, position, slot.seq_id, position == len(slot.prompt) - 1)
+                last = position == len(slot.prompt) - 1
+                index = self._add(token, position, slot.seq_id, last or slot.scores_prompt)
+                if slot.scores_prompt and not last:  # this row's logits score the next prompt token
+                    scored.append((slot, index, slot.prompt[position + 1]))
             slot.prefilled += len(chunk)
             slot.n_past = slot.prefilled
             if slot.decoding:
@@ -224,6 +243,15 @@ class SlotScheduler(DecodeThread):
             for slot in prefilled:
                 if not slot.decoding:  # it stopped at a boundary inside its prompt
                     self._checkpoint(slot)
+        for slot, row, token in scored:
+            slot.prompt_entries.append(self._logprob(self.lib.llama_get_logits_ith(self.ctx, row), token,
+                                                     slot.request.prompt_logprobs))
+        for slot in prefilled:
+            if slot.scores_prompt and slot.decoding:  # the whole prompt is scored: before any generated token
+                first = self._piece(slot.prompt[0])
+                slot.out.put(PromptLogprobs((first.decode("utf-8", errors="replace"), list(first)),
+                                            slot.prompt_entries))
+                slot.prompt_entries = []
         for slot, row in rows.items():
             self._sample(slot, row)
 
@@ -240,7 +268,10 @@ class SlotScheduler(DecodeThread):
 
     def _sample(self, slot: Slot, row: int) -> None:
         lib = self.lib
-        if slot.grammar_sampler is not None:
+        forced = self._closing_token(slot) if slot.closer is not None else None
+        if forced is not None:
+            token = forced
+        elif slot.grammar_sampler is not None:
             token = self._sample_constrained(slot, row)
         elif slot.greedy:
             # What llama.cpp's greedy sampler picks (the first highest logit), read in place:
@@ -255,12 +286,38 @@ class SlotScheduler(DecodeThread):
         if slot.request.logprobs is not None:
             slot.out.put(self._logprob(lib.llama_get_logits_ith(self.ctx, row), token, slot.request.logprobs))
         text = slot.decoder.decode(self._piece(token))
+        if slot.closer is not None:
+            slot.closer.feed(text)
         slot.generated.append(token)
         slot.last_token = token
         if text:
             slot.out.put(text)
         if len(slot.generated) >= slot.limit:
             self._finish(slot, FinishReason.LENGTH)
+
+    def _closing_token(self, slot: Slot) -> int | None:
+        """Once the tokens left are no more than the JSON's closing text needs, that text's next
+        token, when the grammar takes it (a schema that requires more runs out as before)."""
+        assert slot.closer is not None and slot.grammar_sampler is not None
+        needed = slot.closer.closing()
+        left = slot.limit - len(slot.generated)
+        if not needed or left > len(needed) + CLOSING_MARGIN:  # a token writes at least one character: not yet
+            return None
+        tokens = self.model.tokenize(needed.encode(), False, False)
+        if not tokens or left > len(tokens) + CLOSING_MARGIN:
+            return None
+        token = tokens[0]
+        if not self._grammar_accepts(slot, token):
+            return None
+        self.lib.llama_sampler_accept(slot.grammar_sampler, token)
+        self.lib.llama_sampler_accept(slot.sampler, token)
+        return token
+
+    def _grammar_accepts(self, slot: Slot, token: int) -> bool:
+        self.one[0].id, self.one[0].logit, self.one[0].p = token, 1.0, 0.0
+        single = self.lib.llama_token_data_array(self.one, 1, -1, False)
+        self.lib.llama_sampler_apply(slot.grammar_sampler, ctypes.byref(single))
+        return self.one[0].logit != -math.inf
 
     def _sample_constrained(self, slot: Slot, row: int) -> int:
         """llama.cpp's own shortcut (``common_sampler_sample``): sample without the grammar and
@@ -269,10 +326,7 @@ class SlotScheduler(DecodeThread):
         vocabulary through the grammar at every step made constrained decoding 4x slower."""
         lib = self.lib
         token = self._apply(slot.sampler, row, grammar=None)
-        self.one[0].id, self.one[0].logit, self.one[0].p = token, 1.0, 0.0
-        single = lib.llama_token_data_array(self.one, 1, -1, False)
-        lib.llama_sampler_apply(slot.grammar_sampler, ctypes.byref(single))
-        if self.one[0].logit == -math.inf:
+        if not self._grammar_accepts(slot, token):
             token = self._apply(slot.sampler, row, grammar=slot.grammar_sampler)
         lib.llama_sampler_accept(slot.grammar_sampler, token)
         lib.llama_sampler_accept(slot.sampler, token)

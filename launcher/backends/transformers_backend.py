@@ -180,6 +180,8 @@ class TransformersBackend:
         room = fit_context(len(prompt), request.max_tokens, self._context)
         limit = room if request.max_tokens is None else request.max_tokens
         matcher = self._grammar_matcher(request)
+        if request.prompt_logprobs is not None and not self.scheduler.batched:
+            raise RequestError("echo with logprobs is not supported for OpenVINO models yet", param="echo")
         if matcher is not None and not self.scheduler.batched:
             raise RequestError("response_format is not supported for OpenVINO models yet", param="response_format")
         sink.put(Started(len(prompt)))

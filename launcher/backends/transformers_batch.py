@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Finish, GenerationRequest, Logprob, Sink
+from .base import Finish, GenerationRequest, Logprob, PromptLogprobs, Sink
 from .decode_thread import DecodeThread, exit_worker
 from .hf_tokens import TokenBytes
 
@@ -99,10 +99,14 @@ class BatchScheduler(DecodeThread):
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         active = list(rows)
+        scoring = any(row.request.prompt_logprobs is not None for row in rows)
         with torch.inference_mode():
+            # Echo with logprobs needs every prompt position's logits; otherwise only the last one's.
             output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                logits_to_keep=1)
+                                logits_to_keep=0 if scoring else 1)
             cache = output.cache
+            if scoring:
+                self._score_prompts(rows, output.logits, width)
             while True:
                 logits = output.logits[:, -1, :].float()
                 tokens, keep = [], []
@@ -123,6 +127,19 @@ class BatchScheduler(DecodeThread):
                 step = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(-1)
                 output = self.model(input_ids=step, attention_mask=mask, position_ids=positions, cache=cache,
                                     use_cache=True)
+
+    def _score_prompts(self, rows: list[Row], logits: Any, width: int) -> None:
+        """Each scoring row's prompt tokens as the model scores them (column ``c`` predicts the
+        token in column ``c + 1``; rows are left-padded), sent before its first generated token."""
+        for i, row in enumerate(rows):
+            top = row.request.prompt_logprobs
+            if top is None:
+                continue
+            start = width - len(row.prompt)
+            entries = [self._logprob(logits[i:i + 1, start + p].float(), row.prompt[p + 1], top)
+                       for p in range(len(row.prompt) - 1)]
+            first = self.tokenizer.decode([row.prompt[0]])
+            row.out.put(PromptLogprobs((first, self.token_bytes(row.prompt[0])), entries))
 
     def _generate_one(self, row: Row) -> None:
         """One request through the model's own ``generate``, streamed token by token."""

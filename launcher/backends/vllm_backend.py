@@ -45,6 +45,7 @@ from .base import (
     GenerationRequest,
     GeneratorBackend,
     Logprob,
+    PromptLogprobs,
     RequestError,
     Started,
     check_token_ids,
@@ -127,6 +128,7 @@ def sampling_arguments(request: GenerationRequest) -> dict[str, Any]:
         "stop": list(request.stop) or None,  # the server cuts stops too; vLLM stops generating sooner
         "ignore_eos": request.ignore_eos,
         "logprobs": request.logprobs,
+        "prompt_logprobs": request.prompt_logprobs,
         "logit_bias": dict(request.logit_bias) if request.logit_bias else None,
         "skip_special_tokens": True,
     }
@@ -252,11 +254,17 @@ class VllmBackend(GeneratorBackend):
             try:
                 item = outputs.get(timeout=0.1)
             except queue.Empty:
+                # A request submitted just as the engine core died is never answered: vLLM's
+                # monitor marks the engine dead, but nothing ends that request's stream.
+                if self.engine.errored:
+                    raise EngineDead(f"the vLLM engine died ({self.engine.dead_error}); the worker restarts") from None
                 continue
             if item is _DONE:
                 break
             if isinstance(item, Exception):
                 raise self._failure(item)
+            if request.prompt_logprobs is not None and item.prompt_logprobs:  # the first output has them
+                yield self._prompt_logprobs(ids, item.prompt_logprobs, request.prompt_logprobs)
             choice = item.outputs[0]
             if request.logprobs is not None and choice.logprobs:
                 for token, candidates in zip(choice.token_ids, choice.logprobs):
@@ -291,6 +299,12 @@ class VllmBackend(GeneratorBackend):
                       key=lambda item: item[1].rank)[:top]
         return Logprob(chosen.decoded_token or "", float(chosen.logprob), self._bytes(token),
                        [(c.decoded_token or "", float(c.logprob), self._bytes(t)) for t, c in best])
+
+    def _prompt_logprobs(self, ids: list[int], scored: list[Any], top: int) -> PromptLogprobs:
+        """vLLM's per-position prompt logprobs (``None`` for the first token) in our shape."""
+        first = self._tokenizer.decode([ids[0]])
+        return PromptLogprobs((first, self._bytes(ids[0])),
+                              [self._logprob(token, candidates, top) for token, candidates in zip(ids[1:], scored[1:])])
 
     def embed(self, inputs: list[Any]) -> tuple[list[list[float]], int]:
         raise RequestError("embeddings are not served by vllm models in modelyard yet; use a transformers or "

@@ -96,6 +96,33 @@ def test_logprobs(client) -> None:
         client.chat.completions.create(model=MODEL, messages=MESSAGES, logprobs=True, top_logprobs=21)
 
 
+def test_echo_with_logprobs_scores_the_prompt_as_generation_scored_it(client) -> None:
+    """The prompt's tokens lead the entries, spelling the echo with offsets from 0, streamed or not; a token scored as part of the prompt gets the logprob it had
+    when it was generated in the same context."""
+    prompt = "The capital of France is"
+    # The completion template appends "\n": the first token was generated after prompt + "\n".
+    generated = client.completions.create(model=MODEL, prompt=prompt, max_tokens=1, temperature=0, logprobs=1)
+    token, logprob = generated.choices[0].logprobs.tokens[0], generated.choices[0].logprobs.token_logprobs[0]
+    echoed = client.completions.create(model=MODEL, prompt=f"{prompt}\n{token}", max_tokens=2, temperature=0,
+                                       logprobs=1, echo=True)
+    choice, entries = echoed.choices[0], echoed.choices[0].logprobs
+    assert choice.text.startswith(f"{prompt}\n{token}") and "".join(entries.tokens) == choice.text
+    assert all(lp <= 0 for lp in entries.token_logprobs)  # the first too: it was scored after the BOS
+    assert entries.text_offset == [sum(len(t) for t in entries.tokens[:i]) for i in range(len(entries.tokens))]
+    scored = len(entries.tokens) - echoed.usage.completion_tokens  # the echo's tokens
+    assert "".join(entries.tokens[:scored]) == f"{prompt}\n{token}"
+    assert entries.tokens[scored - 1] == token
+    # Close, not equal: llama.cpp's batched prefill and one-token decode round differently (0.15
+    # apart here); a token scored one position off would be several nats away.
+    assert entries.token_logprobs[scored - 1] == pytest.approx(logprob, abs=0.3)
+    stream = client.completions.create(model=MODEL, prompt=f"{prompt}\n{token}", max_tokens=2, temperature=0,
+                                       logprobs=1, echo=True, stream=True)
+    pieces = [c.choices[0] for c in stream if c.choices and c.choices[0].logprobs]
+    assert "".join(p.text for p in pieces) == choice.text
+    assert sum((p.logprobs.tokens for p in pieces), []) == entries.tokens
+    assert sum((p.logprobs.text_offset for p in pieces), []) == entries.text_offset
+
+
 def test_same_seed_same_output(client) -> None:
     kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=24,
                   temperature=1.0, seed=1234)
@@ -157,6 +184,26 @@ def test_json_object_mode_is_json(client) -> None:
     assert text.lstrip().startswith("{") and _valid_json_so_far(text)
     if response.choices[0].finish_reason == "stop":
         json.loads(text)
+
+
+def test_json_cut_by_max_tokens_is_closed_in_time(client) -> None:
+    """A JSON answer that max_tokens would cut mid-string is closed within the limit instead
+    (finish_reason still "length"): it parses, for every limit tried, streamed or not."""
+    messages = [{"role": "user", "content": "Give a JSON object with a key story holding a long story about a cat."}]
+    for limit in (6, 11, 17, 24):
+        response = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=limit, temperature=0,
+                                                  response_format={"type": "json_object"})
+        text = response.choices[0].message.content
+        assert isinstance(json.loads(text), dict), (limit, text)
+        assert response.usage.completion_tokens <= limit
+    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=11, temperature=0,
+                                            response_format={"type": "json_object"}, stream=True)
+    assert isinstance(json.loads("".join(c.choices[0].delta.content or "" for c in stream if c.choices)), dict)
+    schema = {"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}
+    cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=9, temperature=0,
+                                         response_format={"type": "json_schema",
+                                                          "json_schema": {"name": "s", "schema": schema}})
+    assert set(json.loads(cut.choices[0].message.content)) == {"story"}
 
 
 def test_json_schema_output_parses_and_validates(client) -> None:

@@ -210,3 +210,17 @@ def test_logit_bias_forces_a_token_on_transformers(client) -> None:
     [fox] = tokenizer(" fox", add_special_tokens=False)["input_ids"][-1:]
     forced = client.completions.create(model="tiny", prompt="Hello", max_tokens=3, logit_bias={str(fox): 100})
     assert tokenizer(forced.choices[0].text, add_special_tokens=False)["input_ids"] == [fox] * 3
+
+
+def test_echo_with_logprobs_scores_the_prompt_tokens(client) -> None:
+    prompt = "The quick brown fox"
+    choice = client.completions.create(model="tiny", prompt=prompt, max_tokens=3, logprobs=2, echo=True).choices[0]
+    entries = choice.logprobs
+    scored = len(entries.tokens) - 3
+    assert choice.text.startswith(prompt) and "".join(entries.tokens[:scored]) == prompt
+    assert scored == len(transformers.AutoTokenizer.from_pretrained(client.tiny_dir)(prompt)["input_ids"])
+    assert entries.token_logprobs[0] is None and all(lp <= 0 for lp in entries.token_logprobs[1:])
+    assert all(len(top) >= 1 for top in entries.top_logprobs[1:])
+    batched = client.completions.create(model="tiny", prompt=[prompt, "Hello"], max_tokens=3, logprobs=2,
+                                        echo=True).choices[0].logprobs  # left padding beside a shorter prompt
+    assert batched.token_logprobs[1:scored] == pytest.approx(entries.token_logprobs[1:scored], abs=1e-4)

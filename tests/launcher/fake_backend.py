@@ -33,6 +33,7 @@ from modelyard.launcher.backends.base import (
     GenerationRequest,
     GeneratorBackend,
     Logprob,
+    PromptLogprobs,
     RequestError,
     Started,
 )
@@ -76,6 +77,11 @@ class FakeBackend(GeneratorBackend):
         if "[segv]" in prompt:
             ctypes.string_at(0)  # a real segmentation fault: a read of address 0
         yield Started(prompt_tokens)
+        if request.prompt_logprobs is not None:  # the prompt in 3-character tokens, each scored -1.0
+            first, *rest = _chunks(prompt) or [""]
+            yield PromptLogprobs((first, list(first.encode())), [
+                Logprob(piece, -1.0, list(piece.encode()), [(piece, -1.0, list(piece.encode()))][:request.prompt_logprobs])
+                for piece in rest])
         limit = request.max_tokens if request.max_tokens is not None else CONTEXT - prompt_tokens
         produced = 0
         for token in tokens:

@@ -121,7 +121,7 @@ def test_sampling_arguments_map_every_request_field() -> None:
     assert sampling_arguments(request(stop=("</s>",), logprobs=3, ignore_eos=True)) == {
         "n": 1, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7, "max_tokens": 32,
         "presence_penalty": 0.5, "frequency_penalty": 0.25, "repetition_penalty": 1.1, "stop": ["</s>"],
-        "ignore_eos": True, "logprobs": 3, "logit_bias": None, "skip_special_tokens": True}
+        "ignore_eos": True, "logprobs": 3, "prompt_logprobs": None, "logit_bias": None, "skip_special_tokens": True}
     greedy = sampling_arguments(request(temperature=0.0, top_k=0, repeat_penalty=0.0, seed=None, max_tokens=None))
     assert (greedy["temperature"], greedy["top_k"], greedy["repetition_penalty"], greedy["seed"],
             greedy["max_tokens"], greedy["stop"]) == (0.0, -1, 1.0, None, None, None)
@@ -169,7 +169,7 @@ def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
     # Every GenerationRequest field is either mapped for vLLM or deliberately left to the server.
     handled = {"prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
                "presence_penalty", "frequency_penalty", "seed", "ignore_eos", "json_schema", "json_object",
-               "grammar", "stop", "logprobs",
+               "grammar", "stop", "logprobs", "prompt_logprobs",
                "prompt_tokens",  # vLLM: the prompt ids the engine gets; exllama2: refused (registry: token_prompts)
                "schema_param",  # only names the request field in error messages
                "logit_bias"}  # vLLM: SamplingParams.logit_bias; exllama2: refused (registry: logit_bias)

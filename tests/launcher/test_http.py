@@ -156,6 +156,31 @@ def test_completion_logprobs_legacy_shape(client) -> None:
         "top_logprobs": [{"alt0": -1.0}, {"alt0": -1.0}], "text_offset": [0, 5]}
 
 
+def test_echo_with_logprobs_scores_the_prompt_first_streamed_or_not(client) -> None:
+    """OpenAI's legacy shape: the prompt's tokens lead the entries, the first with a null logprob,
+    offsets counted from the echo. With a completion template ("Q: ..."), the tokens the echo does
+    not start with are left out (the fake scores "Q: 2+2" as "Q: ", "2+2")."""
+    body = {"model": "plain", "prompt": "Hey there", "max_tokens": 2, "logprobs": 1, "echo": True}
+    whole = client.post("/v1/completions", json=body).json()["choices"][0]
+    assert whole["text"] == "Hey thereHello world"
+    assert whole["logprobs"] == {
+        "tokens": ["Hey", " th", "ere", "Hello", " world"], "token_logprobs": [None, -1.0, -1.0, -0.5, -0.5],
+        "top_logprobs": [{}, {" th": -1.0}, {"ere": -1.0}, {"alt0": -1.0}, {"alt0": -1.0}],
+        "text_offset": [0, 3, 6, 9, 14]}
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+    pieces = [c["choices"][0] for c in chunks if c["choices"][0]["text"]]
+    assert "".join(p["text"] for p in pieces) == whole["text"]
+    streamed = [p["logprobs"] for p in pieces]
+    assert sum((s["tokens"] for s in streamed), []) == whole["logprobs"]["tokens"]
+    assert sum((s["text_offset"] for s in streamed), []) == whole["logprobs"]["text_offset"]
+    templated = client.post("/v1/completions", json={**body, "model": "chat", "prompt": "2+2"}).json()
+    assert templated["choices"][0]["logprobs"]["tokens"][:1] == ["2+2"]
+    assert client.post("/v1/completions", json={**body, "echo": False}).json()["choices"][0]["logprobs"][
+        "tokens"] == ["Hello", " world"]
+
+
 def test_completion_and_edit(client, pool) -> None:
     body = client.post("/v1/completions", json={"model": "chat", "prompt": "2+2", "echo": True}).json()
     assert body["object"] == "text_completion"

@@ -16,6 +16,7 @@ from modelyard.launcher.messages import (
     Finish,
     FinishReason,
     Logprob,
+    PromptLogprobs,
     Started,
     from_wire,
     to_wire,
@@ -23,6 +24,7 @@ from modelyard.launcher.messages import (
 
 ITEMS = [
     Started(12, cached_tokens=4),
+    PromptLogprobs(("The", [84, 104, 101]), [Logprob(" sea", -2.0, [32, 115, 101, 97], [(" sea", -2.0, [32])])]),
     Logprob("Hi", -0.25, [72, 105], [("Hi", -0.25, [72, 105]), ("Hello", -1.5, [72])]),
     "Hi",
     Finish(FinishReason.LENGTH, 12, 3),
