@@ -193,6 +193,7 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
         from modelyard.compiler.plan import LaunchPlan
 
         plan = LaunchPlan.from_json(Path(plan_file).read_text(encoding="utf-8"))
+        served: tuple[str, ...] = ()
     else:
         inputs = paths or ((models_dir,) if models_dir else ())
         install_refs = install_refs or tuple(r.strip() for r in os.environ.get("MODELYARD_MODELS", "").split(",")
@@ -203,6 +204,7 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
         if not _inputs(inputs, None):
             inputs = (str(_default_model_file()),)
             click.echo("no models given and no ./models directory: serving the embedded default model", err=True)
+        served = tuple(inputs)
         result = run_compile(tuple(inputs), models_dir, sets)
         if result.diagnostics:
             click.echo(format_report(result.diagnostics, "text"), err=True)
@@ -231,12 +233,21 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
     if not no_gallery_api or install_refs or on_demand_install:
         from modelyard.launcher.installer import Installer
 
-        installer = Installer(Path(models_dir or DEFAULT_MODELS_DIR), galleries_from(galleries), os.environ,
+        installer = Installer(_install_directory(models_dir, served), galleries_from(galleries), os.environ,
                               allow_unverified=allow_unverified)
     if not plan.models and installer is None:
         raise click.UsageError("the plan has no models to serve")
     serve(plan, api_keys=api_keys, preload=preload, log_level=log_level, installer=installer,
           install_on_start=install_refs, on_demand_installs=on_demand_install, gallery_api=not no_gallery_api)
+
+
+def _install_directory(models_dir: str | None, served: tuple[str, ...]) -> Path:
+    """Where gallery installs go: --models-dir, else the one directory being served (so the next
+    `launch` of it serves them too), else ./models; absolute, as the log names it."""
+    if models_dir:
+        return Path(models_dir).resolve()
+    directories = [Path(path) for path in served if Path(path).is_dir()]
+    return (directories[0] if len(directories) == 1 else Path(DEFAULT_MODELS_DIR)).resolve()
 
 
 def _default_model_file() -> Path:

@@ -350,6 +350,8 @@ async def chat_completions(request: Request) -> Response:
         if fmt is not None and fmt.type != "text":
             _check_structured_output(model, "response_format")
         check_json_schema(json_schema, param="response_format")
+        if json_schema is not None and tools is not None and tools.offered:  # auto: a call, or the answer
+            json_schema = tools.call_schema(answer=json_schema)
     _check_grammar(model, body.grammar)
     job = Job(model, prompt, body, _max_tokens(request, model, requested, None), json_schema=json_schema,
               json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from .protocol import Sampling
 from .reasoning import opened_in_prompt
 from .state import server_state
 from .tools import ToolRequest
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -177,30 +180,39 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
         return [*out, final]
 
     items = pool.generate(job.model.name, job.generation(index))
-    async for item in items:
-        if isinstance(item, str):
-            deltas += 1
-            if piece := emit(stops.feed(item)):
-                yield piece
-            if stops.stopped:
-                await items.aclose()  # tells the worker to stop generating
-                entries.clear()  # the tokens of the stop sequence itself
-                for out in result(FinishReason.STOP.openai, deltas):
+    ended = False  # the generation's end was read: closing after it is not the client leaving
+    try:
+        async for item in items:
+            if isinstance(item, str):
+                deltas += 1
+                if piece := emit(stops.feed(item)):
+                    yield piece
+                if stops.stopped:
+                    await items.aclose()  # tells the worker to stop generating
+                    entries.clear()  # the tokens of the stop sequence itself
+                    ended = True
+                    for out in result(FinishReason.STOP.openai, deltas):
+                        yield out
+                    return
+            elif isinstance(item, Logprob):
+                entries.append(item.to_dict())
+            elif isinstance(item, Started):
+                prompt_tokens, cached_tokens = item.prompt_tokens, item.cached_tokens
+            elif isinstance(item, PromptLogprobs):
+                prompt_entries = echo_entries(item, job.echo)
+                yield Piece("", prompt_entries, echo=True)
+            elif isinstance(item, Finish):
+                ended = True
+                if piece := emit(stops.flush()):
+                    yield piece
+                for out in result(item.reason.openai, item.completion_tokens):
                     yield out
                 return
-        elif isinstance(item, Logprob):
-            entries.append(item.to_dict())
-        elif isinstance(item, Started):
-            prompt_tokens, cached_tokens = item.prompt_tokens, item.cached_tokens
-        elif isinstance(item, PromptLogprobs):
-            prompt_entries = echo_entries(item, job.echo)
-            yield Piece("", prompt_entries, echo=True)
-        elif isinstance(item, Finish):
-            if piece := emit(stops.flush()):
-                yield piece
-            for out in result(item.reason.openai, item.completion_tokens):
-                yield out
-            return
+    except (GeneratorExit, asyncio.CancelledError):  # the client went away (a stream dropped, a request abandoned)
+        if not ended:
+            metrics.abandoned.labels(model).inc()
+            log.info("client went away: choice %d of %s cancelled after %d token(s)", index, model, deltas)
+        raise
 
 
 def usage(results: list[ChoiceResult], n: int = 1) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class Metrics:
                                      registry=self.registry)
         self.completion_tokens = Counter("modelyard_completion_tokens", "Tokens generated", ["model"],
                                          registry=self.registry)
+        self.abandoned = Counter("modelyard_generations_abandoned", "Generations cancelled because the client "
+                                 "went away before their end", ["model"], registry=self.registry)
         self.registry.register(_PoolCollector(pool_stats))
 
     def exposition(self) -> bytes:

@@ -63,16 +63,22 @@ class ToolRequest:
             return tuple(t for t in self.tools if t.name == self.choice)
         return self.tools
 
-    def call_schema(self) -> dict[str, Any]:
+    def call_schema(self, answer: dict[str, Any] | None = None) -> dict[str, Any]:
         """The JSON Schema a forced call's output must match. Each tool's local definitions
         (``$defs``, ``definitions``: what pydantic's ``model_json_schema()`` writes for nested
-        models) move to the root, renamed per tool, since the tool's schema is nested here."""
+        models) move to the root, renamed per tool, since the tool's schema is nested here.
+
+        With ``answer`` (``tool_choice: auto`` with a ``json_schema`` response format: OpenAI
+        applies the schema to the final answer only), the output is a call *or* an answer in
+        that schema: the union, so the model may still call a tool."""
         definitions: dict[str, Any] = {}
         alternatives = []
         for index, tool in enumerate(self.offered):
             arguments = _hoist_definitions(bounded(tool.parameters), f"t{index}_", definitions)
             alternatives.append({"type": "object", "properties": {"name": {"const": tool.name}, "arguments": arguments},
-                                 "required": ["name", "arguments"]})
+                                 "required": ["name", "arguments"], "additionalProperties": False})
+        if answer is not None:
+            alternatives.append(_hoist_definitions(answer, "answer_", definitions))
         schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
         return {**schema, "$defs": definitions} if definitions else schema
 
@@ -258,15 +264,31 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
         items = value if isinstance(value, list) else [value]
     else:
         return None
-    names = {t.name for t in tools.offered}
+    offered = {t.name: t for t in tools.offered}
     calls = []
     for item in items:
-        if not isinstance(item, dict) or item.get("name") not in names:
+        if not isinstance(item, dict) or item.get("name") not in offered:
             return None
-        arguments = item.get("arguments", item.get("parameters", {}))
-        calls.append(ToolCall(new_call_id(), item["name"],
-                              arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)))
+        arguments = item.get("arguments", item.get("parameters"))
+        if isinstance(arguments, str):  # some models write the arguments as a JSON text
+            try:
+                arguments = json.loads(arguments, strict=False)
+            except json.JSONDecodeError:
+                return None
+        # A call only when its arguments fit the tool: an answer that happens to hold a tool's
+        # name ({"name": "get_weather", "country": "France"}) is content, never a call with
+        # arguments made up.
+        if not isinstance(arguments, dict) or not _fits(arguments, offered[item["name"]]):
+            return None
+        calls.append(ToolCall(new_call_id(), item["name"], json.dumps(arguments, ensure_ascii=False)))
     return calls or None
+
+
+def _fits(arguments: dict[str, Any], tool: Tool) -> bool:
+    try:
+        return Draft202012Validator(tool.parameters).is_valid(arguments)
+    except (SchemaError, RecursionError, ValueError):  # checked on the way in; a guard, not a path
+        return False
 
 
 _TAGGED_OPEN = "<tool_call>"

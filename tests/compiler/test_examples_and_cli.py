@@ -168,3 +168,18 @@ def test_an_internal_error_is_one_line_and_exit_status_3(in_repo, monkeypatch) -
     assert result.exit_code == 3
     assert result.output.strip().splitlines() == [
         "modelyard: internal error: KeyError: 'boom' (a bug: please report it; MODELYARD_DEBUG=1 shows the traceback)"]
+
+
+def test_gallery_installs_go_to_the_served_directory(tmp_path, monkeypatch) -> None:
+    """`launch other/` installs into other/ (the next launch of it serves them); the log names it whole."""
+    from modelyard.cli.main import _install_directory
+
+    monkeypatch.chdir(tmp_path)
+    served, second = tmp_path / "other", tmp_path / "more"
+    served.mkdir()
+    second.mkdir()
+    (tmp_path / "a.yaml").write_text("")
+    assert _install_directory(None, ("other",)) == served
+    assert _install_directory("elsewhere", ("other",)) == tmp_path / "elsewhere"
+    assert _install_directory(None, ("other", "more")) == tmp_path / "models"  # which one? the default
+    assert _install_directory(None, ("a.yaml",)) == tmp_path / "models"

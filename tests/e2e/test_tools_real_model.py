@@ -186,3 +186,33 @@ def test_a_forced_calls_unusable_schema_names_tools(client) -> None:
             tools=[{"type": "function", "function": {"name": "f", "parameters": broken}}], tool_choice="required")
     error = refused.value.body
     assert error["param"] == "tools" and error["message"].startswith("tools: the JSON Schema cannot be used: ")
+
+
+def test_structured_output_with_auto_tools_is_a_valid_call_or_a_valid_answer(client) -> None:
+    """response_format applies to the final answer: with tools on auto the model may call one
+    (its arguments fitting the tool) or answer in the schema, never a half-call holding the
+    answer (the Agents SDK's output_type with tools, pydantic-ai's NativeOutput, langchain's
+    with_structured_output on a model with bound tools)."""
+    weather = obj({"city": {"type": "string", "maxLength": 30}})
+    answer = obj({"country": {"type": "string", "maxLength": 30}, "capital": {"type": "string", "maxLength": 30}})
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                               "parameters": weather}}]
+    ways = set()
+    for seed, question in enumerate(["What is the weather in Paris? Call get_weather.",
+                                     "Which country has Paris as its capital? Answer in JSON.",
+                                     "Tell me about France.", "Weather in Rome please."]):
+        reply = client.chat.completions.create(
+            model="gemma-3-270m", messages=[{"role": "user", "content": question}], tools=tools, tool_choice="auto",
+            temperature=0.7, seed=seed, max_tokens=120,
+            response_format={"type": "json_schema", "json_schema": {"name": "fact", "schema": answer}})
+        choice = reply.choices[0]
+        if choice.message.tool_calls:
+            [call] = choice.message.tool_calls
+            assert call.function.name == "get_weather" and choice.finish_reason == "tool_calls"
+            jsonschema.validate(json.loads(call.function.arguments), weather)
+            ways.add("call")
+        else:
+            jsonschema.validate(json.loads(choice.message.content), answer)
+            ways.add("answer")
+    # Under the answer schema alone (before the union) no call could be written at all.
+    assert "call" in ways, ways

@@ -9,7 +9,7 @@ It "generates" a reply chosen by markers in the prompt:
   [dead]   its engine dies after 2 tokens (EngineDead: the worker exits and is replaced)
   [engine-pid]  replies with the pid of its "engine": a process it started at load when the
            model's description says spawns-engine (as vLLM starts its engine core)
-  [call:NAME]  a tool call {"name": NAME, "arguments": {"city": "Paris"}}, in 3-character tokens
+  [call:NAME]  a tool call {"name": NAME, "arguments": {"city": "Paris", "unit": "C"}}, in 3-character tokens
 a request with a JSON Schema (response_format, forced tool calls) gets the smallest instance of
 it, in 3-character tokens; otherwise "Hello world, this is a fake model." in word tokens.
 """
@@ -64,7 +64,7 @@ class FakeBackend(GeneratorBackend):
         if request.json_schema is not None:
             tokens = _chunks(json.dumps(example_instance(request.json_schema)))
         elif call is not None:
-            tokens = _chunks(json.dumps({"name": call.group(1), "arguments": {"city": "Paris"}}))
+            tokens = _chunks(json.dumps({"name": call.group(1), "arguments": {"city": "Paris", "unit": "C"}}))
         elif "[echo]" in prompt:
             tokens = _chunks(prompt)
         elif "[engine-pid]" in prompt and self.engine is not None:

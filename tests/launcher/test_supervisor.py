@@ -77,6 +77,8 @@ def test_client_disconnect_cancels_generation(served) -> None:
     assert ask(client, "hi").status_code == 200
     # One worker serves one request at a time: this finishes quickly only if the slow one stopped.
     assert time.monotonic() - start < 2.5
+    metrics = client.get("/metrics").text  # counted (and logged), not only a 200 with its duration
+    assert 'modelyard_generations_abandoned_total{model="m"} 1.0' in metrics
 
 
 def test_load_failure_is_503_then_cools_down(served) -> None:

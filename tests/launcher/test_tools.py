@@ -80,7 +80,7 @@ def test_a_forced_call_streams_name_first_then_argument_fragments(client) -> Non
 def test_auto_returns_a_call_when_the_output_is_one_and_content_otherwise(client) -> None:
     called = chat(client, "[call:get_weather] Paris?", tools=[WEATHER])
     assert called.json()["choices"][0]["message"]["tool_calls"][0]["function"] == {
-        "name": "get_weather", "arguments": '{"city": "Paris"}'}
+        "name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}
     plain = chat(client, "hello", tools=[WEATHER])
     assert plain.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello world, this is a fake model.",
                                                      "refusal": None}
@@ -95,7 +95,7 @@ def test_auto_streaming_holds_a_call_back_and_sends_it_as_tool_calls(client) -> 
     assert [d for d in deltas if d.get("content")] == []
     calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert calls[0]["function"]["name"] == "get_weather"
-    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "Paris"}
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "Paris", "unit": "C"}
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["tool_calls"]
     text = stream_chunks(client, messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in text)
@@ -301,3 +301,39 @@ def test_forced_call_schemas_move_each_tools_definitions_to_the_root() -> None:
     assert second["properties"]["self"] == {"$ref": "#/$defs/t1_root"} and schema["$defs"]["t1_root"] == second
     valid = {"name": "b", "arguments": {"y": "abc", "self": {"y": "d"}}}
     jsonschema.validate(valid, schema)
+
+
+ANSWER = {"type": "object", "properties": {"city": {"type": "string"}, "summary": {"$ref": "#/$defs/Summary"}},
+          "required": ["city", "summary"], "$defs": {"Summary": {"type": "string", "maxLength": 40}}}
+STRUCTURED = {"type": "json_schema", "json_schema": {"name": "report", "schema": ANSWER}}
+
+
+def test_an_object_holding_a_tool_name_is_a_call_only_when_its_arguments_fit() -> None:
+    tools = parse_tool_request([WEATHER], "auto", None, None)
+    assert parse_calls('{"name": "get_weather", "country": "France"}', tools) is None  # no arguments: content
+    assert parse_calls('{"name": "get_weather", "arguments": {"city": "Paris"}}', tools) is None  # unit missing
+    assert parse_calls('{"name": "get_weather", "arguments": {"city": 3, "unit": "C"}}', tools) is None
+    [call] = parse_calls('{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\", \\"unit\\": \\"F\\"}"}',
+                         tools)  # arguments written as a JSON text
+    assert json.loads(call.arguments) == {"city": "Paris", "unit": "F"}
+
+
+def test_structured_output_with_auto_tools_is_a_call_or_an_answer() -> None:
+    """OpenAI applies response_format to the final answer: the grammar is the union of the
+    calls and the answer schema (its $defs hoisted beside the tools')."""
+    union = parse_tool_request([WEATHER, TIME], "auto", None, None).call_schema(answer=ANSWER)
+    validator = jsonschema.Draft202012Validator(union)
+    assert len(union["anyOf"]) == 3 and "answer_Summary" in union["$defs"]
+    assert validator.is_valid({"name": "get_time", "arguments": {"zone": "UTC"}})
+    assert validator.is_valid({"city": "Paris", "summary": "sunny"})
+    assert not validator.is_valid({"name": "get_weather", "country": "France"})
+    assert not validator.is_valid({"city": "Paris", "summary": "x" * 41})
+
+
+def test_structured_output_with_auto_tools_over_http_both_ways(client, pool) -> None:
+    called = chat(client, "weather?", tools=[WEATHER], response_format=STRUCTURED).json()["choices"][0]
+    assert pool.requests[-1][1].json_schema["anyOf"][-1]["required"] == ["city", "summary"]  # the union went out
+    assert called["finish_reason"] == "tool_calls"  # the fake writes the union's first alternative: a call
+    assert json.loads(called["message"]["tool_calls"][0]["function"]["arguments"]) == {"city": "x", "unit": "C"}
+    answered = chat(client, "weather?", response_format=STRUCTURED).json()["choices"][0]
+    assert answered["finish_reason"] == "stop" and json.loads(answered["message"]["content"])["city"] == "x"
