@@ -5,6 +5,7 @@ ML libraries), so ``compile --explain`` can say what a worker here would choose.
 from __future__ import annotations
 
 import functools
+import os
 from importlib import metadata
 
 
@@ -28,3 +29,11 @@ def installed(distribution: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or taskset's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

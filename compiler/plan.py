@@ -117,7 +117,7 @@ class LlamaCpp(_Frozen):
     batch: int = 512
     rope_freq_base: float = 0.0
     rope_freq_scale: float = 0.0
-    parallel: int = 1
+    parallel: int | None = None  # slots; None: by the machine the worker runs on (llama_cpp.default_parallel)
     grpc_servers: tuple[str, ...] = ()
     use_jinja: bool = False
     context_shift: bool = False

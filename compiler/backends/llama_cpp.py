@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import machine
 from ..context import ModelContext, Reader
 from ..env_overrides import apply_env_overrides
 from ..options import options_of
-from ..plan import LlamaCpp
+from ..plan import LlamaCpp, ModelPlan
 from . import BackendSpec
 
 _FLASH_ATTENTION = {"auto": "auto", "on": "on", "enabled": "on", "true": "on", "off": "off", "disabled": "off",
@@ -46,6 +47,21 @@ def read_section(r: Reader, options: dict, ctx: ModelContext) -> LlamaCpp:
     return apply_env_overrides(LlamaCpp(**values), "llama-cpp", options, ctx)
 
 
+def default_parallel(cpus: int) -> int:
+    """Slots for a model whose YAML and environment set no ``parallel``: LocalAI's 2/4/8 tiers,
+    by the CPUs the worker may use. One slot would let a single client that stops reading a
+    stream (and keeps the connection) hold the model until its generation ends."""
+    return 2 if cpus <= 4 else 4 if cpus <= 16 else 8
+
+
+def machine_notes(plan: ModelPlan) -> list[str]:
+    assert plan.llama_cpp is not None
+    if plan.llama_cpp.parallel is not None:
+        return []
+    cpus = machine.cpu_count()
+    return [f"parallel unset -> {default_parallel(cpus)} slots ({cpus} CPUs)"]
+
+
 def _flash_attention(value: Any, ctx: ModelContext) -> str:
     """LocalAI's ``flash_attention``: a boolean, or ``auto`` / ``on`` / ``off`` (llama.cpp's words)."""
     if isinstance(value, bool):
@@ -72,4 +88,5 @@ SPEC = BackendSpec(
     token_prompts=True,
     logit_bias=True,
     prompt_logprobs=True,
+    machine_notes=machine_notes,
 )

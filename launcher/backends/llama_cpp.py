@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
 
+from modelyard.compiler import machine
+from modelyard.compiler.backends.llama_cpp import default_parallel
 from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
@@ -32,10 +33,12 @@ FLASH_ATTENTION = {"auto": "AUTO", "on": "ENABLED", "off": "DISABLED"}  # llama.
 
 def physical_cores() -> int:
     """Cores this process may run on (not half of them, llama-cpp-python's default)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, machine.cpu_count())
+
+
+def slots(settings) -> int:
+    """The YAML's (or LLAMACPP_PARALLEL's) ``parallel``, else the machine's default."""
+    return settings.parallel or default_parallel(machine.cpu_count())
 
 
 def _per_slot_bytes(settings) -> int | None:
@@ -43,7 +46,7 @@ def _per_slot_bytes(settings) -> int | None:
     (None: unlimited, -1 in LocalAI's and llama.cpp's terms)."""
     if settings.cache_ram_mib is None:
         return None
-    return settings.cache_ram_mib * 2**20 // settings.parallel
+    return settings.cache_ram_mib * 2**20 // slots(settings)
 
 
 class LlamaCppBackend:
@@ -57,7 +60,7 @@ class LlamaCppBackend:
         if path is None:
             raise RuntimeError(f"cannot resolve {model.model!r}")
         threads = model.threads or physical_cores()
-        self.concurrency = settings.parallel
+        self.concurrency = slots(settings)
         # Decoding happens in the scheduler's own multi-sequence context; Llama's context (one
         # sequence only) is kept minimal: Llama only loads the model and tokenizes. An embeddings
         # model instead embeds in Llama's context, sized to hold a whole input in one batch.
@@ -89,7 +92,7 @@ class LlamaCppBackend:
         self._shift = settings.context_shift
         self._slots = None if self._embedding else self._scheduler(model)
         log.info("loaded %s (context %d per request, %d slot(s), threads=%d)", path, self._context_size,
-                 settings.parallel, threads)
+                 self.concurrency, threads)
 
     def _scheduler(self, model: ModelPlan) -> SlotScheduler:
         settings = model.llama_cpp
@@ -98,16 +101,16 @@ class LlamaCppBackend:
         # only the sizes differ.
         base = self._llm.context_params
         params = type(base).from_buffer_copy(base)
-        params.n_ctx = self._context_size * settings.parallel
+        params.n_ctx = self._context_size * self.concurrency
         params.n_batch = params.n_ubatch = settings.batch
-        params.n_seq_max = settings.parallel
+        params.n_seq_max = self.concurrency
         # Flash attention is llama.cpp's default (auto) but off in llama-cpp-python's: on two CPU
         # cores it decodes Gemma 3 270M 8-10% faster (benchmarks/serving_bench.py).
         params.flash_attn_type = getattr(self._llama_cpp, f"LLAMA_FLASH_ATTN_TYPE_{FLASH_ATTENTION[settings.flash_attention]}")
         params.kv_unified = True  # one pool shared by the slots, each up to the context size
         params.swa_full = False  # sliding-window layers keep the window only (see SlotScheduler)
         slots = SlotSettings(
-            parallel=settings.parallel, n_batch=settings.batch, context=self._context_size,
+            parallel=self.concurrency, n_batch=settings.batch, context=self._context_size,
             prefix_cache=settings.cache_ram_mib != 0, checkpoint_bytes=_per_slot_bytes(settings),
             context_shift=settings.context_shift,
             n_keep=model.sampling.n_keep,

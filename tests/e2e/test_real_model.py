@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import time
 
 import httpx
 import openai
@@ -121,6 +122,22 @@ def test_echo_with_logprobs_scores_the_prompt_as_generation_scored_it(client) ->
     assert "".join(p.text for p in pieces) == choice.text
     assert sum((p.logprobs.tokens for p in pieces), []) == entries.tokens
     assert sum((p.logprobs.text_offset for p in pieces), []) == entries.text_offset
+
+
+def test_a_stream_nobody_reads_does_not_hold_up_the_next_client(server, client) -> None:
+    """A client that stops reading a stream but keeps the connection (LlamaIndex's close(),
+    breaking out of llm's iterator) holds its slot until the generation ends; a model with no
+    ``parallel`` set (this one) has more than one slot, so the next client is answered now."""
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", server["base"] + "/v1/completions", json=body, timeout=60) as stuck:
+        lines = stuck.iter_lines()  # held: a dropped iterator would close the response
+        next(lines)  # it has started; from here nobody reads it
+        started = time.monotonic()
+        reply = client.completions.create(model=MODEL, prompt="Hello", max_tokens=8, temperature=0)
+        waited = time.monotonic() - started
+        assert not stuck.is_closed
+    assert reply.usage.completion_tokens == 8 or reply.choices[0].finish_reason == "stop"
+    assert waited < 5, f"waited {waited:.1f} s behind the unread stream (2000 tokens take over 15 s)"
 
 
 def test_same_seed_same_output(client) -> None:

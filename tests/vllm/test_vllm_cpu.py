@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow]
 CONFIG = """
 - name: tiny
   backend: vllm
-  context_size: 256
+  context_size: 1024
   swap_space: 4   # LocalAI's key, retired in vLLM's v1 engine: dropped with a warning
   parameters: {model: tiny-llama, temperature: 0}
   template:
@@ -50,7 +50,7 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength
 def server(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     build_random_llama(models / "tiny-llama", TEXTS, vocab_size=384, hidden_size=128, intermediate_size=256,
-                       layers=2, heads=4, kv_heads=2, context=256, chat_template=CHAT_TEMPLATE)
+                       layers=2, heads=4, kv_heads=2, context=1024, chat_template=CHAT_TEMPLATE)
     (models / "not-a-model").mkdir()
     (models / "not-a-model" / "config.json").write_text("{}")
     (models / "tiny.yaml").write_text(CONFIG)
@@ -196,7 +196,8 @@ def test_four_concurrent_requests_each_get_their_own_answer(client) -> None:
 
 
 def test_a_cancelled_stream_is_aborted_and_the_model_serves_on(server, client) -> None:
-    stream = client.completions.create(model="tiny", prompt="Hello", max_tokens=200, stream=True,
+    # 1000 tokens take the tiny model about 1.7 s: long enough for the cancel to arrive mid-way.
+    stream = client.completions.create(model="tiny", prompt="Hello", max_tokens=1000, stream=True,
                                        extra_body={"ignore_eos": True})
     for index, _ in enumerate(stream):
         if index == 2:
@@ -211,10 +212,10 @@ def test_a_cancelled_stream_is_aborted_and_the_model_serves_on(server, client) -
 
 def test_an_over_long_prompt_is_a_400(client) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        client.completions.create(model="tiny", prompt="Hello world " * 200, max_tokens=4)
-    assert refused.value.code == "context_length_exceeded" and "256-token context" in refused.value.message
+        client.completions.create(model="tiny", prompt="Hello world " * 800, max_tokens=4)
+    assert refused.value.code == "context_length_exceeded" and "1024-token context" in refused.value.message
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
-        client.completions.create(model="tiny", prompt="Hello", max_tokens=1000)
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=2000)
 
 
 def test_zz_a_killed_engine_fails_its_request_and_a_new_worker_serves(server, client) -> None:
@@ -222,7 +223,7 @@ def test_zz_a_killed_engine_fails_its_request_and_a_new_worker_serves(server, cl
     engines = [pid for pid in descendants(server["process"].pid)
                if b"EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(engines) == 1, engines
-    os.kill(engines[0], signal.SIGKILL)  # (mid-stream it races: the tiny model writes 200 tokens in 0.3 s)
+    os.kill(engines[0], signal.SIGKILL)  # (mid-stream it races with the end of a short generation)
     with pytest.raises(openai.APIStatusError) as failed:
         client.completions.create(model="tiny", prompt="Hello", max_tokens=20)
     assert (failed.value.status_code, failed.value.code) == (503, "worker_crashed")
