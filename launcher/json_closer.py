@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# One sampled token can lengthen the closing by this many tokens (a key's opening quote turns "}"
+# into '":null}'): a backend starts closing that much before the closing alone would need.
+CLOSING_MARGIN = 4
+
 _LITERALS = ("true", "false", "null")
 _NUMBER = frozenset("0123456789+-.eE")
 

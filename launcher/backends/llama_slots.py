@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..json_closer import JsonCloser
+from ..json_closer import CLOSING_MARGIN, JsonCloser
 from .base import Finish, FinishReason, GenerationRequest, Logprob, PromptLogprobs, Sink, Started
 from .decode_thread import DecodeThread, exit_worker
 
@@ -53,11 +53,6 @@ log = logging.getLogger(__name__)
 MIN_REUSE = 32  # tokens of shared prefix below which a cached slot is recomputed from scratch
 MAX_CHECKPOINTS = 8  # sliding-window checkpoints kept a slot (llama-server's --ctx-checkpoints)
 CHECKPOINT_TAIL = 4  # a long prompt's last checkpoint sits this many tokens before its end (llama-server's)
-
-
-# One sampled token can lengthen a JSON's closing by this many tokens (a key's opening quote turns
-# "}" into '":null}'): closing starts that much before the closing alone would need.
-CLOSING_MARGIN = 4
 
 
 @dataclass(eq=False)

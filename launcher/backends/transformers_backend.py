@@ -19,6 +19,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
+from ..json_closer import JsonCloser
 from .base import (
     Finish,
     GenerationRequest,
@@ -188,7 +189,8 @@ class TransformersBackend:
         if limit == 0:
             sink.put(Finish("length", len(prompt), 0))
             return
-        self.scheduler.submit(Row(request, prompt, limit, cancelled, out=sink, matcher=matcher))
+        closer = JsonCloser() if matcher is not None else None  # matchers are JSON (response_format, forced calls)
+        self.scheduler.submit(Row(request, prompt, limit, cancelled, out=sink, matcher=matcher, closer=closer))
 
     def _grammar_matcher(self, request: GenerationRequest) -> Any:
         """An xgrammar matcher for ``response_format`` (and forced tool calls), or None.

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..json_closer import CLOSING_MARGIN, JsonCloser
 from .base import Finish, GenerationRequest, Logprob, PromptLogprobs, Sink
 from .decode_thread import DecodeThread, exit_worker
 from .hf_tokens import TokenBytes
@@ -45,6 +46,7 @@ class Row:
     bitmask: Any = None
     processors: Any = None
     generator: Any = None
+    closer: JsonCloser | None = None  # JSON output: closed before max_tokens cuts it (json_closer.py)
 
 
 class BatchScheduler(DecodeThread):
@@ -198,26 +200,43 @@ class BatchScheduler(DecodeThread):
             history = torch.tensor([row.prompt + row.generated], dtype=torch.long, device=logits.device)
             for processor in row.processors:
                 scores = processor(history, scores)
-        if row.generator is None:
-            token = int(scores.argmax(-1))
-        else:
-            probabilities = torch.softmax(scores, dim=-1)
-            token = int(torch.multinomial(probabilities, 1, generator=row.generator))
-        if token in self.eos_ids and not request.ignore_eos:
-            self._finish(row, "stop")
-            return None
-        if row.matcher is not None:
-            row.matcher.accept_token(token)
+        token = self._closing_token(row) if row.closer is not None else None  # accepted by the matcher
+        if token is None:
+            if row.generator is None:
+                token = int(scores.argmax(-1))
+            else:
+                probabilities = torch.softmax(scores, dim=-1)
+                token = int(torch.multinomial(probabilities, 1, generator=row.generator))
+            if token in self.eos_ids and not request.ignore_eos:
+                self._finish(row, "stop")
+                return None
+            if row.matcher is not None:
+                row.matcher.accept_token(token)
         if request.logprobs is not None:
             row.out.put(self._logprob(logits, token, request.logprobs))
         row.generated.append(token)
         delta = self._new_text(row)
         if delta:
             row.out.put(delta)
+            if row.closer is not None:
+                row.closer.feed(delta)
         if len(row.generated) >= row.limit:
             self._finish(row, "length")
             return None
         return token
+
+    def _closing_token(self, row: Row) -> int | None:
+        """As llama.cpp's slots do (``SlotScheduler._closing_token``): once the tokens left are no
+        more than the JSON's closing needs (plus a margin), its next token, if the grammar takes it."""
+        assert row.closer is not None and row.matcher is not None
+        needed = row.closer.closing()
+        left = row.limit - len(row.generated)
+        if not needed or left > len(needed) + CLOSING_MARGIN:
+            return None
+        tokens = self.tokenizer.encode(needed, add_special_tokens=False)
+        if not tokens or left > len(tokens) + CLOSING_MARGIN or not row.matcher.accept_token(tokens[0]):
+            return None
+        return int(tokens[0])
 
     def _logprob(self, logits: Any, token: int, top: int) -> Logprob:
         logprobs = self.torch.log_softmax(logits[0], dim=-1)

@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from ..random_llama import CHAT_TEMPLATE, TEXTS, build_random_llama
+from ..serving_checks import check_a_seed_reproduces_sampling, check_stop_strings_cut_the_output
 from .server import launched
 
 pytestmark = [pytest.mark.slow]
@@ -73,20 +74,11 @@ def test_streaming_matches_the_whole_answer(client) -> None:
 
 
 def test_stop_strings_cut_the_output(client) -> None:
-    text = client.completions.create(model="tiny", prompt="The lazy dog", max_tokens=24).choices[0].text
-    stop = text[len(text) // 2:len(text) // 2 + 2]
-    assert stop.strip(), f"need a visible stop string in {text!r}"
-    cut = client.completions.create(model="tiny", prompt="The lazy dog", max_tokens=24, stop=[stop])
-    assert cut.choices[0].text == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    check_stop_strings_cut_the_output(client, "tiny")
 
 
 def test_a_seed_reproduces_sampling(client) -> None:
-    def sample(seed: int) -> str:
-        return client.completions.create(model="tiny", prompt="café", max_tokens=16, temperature=1.0,
-                                         seed=seed).choices[0].text
-
-    assert sample(7) == sample(7)
-    assert len({sample(seed) for seed in range(4)}) > 1
+    check_a_seed_reproduces_sampling(client, "tiny")
 
 
 def test_concurrent_requests_are_batched_and_each_matches_its_solo_answer(client) -> None:
@@ -224,3 +216,24 @@ def test_echo_with_logprobs_scores_the_prompt_tokens(client) -> None:
     batched = client.completions.create(model="tiny", prompt=[prompt, "Hello"], max_tokens=3, logprobs=2,
                                         echo=True).choices[0].logprobs  # left padding beside a shorter prompt
     assert batched.token_logprobs[1:scored] == pytest.approx(entries.token_logprobs[1:scored], abs=1e-4)
+
+
+def test_json_cut_by_max_tokens_is_closed_in_time(client) -> None:
+    """As on llama.cpp: a JSON answer max_tokens would cut is closed within the limit."""
+    import json
+
+    schema = {"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}
+    structured = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    for limit in (5, 9, 14, 30):
+        # The schema's key is 5 tokens of this tokenizer: below 14 its object cannot close in time.
+        for response_format in ({"type": "json_object"}, *([structured] if limit >= 14 else [])):
+            reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "JSON"}],
+                                                   max_tokens=limit, temperature=1.0, seed=limit,
+                                                   response_format=response_format)
+            text = reply.choices[0].message.content
+            try:
+                parsed = json.loads(text, strict=False)
+            except json.JSONDecodeError:
+                pytest.fail(f"max_tokens {limit}, {response_format['type']}: {text!r} does not parse")
+            assert isinstance(parsed, dict)
+            assert reply.usage.completion_tokens <= limit

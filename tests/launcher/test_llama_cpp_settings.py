@@ -78,13 +78,13 @@ def test_checkpoints_are_taken_per_chunk_and_kept_within_cache_ram() -> None:
         return started.prompt_tokens, [(c.n_tokens, len(c.data)) for c in backend._slots.checkpoints[0]]
 
     # 512-token chunks, then a boundary 4 tokens before the end of the ~1,100-token prompt.
-    prompt_tokens, taken = checkpoints_after_a_long_prompt("")
+    prompt_tokens, taken = checkpoints_after_a_long_prompt("options: [parallel:1]")  # seq 0: the one slot
     assert 1024 + 4 < prompt_tokens <= 1536
     assert [n for n, _ in taken] == [512, 1024, prompt_tokens - 4]
     size = max(s for _, s in taken)
     assert 0 < size < 64 * 2**20  # the window only, not the whole sequence
     bound = max(1, (size + 2**20 - 1) // 2**20)  # room for exactly one checkpoint
-    _, kept = checkpoints_after_a_long_prompt(f"options: ['cache_ram:{bound}']")
+    _, kept = checkpoints_after_a_long_prompt(f"options: [parallel:1, 'cache_ram:{bound}']")
     assert [n for n, _ in kept] == [prompt_tokens - 4]  # the newest
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from ..e2e.server import descendants, launched
 from ..random_llama import CHAT_TEMPLATE, TEXTS, build_random_llama
+from ..serving_checks import check_a_seed_reproduces_sampling, check_stop_strings_cut_the_output
 
 pytestmark = [pytest.mark.slow]
 
@@ -97,21 +98,11 @@ def test_streaming_equals_the_whole_answer(client) -> None:
 
 
 def test_stop_strings_cut_the_output(client) -> None:
-    text = client.completions.create(model="tiny", prompt="The lazy dog", max_tokens=24).choices[0].text
-    stop = next((text[i:i + 2] for i in range(len(text) // 3, len(text) - 1) if text[i:i + 2].isprintable()
-                 and text[i:i + 2].strip()), None)
-    assert stop, f"need a visible stop string in {text!r}"
-    cut = client.completions.create(model="tiny", prompt="The lazy dog", max_tokens=24, stop=[stop])
-    assert cut.choices[0].text == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    check_stop_strings_cut_the_output(client, "tiny")
 
 
 def test_a_seed_reproduces_sampling_and_n_gives_indexed_choices(client) -> None:
-    def sample(seed: int) -> str:
-        return client.completions.create(model="tiny", prompt="café", max_tokens=16, temperature=1.0,
-                                         seed=seed).choices[0].text
-
-    assert sample(7) == sample(7)
-    assert len({sample(seed) for seed in range(4)}) > 1
+    check_a_seed_reproduces_sampling(client, "tiny")
     several = client.completions.create(model="tiny", prompt="café", max_tokens=8, temperature=1.0, n=3)
     assert [c.index for c in several.choices] == [0, 1, 2] and several.usage.completion_tokens == 24
     assert len({c.text for c in several.choices}) > 1  # each choice samples on its own
