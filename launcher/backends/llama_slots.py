@@ -291,8 +291,9 @@ class SlotScheduler(DecodeThread):
             self._finish(slot, FinishReason.LENGTH)
 
     def _closing_token(self, slot: Slot) -> int | None:
-        """Once the tokens left are no more than the JSON's closing text needs, that text's next
-        token, when the grammar takes it (a schema that requires more runs out as before)."""
+        """Once the tokens left are no more than the JSON's closing text needs (plus
+        ``CLOSING_MARGIN``), that text's next token, when the grammar takes it (a schema that
+        requires more runs out as before)."""
         assert slot.closer is not None and slot.grammar_sampler is not None
         needed = slot.closer.closing()
         left = slot.limit - len(slot.generated)
