@@ -11,8 +11,12 @@ TEST_STAMP  := $(VENV)/.test-$(SUM)
 # vLLM's CPU build lives in a venv of its own: it pins transformers below what .venv's needs.
 VLLM_VENV   := .venv-vllm
 VLLM_STAMP  := $(VLLM_VENV)/.vllm-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# Client libraries (langchain-openai, the Agents SDK, pydantic-ai) in theirs: the server they test
+# runs from .venv.
+CLIENTS_VENV  := .venv-clients
+CLIENTS_STAMP := $(CLIENTS_VENV)/.clients-$(shell cksum < tests/clients/requirements.txt | cut -d' ' -f1)
 
-.PHONY: install serve test test-vllm bench bench-vllm clean
+.PHONY: install serve test test-vllm test-clients bench bench-vllm clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +47,12 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	rm -f $(VLLM_VENV)/.vllm-* && touch $@
 
+$(CLIENTS_STAMP): tests/clients/requirements.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CLIENTS_VENV)/bin/python -m pip install -q -r tests/clients/requirements.txt
+	rm -f $(CLIENTS_VENV)/.clients-* && touch $@
+
 install: $(SERVE_STAMP)
 
 # Serve the embedded default model (Gemma 3 270M) on http://127.0.0.1:8080/v1
@@ -55,10 +65,15 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	$(MAKE) test-vllm
+	$(MAKE) test-clients
 
 # The vLLM suite (tests/vllm) on vLLM's CPU build; in .venv they skip, here a missing vLLM fails.
 test-vllm: $(VLLM_STAMP)
 	MODELYARD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest tests/vllm
+
+# Real client libraries against the real model (tests/clients); in .venv they skip.
+test-clients: $(TEST_STAMP) $(CLIENTS_STAMP)
+	MODELYARD_REQUIRE_CLIENTS=1 MODELYARD_SERVER_PYTHON=$(CURDIR)/$(BIN)/python $(CLIENTS_VENV)/bin/python -m pytest tests/clients
 
 # Compile speed, then serving speed against llama-server (built once from the same llama.cpp
 # source and with the same CPU flags as the project's llama-cpp-python, ~7 min)
@@ -76,4 +91,4 @@ bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python benchmarks/vllm_bench.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) $(CLIENTS_VENV) .pytest_cache .hypothesis

