@@ -1,8 +1,9 @@
-"""Faults on the real model: a GGUF that cannot load, and a graceful drain on SIGTERM."""
+"""Faults on the real model: a GGUF that cannot load, a graceful drain on SIGTERM, a crash loop."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import openai
 import pytest
 
 from ..conftest import REPO
-from .server import free_port, launched
+from .server import free_port, launched, workers
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -89,3 +90,31 @@ def test_sigterm_drains_a_running_stream_then_stops(tmp_path) -> None:
     assert chunks[-1] == "[DONE]"
     finishes = [json.loads(c)["choices"][0]["finish_reason"] for c in chunks[:-1]]
     assert finishes[-1] == "length" and sum(1 for c in chunks[:-1] if json.loads(c)["choices"][0]["text"]) >= 60
+
+
+def test_a_worker_that_keeps_crashing_cools_down_instead_of_restarting_for_every_request(tmp_path) -> None:
+    """Two crashes with no request answered in between: the first restarts at once, the second
+    starts the backoff, and the next request is a 503 with Retry-After instead of a third start
+    (the SDK's retries would otherwise triple the loop). The crash here is a SIGKILL mid-stream."""
+    (tmp_path / "gemma.yaml").write_text(GEMMA)
+    with launched([str(tmp_path)], tmp_path / "server.log") as running:
+        client = openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+        killed = []
+        for _ in range(2):
+            stream = client.completions.create(model="gemma", prompt="Count:", max_tokens=500, stream=True,
+                                               extra_body={"ignore_eos": True})
+            next(iter(stream))
+            [worker] = workers(running["process"].pid)
+            os.kill(worker, signal.SIGKILL)
+            killed.append(worker)
+            with pytest.raises(openai.APIError, match="worker died: SIGKILL during decode"):
+                for _chunk in stream:
+                    pass
+        with pytest.raises(openai.APIStatusError) as cooling:
+            client.completions.create(model="gemma", prompt="Count:", max_tokens=4)
+        assert cooling.value.status_code == 503 and int(cooling.value.response.headers["retry-after"]) >= 1
+        assert "retrying in" in cooling.value.message
+        assert workers(running["process"].pid) == []  # no third worker was started for it
+        time.sleep(int(cooling.value.response.headers["retry-after"]) + 0.5)
+        assert client.completions.create(model="gemma", prompt="Count:", max_tokens=4).usage.completion_tokens == 4
+        assert killed[0] != killed[1]

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow]
 CONFIG = """
 - name: tiny
   backend: vllm
-  context_size: 1024
+  context_size: 4096
   swap_space: 4   # LocalAI's key, retired in vLLM's v1 engine: dropped with a warning
   parameters: {model: tiny-llama, temperature: 0}
   template:
@@ -51,7 +51,7 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength
 def server(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     build_random_llama(models / "tiny-llama", TEXTS, vocab_size=384, hidden_size=128, intermediate_size=256,
-                       layers=2, heads=4, kv_heads=2, context=1024, chat_template=CHAT_TEMPLATE)
+                       layers=2, heads=4, kv_heads=2, context=4096, chat_template=CHAT_TEMPLATE)
     (models / "not-a-model").mkdir()
     (models / "not-a-model" / "config.json").write_text("{}")
     (models / "tiny.yaml").write_text(CONFIG)
@@ -187,8 +187,8 @@ def test_four_concurrent_requests_each_get_their_own_answer(client) -> None:
 
 
 def test_a_cancelled_stream_is_aborted_and_the_model_serves_on(server, client) -> None:
-    # 1000 tokens take the tiny model about 1.7 s: long enough for the cancel to arrive mid-way.
-    stream = client.completions.create(model="tiny", prompt="Hello", max_tokens=1000, stream=True,
+    # 4000 tokens take the tiny model several seconds: the cancel must land long before the end.
+    stream = client.completions.create(model="tiny", prompt="Hello", max_tokens=4000, stream=True,
                                        extra_body={"ignore_eos": True})
     for index, _ in enumerate(stream):
         if index == 2:
@@ -203,10 +203,10 @@ def test_a_cancelled_stream_is_aborted_and_the_model_serves_on(server, client) -
 
 def test_an_over_long_prompt_is_a_400(client) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        client.completions.create(model="tiny", prompt="Hello world " * 800, max_tokens=4)
-    assert refused.value.code == "context_length_exceeded" and "1024-token context" in refused.value.message
+        client.completions.create(model="tiny", prompt="Hello world " * 3000, max_tokens=4)
+    assert refused.value.code == "context_length_exceeded" and "4096-token context" in refused.value.message
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
-        client.completions.create(model="tiny", prompt="Hello", max_tokens=2000)
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=8000)
 
 
 def test_zz_a_killed_engine_fails_its_request_and_a_new_worker_serves(server, client) -> None:
