@@ -84,6 +84,8 @@ class LlamaCppBackend:
                 rope_freq_scale=settings.rope_freq_scale,
                 embedding=model.embeddings,
                 flash_attn=settings.flash_attention == "on",  # Llama takes no "auto": the slots' context does
+                # Its 64-token context never decodes: no full-size sliding-window cache (nor the log line).
+                swa_full=False if not self._embedding else None,
                 verbose=False,
             )
         for line in placement(lines):
