@@ -186,14 +186,14 @@ def test_four_concurrent_requests_each_get_their_own_answer(client) -> None:
         client.completions.create(model="tiny", prompt=p, max_tokens=1).usage.prompt_tokens for p in prompts]
 
 
-def test_a_cancelled_stream_is_aborted_and_the_model_serves_on(server, client) -> None:
-    # 4000 tokens take the tiny model several seconds: the cancel must land long before the end.
-    stream = client.completions.create(model="tiny", prompt="Hello", max_tokens=4000, stream=True,
-                                       extra_body={"ignore_eos": True})
-    for index, _ in enumerate(stream):
-        if index == 2:
-            break
-    stream.close()
+def test_an_abandoned_request_is_aborted_in_the_engine_and_the_model_serves_on(server, client) -> None:
+    """The client gives up (a timeout) on a 4000-token answer, seconds of work: the server sees
+    the disconnect, the worker aborts the request in vLLM, and the model serves the next one.
+    (Non-streaming: when a streaming client leaves is noticed only once a write fails, which
+    socket buffers delay by an amount this test cannot bound.)"""
+    impatient = client.with_options(timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model="tiny", prompt="Hello", max_tokens=4000, extra_body={"ignore_eos": True})
     deadline = time.monotonic() + 10
     while "cancelled: aborted in the engine" not in server["log"].read_text():  # the worker aborts it in vLLM
         assert time.monotonic() < deadline, "the cancelled generation was not aborted in the engine"
