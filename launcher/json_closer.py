@@ -33,7 +33,6 @@ class _Container:
 class JsonCloser:
     stack: list[_Container] = field(default_factory=list)
     started: bool = False  # a top-level value has begun
-    done: bool = False  # the top-level value is complete
     in_string: bool = False
     string_is_key: bool = False
     escape: int = 0  # characters of an escape still to come (1 after "\", 4 more after "\u")
@@ -136,5 +135,3 @@ class JsonCloser:
     def _value_done(self) -> None:
         if self.stack:
             self.stack[-1].phase = "after"
-        else:
-            self.done = True

@@ -598,19 +598,23 @@ def test_a_bug_is_a_500_logged_once_with_the_request_id(caplog) -> None:
     assert seen == ["r-7"]
 
 
+# A chat template whose work grows with the fourth power of the client's message count.
+QUARTIC = """
+- name: quartic
+  backend: llama-cpp
+  parameters: {model: model.gguf}
+  template:
+    chat: "{% for a in messages %}{% for b in messages %}{% for c in messages %}{% for d in messages %}{{ d.content }}{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
+"""
+
+
 def test_a_template_looping_on_the_clients_messages_stops_at_its_time_budget(monkeypatch) -> None:
     import time
 
     from modelyard.launcher import prompts
 
     monkeypatch.setattr(prompts, "RENDER_BUDGET_S", 0.3)
-    plan = make_plan("""
-- name: quartic
-  backend: llama-cpp
-  parameters: {model: model.gguf}
-  template:
-    chat: "{% for a in messages %}{% for b in messages %}{% for c in messages %}{% for d in messages %}{{ d.content }}{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
-""")
+    plan = make_plan(QUARTIC)
     with TestClient(create_app(plan, pool=FakePool(plan))) as client:
         started = time.monotonic()
         response = client.post("/v1/chat/completions", json={
@@ -695,13 +699,7 @@ def test_a_heavy_template_renders_off_the_event_loop(monkeypatch) -> None:
     from modelyard.launcher import prompts
 
     monkeypatch.setattr(prompts, "RENDER_BUDGET_S", 1.5)
-    plan = make_plan("""
-- name: quartic
-  backend: llama-cpp
-  parameters: {model: model.gguf}
-  template:
-    chat: "{% for a in messages %}{% for b in messages %}{% for c in messages %}{% for d in messages %}{{ d.content }}{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
-""")
+    plan = make_plan(QUARTIC)
     app = create_app(plan, pool=FakePool(plan))
 
     async def race() -> tuple[float, float, int]:
