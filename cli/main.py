@@ -15,7 +15,7 @@ import click
 from modelyard.compiler import CompileOptions, CompileResult, LocalProbe, compile_sources, discover, format_report
 from modelyard.compiler.explain import explain_model
 from modelyard.compiler.overrides import OverrideSyntaxError, SetOverride, parse_set
-from modelyard.compiler.plan import ServerPlan
+from modelyard.compiler.plan import LaunchPlan, ServerPlan
 
 from .gallery import galleries_from, gallery_group, gallery_option
 
@@ -73,7 +73,7 @@ def _inputs(paths: tuple[str, ...], models_dir: str | None) -> list[str]:
 
 def run_compile(
     paths: tuple[str, ...], models_dir: str | None, sets: tuple[str, ...], server: ServerPlan | None = None,
-    check_files: bool = True,
+    check_files: bool = True, strict: bool = False,
 ) -> CompileResult:
     """Discover, then compile with this process's environment: shared by compile and launch."""
     if models_dir is not None and not Path(models_dir).is_dir():
@@ -81,7 +81,7 @@ def run_compile(
     sources, problems = discover(_inputs(paths, models_dir), models_dir)
     options = CompileOptions(
         env=dict(os.environ), probe=LocalProbe(), overrides=_parse_sets(sets), server=server or ServerPlan(),
-        check_files=check_files,
+        check_files=check_files, strict=strict,
     )
     result = compile_sources(sources, options)
     if problems:
@@ -104,7 +104,9 @@ def run_compile(
                    "every model. Repeatable.")
 @click.option("--no-file-checks", is_flag=True, help="Check the configs only: do not require model files to "
               "exist or read their metadata (for linting in CI where weights are absent).")
-def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_checks) -> None:
+@click.option("--strict", is_flag=True, help="Treat every warning as an error: LocalAI keys modelyard does not "
+              "act on, values read the way LocalAI reads them (top_p: 80), misplaced keys.")
+def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_checks, strict) -> None:
     """Validate model configs and emit a deterministic launch plan.
 
     PATHS are model YAML files, GGUF files, or directories of them. Every problem is reported,
@@ -113,7 +115,7 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
     if not _inputs(paths, models_dir):
         raise click.UsageError("nothing to compile: give model files or directories, or --models-dir "
                                f"(./{DEFAULT_MODELS_DIR} is used when it exists)")
-    result = run_compile(paths, models_dir, sets, check_files=not no_file_checks)
+    result = run_compile(paths, models_dir, sets, check_files=not no_file_checks, strict=strict)
     to_stdout = plan_out == "-"
     report = format_report(result.diagnostics, fmt)
     if report:
@@ -190,10 +192,9 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
                                f"compile with {given} (modelyard compile ... --plan-out), then launch that plan")
     configure_logging(log_level, log_format)
     if plan_file:
-        from modelyard.compiler.plan import LaunchPlan
-
         plan = LaunchPlan.from_json(Path(plan_file).read_text(encoding="utf-8"))
         served: tuple[str, ...] = ()
+        _fetch_model_files(plan)
     else:
         inputs = paths or ((models_dir,) if models_dir else ())
         install_refs = install_refs or tuple(r.strip() for r in os.environ.get("MODELYARD_MODELS", "").split(",")
@@ -206,6 +207,8 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
             click.echo("no models given and no ./models directory: serving the embedded default model", err=True)
         served = tuple(inputs)
         result = run_compile(tuple(inputs), models_dir, sets)
+        if result.plan is not None and _fetch_model_files(result.plan):
+            result = run_compile(tuple(inputs), models_dir, sets)  # now with the files' own metadata
         if result.diagnostics:
             click.echo(format_report(result.diagnostics, "text"), err=True)
         if result.plan is None:
@@ -239,6 +242,18 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
         raise click.UsageError("the plan has no models to serve")
     serve(plan, api_keys=api_keys, preload=preload, log_level=log_level, installer=installer,
           install_on_start=install_refs, on_demand_installs=on_demand_install, gallery_api=not no_gallery_api)
+
+
+def _fetch_model_files(plan: LaunchPlan) -> int:
+    """Fetch the model files the plan names and lacks (LocalAI's model URLs, download_files),
+    with progress on stderr; an unfetchable one stops the launch, naming the URI and the file."""
+    from modelyard.launcher.model_files import ModelFileError, fetch_model_files
+
+    try:
+        return fetch_model_files(plan, os.environ, lambda line: click.echo(line, err=True))
+    except ModelFileError as exc:
+        click.echo(f"cannot launch: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def _install_directory(models_dir: str | None, served: tuple[str, ...]) -> Path:

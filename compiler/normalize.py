@@ -18,9 +18,10 @@ from . import backends
 from .backend_rules import check_backend_rules
 from .context import ModelContext, Reader
 from .gguf_metadata import GgufMetadata
+from .model_urls import MODEL_URL_PREFIXES, is_model_url, listed_downloads, local_file_name, model_download
 from .options import parse_options
 from .paths import SAFE_NAME
-from .plan import ModelPlan, OutputRules, Reasoning, Sampling, Template, Templates, Usecase
+from .plan import ModelDownload, ModelPlan, OutputRules, Reasoning, Sampling, Template, Templates, Usecase
 from .sources import GGML_DEPRECATED, PACKAGE_SCHEME
 from .templates import resolve_template, tokenizer_template
 
@@ -36,16 +37,21 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
     errors_before = ctx.errors
 
     model_value = r.get(("parameters", "model"), "model")
+    downloads = _downloads(r, model_value, ctx)
+    if isinstance(model_value, str) and is_model_url(model_value):
+        model_value = local_file_name(model_value)  # what LocalAI loads once it is fetched
     backend = _backend(r, model_value, ctx)
     name = _name(r, model_value, fallback_name, ctx)
-    model, model_is_local = _model_path(model_value, backend, ctx)
+    pending = {d.filename for d in downloads}
+    model, model_is_local = _model_path(model_value, backend, ctx, fetched=model_value in pending)
     if backend is None or name is None:
         return None
 
-    metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model else None
+    # A file still to be fetched is read once it is there (the launcher compiles again then).
+    metadata = _gguf_metadata(model, backend, ctx) if model_is_local and model and model_value not in pending else None
     spec = backends.get(backend)
     hf_dir = model if spec.model_directories and model_is_local and model else None
-    templates = _templates(r, ctx, metadata, backend, hf_dir)
+    templates = _templates(r, ctx, metadata, backend, hf_dir, file_known=ctx.check_files and model_value not in pending)
     embeddings = bool(r.get(("embeddings",), "embeddings", False))
     declared = [str(u).lower().removeprefix("flag_") for u in raw.get("known_usecases") or []]
     if not embeddings and "embeddings" in declared:
@@ -61,6 +67,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         usecases=usecases,
         model=model,
         model_is_local=model_is_local,
+        downloads=downloads,
         context_size=_context_size(r, backend, metadata, ctx),
         threads=_threads(r),
         system_prompt=r.get(("system_prompt",), "system_prompt"),
@@ -95,8 +102,18 @@ def _backend(r: Reader, model_value: str | None, ctx: ModelContext) -> str | Non
         return r.set("backend", _first(lambda b: b.gguf), "inferred from parameters.model (.gguf)")
     if isinstance(model_value, str) and ctx.probe.is_dir(os.path.join(ctx.models_dir, model_value)):
         return r.set("backend", _first(lambda b: b.model_directories), "inferred from parameters.model (a directory)")
-    ctx.error((), "missing required key 'backend' (it cannot be inferred from parameters.model)")
-    return None
+    if not isinstance(model_value, str):
+        ctx.error((), "missing required key 'backend' (it cannot be inferred without parameters.model)")
+        return None
+    gguf = _first(lambda b: b.gguf)
+    path = os.path.join(ctx.models_dir, model_value)
+    if ctx.check_files and ctx.probe.is_file(path) and ctx.probe.gguf_metadata(path) is not None:
+        return r.set("backend", gguf, "inferred from parameters.model (a GGUF file)")
+    # LocalAI tries every installed backend on such a file (pkg/model/autoload.go); llama.cpp is
+    # the one that loads a model file, so it is assumed, and said.
+    ctx.warning((), f"no backend, and {model_value!r} is neither a .gguf file nor a directory: {gguf} is assumed "
+                    "(LocalAI tries each installed backend; set 'backend' to choose)")
+    return r.set("backend", gguf, "assumed (LocalAI tries each installed backend)")
 
 
 def _first(has: Callable[[backends.BackendSpec], bool]) -> str:
@@ -116,8 +133,30 @@ def _name(r: Reader, model_value: str | None, fallback: str, ctx: ModelContext) 
     return None
 
 
-def _model_path(value: str | None, backend: str | None, ctx: ModelContext) -> tuple[str | None, bool]:
-    """Resolve ``parameters.model`` inside the models directory; refuse anything that escapes it."""
+def _downloads(r: Reader, model_value: Any, ctx: ModelContext) -> tuple[ModelDownload, ...]:
+    """The model URL's download, then ``download_files``'s (a later one of the same file wins)."""
+    found: dict[str, ModelDownload] = {}
+    if isinstance(model_value, str) and is_model_url(model_value):
+        download, problem = model_download(model_value, ctx.models_dir)
+        if problem is not None:
+            ctx.problem(problem)
+        elif download is not None:
+            found[download.filename] = download
+    for item in listed_downloads(r.get(("download_files",), "downloads"), ctx.models_dir):
+        if isinstance(item, ModelDownload):
+            found[item.filename] = item
+        else:
+            ctx.problem(item)
+    if found:
+        r.set("downloads", None, ctx.origin_of(("download_files",)) if r.raw.get("download_files")
+              else ctx.origin_of(("parameters", "model")))
+    return tuple(found.values())
+
+
+def _model_path(value: str | None, backend: str | None, ctx: ModelContext, *,
+                fetched: bool = False) -> tuple[str | None, bool]:
+    """Resolve ``parameters.model`` inside the models directory; refuse anything that escapes it.
+    A file the launcher will ``fetch`` first need not be there yet."""
     where = ("parameters", "model")
     if value is None:
         if backend is not None:
@@ -132,8 +171,7 @@ def _model_path(value: str | None, backend: str | None, ctx: ModelContext) -> tu
             return None, True
         return value, True
     if _URL.match(value):
-        ctx.error(where, f"{value!r} is a URL: modelyard loads local files; install it with the gallery "
-                         "or download it into the models directory")
+        ctx.error(where, f"{value!r}: unsupported URL (LocalAI's are {', '.join(MODEL_URL_PREFIXES)})")
         return None, True
     normalized = posixpath.normpath(value.replace("\\", "/"))
     models_dir = ctx.models_dir
@@ -150,7 +188,7 @@ def _model_path(value: str | None, backend: str | None, ctx: ModelContext) -> tu
         candidate = posixpath.join(models_dir, normalized)
     if backend is not None and backends.get(backend).model_directories and _HUB_ID.match(value) and not ctx.probe.is_dir(candidate):
         return value, False  # a Hugging Face repo id, fetched by the backend's own hub client
-    if not ctx.check_files:
+    if not ctx.check_files or fetched:
         return candidate, True
     exists = ctx.probe.is_file(candidate) or ctx.probe.is_dir(candidate)
     if not exists:
@@ -245,7 +283,7 @@ def _output_rules(r: Reader, ctx: ModelContext) -> OutputRules:
 
 
 def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str,
-               hf_dir: str | None) -> Templates:
+               hf_dir: str | None, *, file_known: bool) -> Templates:
     resolved: dict[str, Template | None] = {}
     for kind in _TEMPLATE_KINDS:
         value = r.get(("template", kind), f"templates.{kind}")
@@ -258,13 +296,13 @@ def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, back
         resolved[kind] = result.template
     use_tokenizer = bool(r.get(("template", "use_tokenizer_template"), "templates.use_tokenizer_template", False))
     if backends.get(backend).gguf and not use_tokenizer and not any(resolved.values()) and not r.raw.get("roles") \
-            and (metadata.chat_template if metadata is not None else not ctx.check_files):
+            and (metadata.chat_template if metadata is not None else not file_known):
         # No template at all: LocalAI uses the chat template the GGUF carries, and so do we
         # (without the file at hand, it is checked once the file is there).
         use_tokenizer = r.set("templates.use_tokenizer_template", True,
                               "guessed: no template in the YAML, the GGUF's tokenizer.chat_template is used")
     tokenizer = None
-    if use_tokenizer and hf_dir is not None and ctx.check_files:
+    if use_tokenizer and hf_dir is not None and file_known:
         found = _hf_chat_template(hf_dir, ctx)
         if found is None:
             ctx.error(("template", "use_tokenizer_template"),
@@ -309,18 +347,23 @@ def _hf_chat_template(directory: str, ctx: ModelContext) -> tuple[str, str] | No
 
 
 def _usecases(r: Reader, templates: Templates, roles: dict, embeddings: bool, ctx: ModelContext) -> tuple[str, ...]:
+    """What the model is for. As in LocalAI, this only picks the default model of a request that
+    names none (core/http/routes/openai.go ``BuildUsecaseFilterFn``): chat, completion and edit
+    requests are served by any text model."""
     can_chat = bool(templates.chat or templates.chat_message or templates.use_tokenizer_template or roles)
     declared = r.get(("known_usecases",), "usecases")
+    if not can_chat and not embeddings:
+        ctx.warning((), "no chat template and no use_tokenizer_template: chat messages reach the model joined, "
+                        "without a template, as LocalAI sends them (set template.chat_message, or "
+                        "template.use_tokenizer_template)")
     if declared is None:
-        # An embeddings model serves embeddings unless it declares more.
+        # LocalAI's GuessUsecases: an embeddings model is for embeddings unless it declares more;
+        # chat and edit need a template to be what a model is for.
         inferred = ["completion"] if not embeddings else []
         if can_chat and not embeddings:
             inferred += ["chat", "edit"]
         if embeddings:
             inferred.append("embeddings")
-        if not can_chat and not embeddings:
-            ctx.warning((), "no chat template and no use_tokenizer_template: /v1/chat/completions will refuse "
-                            "this model (set template.chat_message, or template.use_tokenizer_template)")
         return r.set("usecases", tuple(sorted(inferred)), "inferred from the templates")
     usecases = set()
     for index, item in enumerate(declared):
@@ -329,7 +372,4 @@ def _usecases(r: Reader, templates: Templates, roles: dict, embeddings: bool, ct
             usecases.add(usecase)
         else:
             ctx.warning(("known_usecases", index), f"usecase {item!r} is not served by modelyard (ignored)")
-    if "chat" in usecases and not can_chat:
-        ctx.error(("known_usecases",), "chat is declared but there is no chat template: set template.chat_message "
-                                       "(and template.chat), or template.use_tokenizer_template")
     return tuple(sorted(usecases))

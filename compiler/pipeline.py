@@ -10,12 +10,13 @@ Pure: the environment and the host are passed in (``env``, ``probe``); nothing i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import Any
 
 from . import backends
-from .diagnostics import Diagnostic, DiagnosticSink, Position, Problem, sorted_diagnostics
+from .diagnostics import Diagnostic, DiagnosticSink, Position, Problem, Severity, sorted_diagnostics
+from .localai_values import read_like_localai
 from .normalize import TEXT_USECASES, ModelContext, normalize_model
 from .overrides import SetOverride, apply_overrides, server_settings
 from .paths import Path, display_path
@@ -43,6 +44,7 @@ class CompileOptions:
     overrides: tuple[SetOverride, ...] = ()
     check_files: bool = True  # False validates a config before its files exist (gallery installs)
     server: ServerPlan = field(default_factory=ServerPlan)
+    strict: bool = False  # every warning is an error (for CI that wants LocalAI leftovers cleaned up)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def compile_sources(sources: Sequence[Source], options: CompileOptions) -> Compi
 
     diagnostics.extend(_duplicate_names(plans))
     plans.extend(_implicit_gguf_models(sources, plans, options, diagnostics))
+    if options.strict:
+        diagnostics = [replace(d, severity=Severity.ERROR) for d in diagnostics]
     ordered = sorted_diagnostics(diagnostics)
     if any(d.is_error for d in ordered):
         return CompileResult(None, ordered)
@@ -141,7 +145,13 @@ def _compile_item(item: _Item, options: CompileOptions, set_paths: set[tuple[int
                                             f"modelyard serves {', '.join(TEXT_USECASES)}"))
         return None
 
-    problems = validate_model(item.raw)
+    if isinstance(item.raw, dict) and item.raw.get("router") and not item.raw.get("backend") \
+            and not (item.raw.get("parameters") or {}).get("model"):
+        # A LocalAI router is a name that forwards to other models: nothing to load here.
+        report(Problem(("router",), "a LocalAI router config (it forwards requests to other models); modelyard does "
+                                    "not route, so this model is left out", Severity.WARNING, at_key=True))
+        return None
+    problems = read_like_localai(item.raw) + validate_model(item.raw)
     for problem in problems:
         report(problem)
     if any(p.is_error for p in problems):

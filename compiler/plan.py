@@ -91,6 +91,16 @@ class Sampling(_Frozen):
     echo: bool = False
 
 
+class ModelDownload(_Frozen):
+    """A file fetched into a models directory before the model loads (a URL ``parameters.model``,
+    or a ``download_files`` entry); a file already there is not fetched again."""
+
+    uri: str
+    directory: str = Field(description="The models directory it goes into.")
+    filename: str = Field(description="Its path inside that directory (checked: no '..', not absolute).")
+    sha256: str | None = None
+
+
 class OutputRules(_Frozen):
     stopwords: tuple[str, ...] = ()
     cutstrings: tuple[str, ...] = ()
@@ -164,6 +174,8 @@ class ModelPlan(_Frozen):
     usecases: tuple[Usecase, ...]
     model: str | None = Field(description="Local path (relative to the working directory) or hub id.")
     model_is_local: bool = True
+    downloads: tuple[ModelDownload, ...] = Field(default=(), description="Files the launcher fetches before the "
+                                                 "model loads (LocalAI's model URLs and download_files).")
     context_size: int | None = Field(description="None: the backend's own default for this model.")
     threads: int | None = Field(description="None: the physical cores available to the worker.")
     system_prompt: str | None = None

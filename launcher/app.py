@@ -82,14 +82,12 @@ from .tools import (
     ChoiceDeltas,
     ToolCall,
     assistant_message,
-    check_tool_messages,
     parse_tool_request,
 )
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "modelyard-0.1"
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
 
 def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = (),
@@ -234,28 +232,42 @@ def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = No
 
 def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
     """Body ``model``; else a model named by the bearer token (only when API keys are off: then
-    the token is the key); else the only model."""
+    the token is the key); else LocalAI's default: the first model (in name order) that is for
+    this kind of request (its ``known_usecases``, or what its templates imply), else the first
+    text model. ``known_usecases`` only picks this default, as in LocalAI: any text model serves
+    chat, completion and edit requests when named."""
     plan: LaunchPlan = server_state(request).plan
     name = body.model
     if not name:
         token = "" if server_state(request).auth else request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if token and plan.model(token) is not None:
             name = token
-        elif len(plan.models) == 1:
-            name = plan.models[0].name
         else:
-            raise OpenAIError(400, "model is required: name one of " + ", ".join(m.name for m in plan.models),
-                              param="model", code="missing_model")
+            name = _default_model(plan, usecase)
     model = _find_model(plan, name, server_state(request).gallery)
     request.state.model = model.name  # the metrics' model label
-    if usecase not in model.usecases:
-        raise OpenAIError(400, f"model {model.name!r} does not serve {usecase} requests "
-                               f"(it serves: {', '.join(model.usecases) or 'nothing'})",
+    if usecase == "embeddings" and not model.embeddings:
+        raise OpenAIError(400, f"model {model.name!r} does not serve embeddings (its YAML needs 'embeddings: true')",
                           param="model", code="unsupported_usecase")
+    if usecase != "embeddings" and model.usecases == ("embeddings",):
+        raise OpenAIError(400, f"model {model.name!r} serves embeddings only", param="model",
+                          code="unsupported_usecase")
     if getattr(body, "logit_bias", None) and not backends.get(model.backend).logit_bias:
         raise OpenAIError(400, f"logit_bias is not supported by {model.backend} models ({model.name!r}) yet",
                           param="logit_bias", code="unsupported")
     return model
+
+
+def _default_model(plan: LaunchPlan, usecase: str) -> str:
+    """LocalAI's ``BuildFilteredFirstAvailableDefaultModel`` (core/http/middleware/request.go l.92)."""
+    fitting = [m for m in plan.models if usecase in m.usecases]
+    if not fitting and usecase != "embeddings":
+        fitting = [m for m in plan.models if m.usecases != ("embeddings",)]
+    if not fitting:
+        raise OpenAIError(400, f"model is required: no model serves {usecase} requests by default; name one of "
+                               + (", ".join(m.name for m in plan.models) or "none"), param="model",
+                          code="missing_model")
+    return fitting[0].name
 
 
 async def _read_body(request: Request) -> bytes:
@@ -271,14 +283,15 @@ def _check_n(request: Request, body: Sampling) -> None:
         raise OpenAIError(400, f"n must be at most {max_n}", param="n", code="invalid_value")
 
 
-def _max_tokens(request: Request, model: ModelPlan, requested: int | None, default: int | None) -> int | None:
-    """The request's value, else the YAML's, else ``default``; never above the server's cap."""
+def _max_tokens(request: Request, model: ModelPlan, requested: int | None) -> int | None:
+    """The request's value, else the YAML's; None (and a request's 0, LocalAI's "no limit") means
+    until a stop or the end of the context (LocalAI's ``n_predict = -1``, grpc-server.cpp l.233),
+    on every endpoint. Never above the server's cap."""
     cap = server_state(request).plan.server.max_tokens_cap
     if cap is not None and requested is not None and requested > cap:
         raise OpenAIError(400, f"max_tokens must be at most {cap} on this server", param="max_tokens",
                           code="invalid_value")
-    chosen = model.sampling.max_tokens if requested is None else requested
-    chosen = default if chosen is None else chosen
+    chosen = model.sampling.max_tokens if requested is None else (requested or None)
     return cap if cap is not None and (chosen is None or chosen > cap) else chosen
 
 
@@ -329,7 +342,6 @@ async def chat_completions(request: Request) -> Response:
     if body.top_logprobs is not None and not body.logprobs:
         raise OpenAIError(400, "top_logprobs requires logprobs: true", param="top_logprobs", code="invalid_value")
     tools = parse_tool_request(body.tools, body.tool_choice, body.functions, body.function_call)
-    check_tool_messages(body.messages)
     model = _select_model(request, body, "chat")
     messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
     # Off the event loop: a heavy template must not stall other requests (and /healthz).
@@ -353,7 +365,7 @@ async def chat_completions(request: Request) -> Response:
         if json_schema is not None and tools is not None and tools.offered:  # auto: a call, or the answer
             json_schema = tools.call_schema(answer=json_schema)
     _check_grammar(model, body.grammar)
-    job = Job(model, prompt, body, _max_tokens(request, model, requested, None), json_schema=json_schema,
+    job = Job(model, prompt, body, _max_tokens(request, model, requested), json_schema=json_schema,
               json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
               logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=tools,
               schema_param="tools" if tools is not None and tools.forced else "response_format")
@@ -365,7 +377,7 @@ async def chat_completions(request: Request) -> Response:
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model.name,
         "system_fingerprint": FINGERPRINT,
         "choices": [_chat_choice(i, r, job, body.parallel_tool_calls) for i, r in enumerate(results)],
-        "usage": usage(results),
+        "usage": usage(results, body.n),
     })
 
 
@@ -415,7 +427,7 @@ async def completions(request: Request) -> Response:
     if body.echo and body.logprobs is not None and not backends.get(model.backend).prompt_logprobs:
         raise OpenAIError(400, f"echo with logprobs (the prompt's tokens scored) is not supported by {model.backend} "
                                f"models ({model.name!r}) yet", param="echo", code="unsupported")
-    max_tokens = _max_tokens(request, model, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS)
+    max_tokens = _max_tokens(request, model, body.max_tokens)
     jobs = []
     for given in prompts:
         if isinstance(given, str):
@@ -476,17 +488,25 @@ def _check_token_prompt(model: ModelPlan, tokens: tuple[int, ...], echo: bool) -
 
 
 async def edits(request: Request) -> Response:
+    """One choice per ``input`` (a string or a list of them, as LocalAI loops over them in
+    edit.go), each ``n`` times, in OpenAI's ``index = input_i * n + j`` order."""
     body = parse_body(await _read_body(request), EditRequest)
     _check_n(request, body)
     if body.stream:
         raise OpenAIError(400, "edits do not stream", param="stream", code="unsupported")
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    max_n = server_state(request).plan.server.max_n
+    if len(inputs) * body.n > max_n:
+        raise OpenAIError(400, f"the inputs times n must be at most {max_n} choices", param="input",
+                          code="invalid_value")
     model = _select_model(request, body, "edit")
-    prompt = check_prompt_size(model, await asyncio.to_thread(edit_prompt, model, body.instruction, body.input))
-    job = Job(model, prompt, body, _max_tokens(request, model, None, None))
-    results = await _complete(request, job)
-    return JSONResponse({"object": "edit", "created": int(time.time()),
-                         "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],
-                         "usage": usage(results)})
+    max_tokens = _max_tokens(request, model, body.max_tokens)
+    jobs = [Job(model, check_prompt_size(model, await asyncio.to_thread(edit_prompt, model, body.instruction, text)),
+                body, max_tokens) for text in inputs]
+    results = await _complete(request, *jobs)
+    return JSONResponse({"id": f"edit-{uuid.uuid4().hex}", "object": "edit", "created": int(time.time()),
+                         "model": model.name, "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],
+                         "usage": usage(results, body.n)})
 
 
 async def embeddings(request: Request) -> Response:

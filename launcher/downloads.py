@@ -52,6 +52,9 @@ class RetryPolicy:
     timeout_s: float = 30.0  # connect and between-bytes timeout
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 def source_location(uri: str, env: Mapping[str, str]) -> str | Path:
     """An http(s) URL to fetch, or a local Path to copy, for ``uri`` (``compiler/uri_schemes.py``)."""
     try:

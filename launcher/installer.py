@@ -39,10 +39,8 @@ from modelyard.compiler.gallery import (
 from modelyard.compiler.paths import SAFE_NAME
 from modelyard.compiler.plan import ModelPlan
 
-from .downloads import FileProgress, RetryPolicy, download, target_path
+from .downloads import DEFAULT_RETRY, FileProgress, RetryPolicy, download, target_path
 from .galleries import Galleries
-
-DEFAULT_RETRY = RetryPolicy()
 
 
 class InstallError(GalleryError):

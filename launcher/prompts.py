@@ -120,8 +120,8 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
                 variables["tools"] = [{"type": "function", "function": {
                     "name": t.name, "description": t.description, "parameters": t.parameters}} for t in offered]
             return _render(model, "tokenizer", templates.tokenizer_template, variables)
-        raise OpenAIError(400, f"model {model.name!r} has no chat template, so it cannot serve chat completions; "
-                               "use /v1/completions", param="model", code="chat_not_supported")
+        # No template at all: the messages' texts joined, as LocalAI sends them (evaluator.go
+        # TemplateMessages without chat_message or roles).
     rendered = []
     for index, message in enumerate(messages):
         if templates.chat_message is not None:

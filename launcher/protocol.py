@@ -36,11 +36,13 @@ class ResponseFormat(_Request):
 
 
 MAX_LOGIT_BIAS = 1024
+MAX_STOPS = 256
+MAX_STOP_CHARS = 1024
 
 
 class Sampling(_Request):
     model: str | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = Field(default=None, ge=0)  # no upper bound: LocalAI and llama.cpp take any
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # 0 and -1 disable it (llama.cpp, vLLM)
     min_p: float | None = Field(default=None, ge=0, le=1)
@@ -83,9 +85,13 @@ class Sampling(_Request):
 
     @field_validator("stop")
     @classmethod
-    def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("stop may hold at most 4 sequences")
+    def _bounded_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # OpenAI allows 4; LocalAI appends any number (request.go l.376). A bound remains: each
+        # stop is looked for after every token.
+        if isinstance(value, list) and len(value) > MAX_STOPS:
+            raise ValueError(f"stop may hold at most {MAX_STOPS} sequences")
+        if any(len(stop) > MAX_STOP_CHARS for stop in ([value] if isinstance(value, str) else value or ())):
+            raise ValueError(f"a stop sequence may be at most {MAX_STOP_CHARS} characters")
         return value
 
     def stops(self) -> list[str]:
@@ -163,7 +169,15 @@ class CompletionRequest(Sampling):
 
 class EditRequest(Sampling):
     instruction: str
-    input: str = ""
+    input: str | list[str] = Field(default="", description="The text to edit, or a list of texts (one choice each).")
+    max_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("input")
+    @classmethod
+    def _some_inputs(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        return value
 
 
 class EmbeddingRequest(_Request):

@@ -148,22 +148,6 @@ def _choice(value: Any, legacy: bool, names: list[str]) -> str:
     raise OpenAIError(400, f"{param} must be {allowed}", param=param)
 
 
-def check_tool_messages(messages: list[Any]) -> None:
-    """A ``tool`` message must answer a call an earlier assistant message made."""
-    called: set[str] = set()
-    for index, message in enumerate(messages):
-        for call in message.tool_calls or ():
-            called.add(call.id)
-        if message.role == "tool":
-            if not message.tool_call_id:
-                raise OpenAIError(400, f"messages[{index}]: a tool message needs tool_call_id",
-                                  param=f"messages[{index}].tool_call_id")
-            if message.tool_call_id not in called:
-                raise OpenAIError(400, f"messages[{index}]: tool_call_id {message.tool_call_id!r} answers no "
-                                       "tool call made earlier in the conversation",
-                                  param=f"messages[{index}].tool_call_id")
-
-
 def _hoist_definitions(schema: Any, prefix: str, into: dict[str, Any]) -> Any:
     """``schema`` without its own ``$defs``/``definitions``, which go into ``into`` as
     ``prefix + name``; its local refs (``#/$defs/X``, ``#/definitions/X``, ``#``) are rewritten to

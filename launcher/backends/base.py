@@ -81,18 +81,20 @@ class EngineDead(Failure):
 
 
 def fit_context(prompt_tokens: int, max_tokens: int | None, context: int, *, may_outgrow: bool = False) -> int:
-    """The tokens left for the generation in ``context``; refuses (``context_length_exceeded``)
-    a prompt that does not fit, or a ``max_tokens`` that does not fit beside it (unless the
-    generation ``may_outgrow`` the context: llama.cpp's context shift). One wording for every
-    backend."""
+    """How many tokens the generation may make: ``max_tokens``, but never past the end of
+    ``context`` (llama.cpp's server and LocalAI generate until the context is full and finish
+    with ``length``; they do not refuse a ``max_tokens`` larger than the room left), and the
+    room left when there is no ``max_tokens``. Only a prompt that does not fit is refused
+    (``context_length_exceeded``), in one wording for every backend. A generation that
+    ``may_outgrow`` the context (llama.cpp's context shift) gets its ``max_tokens`` whole, or
+    one context's worth without one."""
     room = context - prompt_tokens
     if room <= 0:
         raise RequestError(f"the prompt is {prompt_tokens} tokens, which does not fit the model's {context}-token "
                            "context", code="context_length_exceeded", param="messages")
-    if max_tokens is not None and max_tokens > room and not may_outgrow:
-        raise RequestError(f"max_tokens ({max_tokens}) plus the prompt ({prompt_tokens} tokens) exceeds the "
-                           f"model's {context}-token context", code="context_length_exceeded", param="max_tokens")
-    return room
+    if may_outgrow:
+        return context if max_tokens is None else max_tokens
+    return room if max_tokens is None else min(max_tokens, room)
 
 
 class Sink(Protocol):

@@ -95,12 +95,11 @@ class ExLlamaV2Backend(GeneratorBackend):
     def generate(self, request: GenerationRequest, cancelled: threading.Event) -> Iterator[Any]:
         ids = self.tokenizer.encode(request.prompt, add_bos=True)
         prompt_tokens = int(ids.shape[-1])
-        room = fit_context(prompt_tokens, request.max_tokens, self._context)
+        limit = fit_context(prompt_tokens, request.max_tokens, self._context)
         identifier = uuid.uuid4().hex
         gen_settings = self._settings_class()
         for name, value in sampler_settings(request).items():
             setattr(gen_settings, name, value)
-        limit = room if request.max_tokens is None else request.max_tokens
         job = self._job_class(input_ids=ids, gen_settings=gen_settings,
                               **job_arguments(request, limit, self.tokenizer.eos_token_id, identifier))
         out: queue.Queue = queue.Queue()

@@ -138,11 +138,7 @@ class LlamaCppBackend:
         else:
             prompt_tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
         n_prompt = len(prompt_tokens)
-        room = fit_context(n_prompt, request.max_tokens, self.context_size, may_outgrow=self._shift)
-        # With context_shift a generation may outgrow the context; without a max_tokens it stops
-        # after one context's worth of new tokens.
-        default = self.context_size if self._shift else room
-        limit = request.max_tokens if request.max_tokens is not None else default
+        limit = fit_context(n_prompt, request.max_tokens, self.context_size, may_outgrow=self._shift)
         if self._slots is None:
             raise RequestError("this model serves embeddings only", param="model", code="unsupported_usecase")
         slot = Slot(request, prompt_tokens, limit, cancelled, out=sink, grammar_sampler=self._grammar_sampler(request))

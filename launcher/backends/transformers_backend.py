@@ -178,8 +178,7 @@ class TransformersBackend:
             prompt = list(request.prompt_tokens)
         else:
             prompt = self.tokenizer(request.prompt, add_special_tokens=True)["input_ids"]
-        room = fit_context(len(prompt), request.max_tokens, self._context)
-        limit = room if request.max_tokens is None else request.max_tokens
+        limit = fit_context(len(prompt), request.max_tokens, self._context)
         matcher = self._grammar_matcher(request)
         if request.prompt_logprobs is not None and not self.scheduler.batched:
             raise RequestError("echo with logprobs is not supported for OpenVINO models yet", param="echo")

@@ -230,8 +230,8 @@ class VllmBackend(GeneratorBackend):
         if request.logit_bias:
             check_token_ids(tuple(token for token, _ in request.logit_bias), self._vocabulary, "logit_bias")
         ids = self._prompt_ids(request)
-        fit_context(len(ids), request.max_tokens, self._context)
-        params = self._sampling_params(request)
+        limit = fit_context(len(ids), request.max_tokens, self._context)
+        params = self._sampling_params(dataclasses.replace(request, max_tokens=limit))
         request_id = f"modelyard-{uuid.uuid4().hex}"
         outputs: queue.Queue = queue.Queue()
 

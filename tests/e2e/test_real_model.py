@@ -254,14 +254,29 @@ def test_eight_concurrent_streams_all_complete(client) -> None:
 
 def test_bad_input_is_400_and_server_keeps_serving(client, server) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=7)
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=-1)
     assert caught.value.body["param"] == "temperature"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 5000}])
     assert caught.value.body["code"] == "context_length_exceeded"
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=100_000)
     assert client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4).choices
+
+
+def test_a_max_tokens_past_the_context_generates_until_it_is_full(client) -> None:
+    """As llama.cpp's server and LocalAI (grpc-server.cpp l.233): no 400, a ``length`` finish
+    when the 4096-token context is full."""
+    def prompt_tokens(words: int) -> int:
+        return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * words}],
+                                              max_tokens=1).usage.prompt_tokens
+
+    per_word = (prompt_tokens(200) - prompt_tokens(100)) / 100
+    long = [{"role": "user", "content": "word " * int((4096 - 40 - prompt_tokens(1)) / per_word)}]
+    probe = client.chat.completions.create(model=MODEL, messages=long, max_tokens=1)
+    room = 4096 - probe.usage.prompt_tokens
+    assert 0 < room < 64, probe.usage
+    reply = client.chat.completions.create(model=MODEL, messages=long, max_tokens=100_000, temperature=0,
+                                           extra_body={"ignore_eos": True})
+    assert (reply.choices[0].finish_reason, reply.usage.completion_tokens) == ("length", room)
 
 
 def test_killing_the_worker_mid_stream(client, server) -> None:

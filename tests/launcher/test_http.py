@@ -186,12 +186,48 @@ def test_completion_and_edit(client, pool) -> None:
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == "2+2Hello world, this is a fake model."
     assert pool.requests[-1][1].prompt == "Q: 2+2"
-    assert pool.requests[-1][1].max_tokens == 64  # YAML max_tokens beats OpenAI's default of 16
-    client.post("/v1/completions", json={"model": "plain", "prompt": "2+2"})
-    assert pool.requests[-1][1].max_tokens == 16
+    assert pool.requests[-1][1].max_tokens == 64  # the YAML's max_tokens
     edit = client.post("/v1/edits", json={"model": "chat", "instruction": "Fix", "input": "teh"}).json()
     assert edit["object"] == "edit" and edit["choices"][0]["text"] == "Hello world, this is a fake model."
+    assert edit["model"] == "chat" and edit["id"].startswith("edit-")
     assert pool.requests[-1][1].prompt == "<system>Fix\n<user>teh\n<assistant>"
+
+
+def test_no_max_tokens_means_until_the_context_is_full(client, pool) -> None:
+    """LocalAI: no max_tokens, and max_tokens 0, mean llama.cpp's n_predict -1 on every endpoint
+    (backend/cpp/llama-cpp/grpc-server.cpp l.233), not OpenAI's legacy 16 for completions."""
+    client.post("/v1/completions", json={"model": "plain", "prompt": "2+2"})
+    assert pool.requests[-1][1].max_tokens is None
+    client.post("/v1/completions", json={"model": "chat", "prompt": "2+2", "max_tokens": 0})  # beats the YAML's 64
+    assert pool.requests[-1][1].max_tokens is None
+    chat(client, max_tokens=0)
+    assert pool.requests[-1][1].max_tokens is None
+    client.post("/v1/edits", json={"model": "plain", "instruction": "Fix", "input": "teh", "max_tokens": 5})
+    assert pool.requests[-1][1].max_tokens == 5
+
+
+def test_edits_take_a_list_of_inputs(client, pool) -> None:
+    """LocalAI's edit.go loops over ``input``: one choice each, in OpenAI's index order."""
+    reply = client.post("/v1/edits", json={"model": "chat", "instruction": "Fix", "input": ["teh", "adn"], "n": 2})
+    assert reply.status_code == 200
+    assert [c["index"] for c in reply.json()["choices"]] == [0, 1, 2, 3]
+    prompts = [request.prompt for _, request in pool.requests[-4:]]
+    assert sorted(prompts) == sorted(["<system>Fix\n<user>teh\n<assistant>"] * 2 + ["<system>Fix\n<user>adn\n<assistant>"] * 2)
+    usage = reply.json()["usage"]
+    assert usage["completion_tokens"] == 4 * 9
+    empty = client.post("/v1/edits", json={"model": "chat", "instruction": "Fix", "input": []})
+    assert (empty.status_code, empty.json()["error"]["param"]) == (400, "input")
+
+
+def test_any_text_model_serves_every_text_endpoint(client, pool) -> None:
+    """known_usecases only picks the default model in LocalAI (core/http/routes/openai.go l.55,
+    ``BuildUsecaseFilterFn``); a model without a chat template gets the messages joined
+    (core/templates/evaluator.go ``TemplateMessages``)."""
+    reply = client.post("/v1/chat/completions", json={"model": "plain", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}]})
+    assert reply.status_code == 200
+    assert pool.requests[-1][1].prompt == "Be brief.\nx"
+    assert client.post("/v1/edits", json={"model": "plain", "instruction": "Fix", "input": "teh"}).status_code == 200
 
 
 def test_output_rules_apply_to_stream_and_non_stream(client) -> None:
@@ -207,8 +243,10 @@ def test_model_selection(client) -> None:
     no_model = {"messages": [{"role": "user", "content": "hi"}]}
     by_token = client.post("/v1/chat/completions", json=no_model, headers={"Authorization": "Bearer chat"})
     assert by_token.json()["model"] == "chat"
-    ambiguous = client.post("/v1/chat/completions", json=no_model)
-    assert ambiguous.status_code == 400 and ambiguous.json()["error"]["param"] == "model"
+    # LocalAI's default (core/http/middleware/request.go l.92): the first model for the endpoint.
+    assert client.post("/v1/chat/completions", json=no_model).json()["model"] == "chat"
+    assert client.post("/v1/completions", json={"prompt": "x"}).json()["model"] == "chat"
+    assert client.post("/v1/embeddings", json={"input": "x"}).json()["model"] == "embed"
 
 
 def test_only_model_is_the_default() -> None:
@@ -227,12 +265,12 @@ ERRORS = [
     ("too many n", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "n": 99}}, 400, "n"),
     ("stream_options alone", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}],
                                        "stream_options": {"include_usage": True}}}, 400, "stream_options"),
-    ("five stops", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": list("abcde")}}, 400, "stop"),
+    ("too many stops", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": ["s"] * 257}}, 400, "stop"),
+    ("negative temperature", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": -1}}, 400, "temperature"),
     ("negative max_tokens", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}}, 400, "max_tokens"),
     ("tools", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}}, 400, "tools[0]"),
     ("unknown model", {"json": {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}}, 404, "model"),
     ("embeddings-only model", {"json": {"model": "embed", "messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
-    ("no chat template", {"json": {"model": "plain", "messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
     ("prompt too long", {"json": {"model": "chat", "messages": [{"role": "user", "content": "[fail]"}]}}, 400, "messages"),
     ("image part", {"json": {"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}, 400, "messages"),
 ]

@@ -126,15 +126,17 @@ def test_the_workers_sink_sends_a_backend_bug_as_a_backend_error_and_ends_the_re
 
 
 def test_one_context_fit_check_with_one_wording_for_every_backend() -> None:
+    """A max_tokens past the context is cut to the room left, as llama.cpp's server and LocalAI do
+    (``grpc-server.cpp`` l.233: ``n_predict`` -1 or the request's, the slot stops when the context
+    is full); only a prompt that does not fit is refused."""
     from modelyard.launcher.backends.base import fit_context
 
-    assert fit_context(10, 5, 100) == 90
-    assert fit_context(90, 20, 100, may_outgrow=True) == 10  # llama.cpp's context shift
+    assert fit_context(10, 5, 100) == 5
+    assert fit_context(10, None, 100) == 90  # no max_tokens: until the context is full
+    assert fit_context(90, 20, 100) == 10  # larger than the room left: the room left, then `length`
+    assert fit_context(90, 20, 100, may_outgrow=True) == 20  # llama.cpp's context shift
+    assert fit_context(90, None, 100, may_outgrow=True) == 100  # one context's worth
     with pytest.raises(RequestError) as prompt:
         fit_context(100, None, 100)
     assert (prompt.value.code, prompt.value.param, prompt.value.message) == (
         "context_length_exceeded", "messages", "the prompt is 100 tokens, which does not fit the model's 100-token context")
-    with pytest.raises(RequestError) as room:
-        fit_context(90, 20, 100)
-    assert (room.value.param, room.value.message) == (
-        "max_tokens", "max_tokens (20) plus the prompt (90 tokens) exceeds the model's 100-token context")

@@ -45,10 +45,18 @@ def test_probes_are_public(client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
-def test_with_keys_the_bearer_token_no_longer_names_a_model(client) -> None:
-    response = client.post("/v1/chat/completions", json={"messages": BODY["messages"]},
-                           headers={"Authorization": f"Bearer {KEY}"})
-    assert response.status_code == 400 and response.json()["error"]["param"] == "model"
+def test_with_keys_the_bearer_token_no_longer_names_a_model() -> None:
+    """Without keys a bearer token may name the model (LocalAI's way); with keys it is the key,
+    even when a model has the key's name: the request gets the default model."""
+    plan = make_plan()
+    with TestClient(create_app(plan, pool=FakePool(plan), api_keys=["plain"])) as keyed:
+        response = keyed.post("/v1/chat/completions", json={"messages": BODY["messages"]},
+                              headers={"Authorization": "Bearer plain"})
+        assert response.status_code == 200 and response.json()["model"] == "chat"
+    with TestClient(create_app(plan, pool=FakePool(plan))) as open_client:
+        response = open_client.post("/v1/chat/completions", json={"messages": BODY["messages"]},
+                                    headers={"Authorization": "Bearer plain"})
+        assert response.json()["model"] == "plain"
 
 
 def test_keys_are_compared_in_constant_time(monkeypatch) -> None:
