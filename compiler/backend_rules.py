@@ -27,6 +27,10 @@ def check_backend_rules(plan: ModelPlan, raw: Mapping[str, Any], ctx: ModelConte
     if plan.grammar is not None and not spec.grammar:
         ctx.error(("grammar",), f"GBNF grammars are llama.cpp's: {plan.backend} models take JSON Schemas "
                                 "through response_format instead")
+    for other in backends.all_backends():
+        for key in other.own_keys:
+            if other is not spec and raw.get(key) is not None and key not in spec.own_keys:
+                ctx.warning((key,), f"applies to {other.name} models; {plan.backend} does not read it", at_key=True)
     spec.check(plan, raw, ctx)
     if spec.model_directories and not plan.model_is_local and plan.templates.use_tokenizer_template \
             and plan.templates.tokenizer_template is None:

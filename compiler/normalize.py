@@ -18,6 +18,7 @@ from . import backends
 from .backend_rules import check_backend_rules
 from .context import ModelContext, Reader
 from .gguf_metadata import GgufMetadata
+from .inference_defaults import family_defaults
 from .model_urls import MODEL_URL_PREFIXES, is_model_url, listed_downloads, local_file_name, model_download
 from .options import parse_options
 from .paths import SAFE_NAME
@@ -30,6 +31,7 @@ GGUF_CONTEXT_CAP = 8192
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _TEMPLATE_KINDS = ("chat", "chat_message", "completion", "edit", "function")
+_TEMPLATE_BESIDE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # a model file right in the models directory
 
 
 def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: str, source: str) -> ModelPlan | None:
@@ -74,7 +76,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         reasoning_effort=r.get(("reasoning_effort",), "reasoning_effort"),
         chat_template_kwargs=dict(r.get(("chat_template_kwargs",), "chat_template_kwargs", {})),
         roles=roles,
-        sampling=_sampling(r),
+        sampling=_sampling(r, name, model_value),
         output=_output_rules(r, ctx),
         reasoning=_reasoning(r),
         templates=templates,
@@ -247,11 +249,19 @@ _SAMPLING_KEYS = (
 )
 
 
-def _sampling(r: Reader) -> Sampling:
+def _sampling(r: Reader, name: str, model_value: str | None) -> Sampling:
+    """The YAML's sampling defaults; where it sets none, LocalAI's for the model's family (by its
+    name, then its model file), then LocalAI's generic ones."""
     defaults = Sampling()
+    family = family_defaults(name, model_value)
     values: dict[str, Any] = {}
     for key in _SAMPLING_KEYS:
-        value = r.get(("parameters", key), f"sampling.{key}", getattr(defaults, key))
+        if family is not None and key in family[2]:
+            matched, pattern, table = family
+            value = r.get(("parameters", key), f"sampling.{key}", type(getattr(defaults, key))(table[key]),
+                          f"LocalAI's inference defaults for the {pattern} family ({matched!r})")
+        else:
+            value = r.get(("parameters", key), f"sampling.{key}", getattr(defaults, key))
         if key == "max_tokens" and value == 0:
             value = None  # LocalAI: 0 means "no cap beyond the context"
         if key == "seed" and value == -1:
@@ -271,22 +281,30 @@ def _reasoning(r: Reader) -> Reasoning:
 
 
 def _output_rules(r: Reader, ctx: ModelContext) -> OutputRules:
-    for index, pattern in enumerate(r.raw.get("cutstrings") or []):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            ctx.error(("cutstrings", index), f"invalid regular expression: {exc}")
-    return OutputRules(**{
-        key: tuple(r.get((key,), f"output.{key}", ()))
-        for key in ("stopwords", "cutstrings", "trimspace", "trimsuffix")
-    })
+    for key in ("cutstrings", "extract_regex"):
+        for index, pattern in enumerate(r.raw.get(key) or []):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                ctx.error((key, index), f"invalid regular expression: {exc}")
+    lists = {key: tuple(r.get((key,), f"output.{key}", ()))
+             for key in ("stopwords", "cutstrings", "extract_regex", "trimspace", "trimsuffix")}
+    return OutputRules(**lists, echo=bool(r.get(("parameters", "echo"), "output.echo", False)),
+                       reply_prefix=r.get(("template", "reply_prefix"), "output.reply_prefix", "") or "")
 
 
 def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, backend: str,
                hf_dir: str | None, *, file_known: bool) -> Templates:
     resolved: dict[str, Template | None] = {}
+    model_value = r.raw.get("parameters", {}).get("model") if isinstance(r.raw.get("parameters"), dict) else None
+    beside = f"{model_value}.tmpl" if isinstance(model_value, str) and _TEMPLATE_BESIDE.match(model_value) else None
+    beside_found = beside is not None and ctx.probe.is_file(os.path.join(ctx.models_dir, beside))
     for kind in _TEMPLATE_KINDS:
         value = r.get(("template", kind), f"templates.{kind}")
+        if value is None and beside_found and kind != "chat_message":
+            # LocalAI's EvaluateTemplateForPrompt (core/templates/evaluator.go l.62): a
+            # `<parameters.model>.tmpl` in the models directory is every unset template but chat_message.
+            value = r.set(f"templates.{kind}", model_value, f"{beside} beside the model file")
         if value is None:
             resolved[kind] = None
             continue

@@ -51,6 +51,19 @@ def _cache_mib(text: str) -> int:
     return value
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise OptionValueError(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return value
+    return parse
+
+
+def _negated_bool(text: str) -> bool:
+    return not _bool(text)
+
+
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 
 
@@ -84,6 +97,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("cache_ram", _cache_mib, ("llama-cpp",), field="cache_ram_mib"),
     OptionSpec("parallel", _positive_int, ("llama-cpp",), ("n_parallel",), env="LLAMACPP_PARALLEL"),
     OptionSpec("grpc_servers", _servers, ("llama-cpp",), ("rpc_servers",), env="LLAMACPP_GRPC_SERVERS"),
+    # LocalAI's grpc-server.cpp names that are llama-cpp-python context or model parameters.
+    OptionSpec("ubatch", _positive_int, ("llama-cpp",), ("n_ubatch",)),
+    OptionSpec("threads_batch", _positive_int, ("llama-cpp",), ("n_threads_batch",)),
+    OptionSpec("split_mode", _choice("none", "layer", "row"), ("llama-cpp",), ("sm",)),
+    OptionSpec("swa_full", _bool, ("llama-cpp",)),
+    OptionSpec("no_op_offload", _negated_bool, ("llama-cpp",), field="op_offload"),
+    OptionSpec("check_tensors", _bool, ("llama-cpp",)),
+    OptionSpec("pooling_type", _choice("none", "mean", "cls", "last", "rank"), ("llama-cpp",), ("pooling",)),
 )
 
 # llama-server flags acted on (LocalAI passes raw '-flag' entries to llama-server's own parser):
@@ -98,8 +119,12 @@ RAW_FLAGS = {"--no-repack": (_REPACK, "false"), "-nr": (_REPACK, "false")}
 
 # Options LocalAI's backends understand that modelyard accepts without acting on them.
 LOCALAI_ONLY_OPTIONS = frozenset({
-    "kv_unified", "fit", "fit_ctx", "fit_target", "cache_reuse", "devices", "swa_full",
-    "tool_parser", "reasoning_parser", "torch_dtype", "spec_type", "draft_max", "draft_min",
+    "kv_unified", "unified_kv", "fit", "fit_ctx", "fit_target", "fit_params", "cache_reuse", "n_cache_reuse",
+    "devices", "device", "tool_parser", "reasoning_parser", "torch_dtype", "spec_type", "speculative_type",
+    "draft_max", "draft_min", "n_cpu_moe", "cpu_moe", "override_tensor", "tensor_buft_overrides", "warmup",
+    "cont_batching", "continuous_batching", "slot_prompt_similarity", "cache_idle_slots", "ctx_checkpoints",
+    "n_ctx_checkpoints", "reasoning_format", "reasoning_budget", "enable_reasoning", "prefill_assistant",
+    "embd_normalize", "embedding_normalize", "direct_io", "use_direct_io", "mmproj_offload", "mmproj_use_gpu",
 })
 
 _BY_NAME = {alias: spec for spec in OPTIONS for alias in (spec.name, *spec.aliases)}

@@ -102,10 +102,16 @@ class ModelDownload(_Frozen):
 
 
 class OutputRules(_Frozen):
+    """What happens to a reply on its way out. Stop words end every reply; the rest is LocalAI's
+    ``Finetune`` (core/backend/llm.go l.473), applied to non-streamed replies only, as there."""
+
     stopwords: tuple[str, ...] = ()
     cutstrings: tuple[str, ...] = ()
+    extract_regex: tuple[str, ...] = ()
     trimspace: tuple[str, ...] = ()
     trimsuffix: tuple[str, ...] = ()
+    echo: bool = False  # the rendered prompt first (the YAML's parameters.echo)
+    reply_prefix: str = ""  # sent first, streamed too (template.reply_prefix)
 
 
 class Reasoning(_Frozen):
@@ -134,6 +140,31 @@ class LlamaCpp(_Frozen):
     cache_ram_mib: int | None = 8192  # llama.cpp's --cache-ram default; None: unlimited (-1)
     flash_attention: Literal["auto", "on", "off"] = "auto"  # llama.cpp's default: on where it is supported
     repack: bool = True  # llama.cpp's extra CPU buffer types (repacked weights); the --no-repack flag turns them off
+    # LocalAI's llama.cpp load settings (backend/cpp/llama-cpp/grpc-server.cpp l.499-1354).
+    tensor_split: tuple[float, ...] = ()  # the share of each GPU
+    split_mode: Literal["none", "layer", "row"] | None = None  # None: llama.cpp's (layer)
+    cache_type_k: str | None = None  # KV cache types (f16, q8_0, q4_0, ...); None: f16
+    cache_type_v: str | None = None
+    offload_kqv: bool = True  # False: the KV cache stays on the CPU (no_kv_offloading)
+    op_offload: bool = True
+    swa_full: bool = False  # sliding-window layers keep the whole context (more memory, any prefix reusable)
+    check_tensors: bool = False
+    ubatch: int | None = None  # physical batch; None: the same as batch
+    threads_batch: int | None = None  # prompt threads; None: the same as threads
+    pooling_type: Literal["none", "mean", "cls", "last", "rank"] | None = None  # embeddings; None: the model's
+    rope_scaling: Literal["none", "linear", "yarn"] | None = None  # None: the model's
+    yarn_ext_factor: float | None = None
+    yarn_attn_factor: float | None = None
+    yarn_beta_fast: float | None = None
+    yarn_beta_slow: float | None = None
+    lora_adapter: str | None = None  # a LoRA file, and the base model it was trained on
+    lora_base: str | None = None
+    lora_scale: float = 1.0
+    kv_overrides: dict[str, bool | int | float | str] = Field(default_factory=dict)  # GGUF metadata overrides
+    # Sampling LocalAI reads from the model YAML only (top level; core/backend/options.go l.568).
+    mirostat: Literal[0, 1, 2] = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
 
 
 class Transformers(_Frozen):

@@ -501,8 +501,10 @@ async def edits(request: Request) -> Response:
                           code="invalid_value")
     model = _select_model(request, body, "edit")
     max_tokens = _max_tokens(request, model, body.max_tokens)
+    # The YAML's grammar reaches edits only: LocalAI's chat and completion handlers replace it
+    # with the request's, even an empty one (chat.go l.319, completion.go l.111).
     jobs = [Job(model, check_prompt_size(model, await asyncio.to_thread(edit_prompt, model, body.instruction, text)),
-                body, max_tokens) for text in inputs]
+                body, max_tokens, grammar=model.grammar) for text in inputs]
     results = await _complete(request, *jobs)
     return JSONResponse({"id": f"edit-{uuid.uuid4().hex}", "object": "edit", "created": int(time.time()),
                          "model": model.name, "choices": [{"text": r.text, "index": i} for i, r in enumerate(results)],

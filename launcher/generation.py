@@ -17,7 +17,7 @@ from modelyard.compiler.plan import ModelPlan
 
 from .backends.base import GenerationRequest
 from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, PromptLogprobs, Started
-from .output import StopFilter, apply_rules, has_rules
+from .output import StopFilter, finetune
 from .protocol import Sampling
 from .reasoning import opened_in_prompt
 from .state import server_state
@@ -77,9 +77,9 @@ class Job:
             frequency_penalty=_pick(b.frequency_penalty, s.frequency_penalty),
             seed=None if seed is None else seed + choice,  # n choices with one seed must still differ
             ignore_eos=b.ignore_eos or s.ignore_eos, json_schema=self.json_schema, json_object=self.json_object,
-            grammar=self.grammar or self.model.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
+            grammar=self.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
             prompt_tokens=self.prompt_tokens, schema_param=self.schema_param, logit_bias=b.biases(),
-            prompt_logprobs=self.prompt_logprobs,
+            prompt_logprobs=self.prompt_logprobs, n_keep=b.n_keep,
         )
 
     def stops(self) -> list[str]:
@@ -138,7 +138,6 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
     state = server_state(request)
     pool = state.pool
     stops = StopFilter(job.stops())
-    buffered = has_rules(job.model.output)  # rules need the whole text: send it at the end
     collected: list[str] = []
     entries: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
     sent_entries: list[dict[str, Any]] = []
@@ -155,8 +154,6 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
         if not collected:
             metrics.ttft.labels(model).observe(time.perf_counter() - started)
         collected.append(text)
-        if buffered:
-            return None
         piece = Piece(text, entries.copy())
         sent_entries.extend(entries)
         entries.clear()
@@ -164,12 +161,7 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
 
     def result(reason: str, completion_tokens: int) -> list[Piece | ChoiceResult]:
         out: list[Piece | ChoiceResult] = []
-        if buffered:
-            text = apply_rules("".join(collected), job.model.output)
-            sent_entries.extend(entries)
-            if text:
-                out.append(Piece(text, sent_entries.copy()))
-        elif entries:  # the last tokens made no text of their own (part of a character): their entries still go
+        if entries:  # the last tokens made no text of their own (part of a character): their entries still go
             out.append(Piece("", entries.copy()))
             sent_entries.extend(entries)
             entries.clear()
@@ -181,6 +173,8 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
 
     items = pool.generate(job.model.name, job.generation(index))
     ended = False  # the generation's end was read: closing after it is not the client leaving
+    if job.model.output.reply_prefix:  # LocalAI sends it first (core/backend/llm.go l.240)
+        yield Piece(job.model.output.reply_prefix, [])
     try:
         async for item in items:
             if isinstance(item, str):
@@ -235,6 +229,7 @@ async def collect(request: Request, jobs: list[Job]) -> list[ChoiceResult]:
     """All choices of every prompt, decoded at once (a model with parallel slots runs them
     side by side), in OpenAI's index order."""
     streams = choice_streams(request, jobs)
+    job_of = [job for job in jobs for _ in range(job.body.n)]
     results: dict[int, ChoiceResult] = {}
     pieces: dict[int, list[str]] = {index: [] for index in range(len(streams))}
     async for index, item in merge(streams):
@@ -243,7 +238,8 @@ async def collect(request: Request, jobs: list[Job]) -> list[ChoiceResult]:
         else:
             pieces[index].append(item.text)
     for index, result in results.items():
-        result.text = "".join(pieces[index])  # what was sent: after stop sequences and output rules
+        # The reply after stop sequences, then LocalAI's output rules (non-streamed replies only).
+        result.text = finetune(job_of[index].prompt, "".join(pieces[index]), job_of[index].model.output)
     return [results[index] for index in range(len(streams))]
 
 

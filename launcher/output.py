@@ -45,16 +45,24 @@ class StopFilter:
         return 0
 
 
-def has_rules(rules: OutputRules) -> bool:
-    return bool(rules.cutstrings or rules.trimspace or rules.trimsuffix)
-
-
-def apply_rules(text: str, rules: OutputRules) -> str:
-    """LocalAI's post-processing, in its order: cutstrings, trimspace, trimsuffix."""
+def finetune(prompt: str, reply: str, rules: OutputRules) -> str:
+    """LocalAI's ``Finetune`` (core/backend/llm.go l.473), in its order, on a non-streamed reply:
+    the YAML's echo puts the rendered prompt first; cutstrings are removed; extract_regex, when
+    any matches, keeps the concatenation of each one's first match; each trimspace prefix is
+    removed from the very start, then whitespace; each trimsuffix likewise from the end.
+    Patterns are Python's ``re`` (LocalAI's are Go RE2; compile checks each one)."""
+    if rules.echo:
+        reply = prompt + reply
     for pattern in rules.cutstrings:
-        text = re.sub(pattern, "", text)
-    for trim in rules.trimspace:
-        text = text.strip().removeprefix(trim).removesuffix(trim).strip()
+        reply = re.sub(pattern, "", reply)
+    extracted = ""
+    for pattern in rules.extract_regex:
+        found = re.search(pattern, reply)
+        extracted += found.group(0) if found else ""
+    if extracted:
+        reply = extracted
+    for prefix in rules.trimspace:
+        reply = reply.removeprefix(prefix).strip()
     for suffix in rules.trimsuffix:
-        text = text.removesuffix(suffix)
-    return text
+        reply = reply.removesuffix(suffix).strip()
+    return reply

@@ -58,6 +58,9 @@ class Sampling(_Request):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     ignore_eos: bool = False
+    n_keep: int | None = Field(default=None, ge=-1, le=2**31 - 1, description=(
+        "Prompt tokens kept when a context shift makes room (-1: all of them; llama-cpp models with "
+        "context_shift). LocalAI's extension."))
 
     @field_validator("stream_options")
     @classmethod

@@ -53,6 +53,7 @@ class BackendSpec:
     default_context: int | None = None  # context size when neither YAML nor model file says; None: engine's
     child_processes: bool = False  # its engine starts processes of its own (the worker must not be daemonic)
     machine_notes: Callable[[ModelPlan], list[str]] | None = None  # what it resolves on this machine (--explain)
+    own_keys: tuple[str, ...] = ()  # top-level YAML keys only this backend reads (warned on the others)
 
     @property
     def module(self) -> str:

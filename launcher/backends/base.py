@@ -46,6 +46,7 @@ class GenerationRequest:
     prompt_tokens: tuple[int, ...] | None = None  # a token-array prompt, sent as is (then ``prompt`` is "")
     logit_bias: tuple[tuple[int, float], ...] | None = None  # (token id, bias added to its logit), ids checked
     schema_param: str = "response_format"  # the request field json_schema came from ("tools": a forced call)
+    n_keep: int | None = None  # prompt tokens a context shift keeps (-1: all); None: the model's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,10 +9,12 @@ Stop sequences, output rules and templates are applied by the server, alike for 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from modelyard.compiler import machine
 from modelyard.compiler.backends.llama_cpp import default_parallel
@@ -49,6 +51,31 @@ def _per_slot_bytes(settings) -> int | None:
     return settings.cache_ram_mib * 2**20 // slots(settings)
 
 
+def llama_arguments(llama_cpp: Any, settings: Any) -> dict[str, Any]:
+    """``Llama()`` keyword arguments for LocalAI's llama.cpp load settings (grpc-server.cpp
+    l.499-1354), only those the YAML sets: Llama's defaults stay the model's own otherwise."""
+    arguments: dict[str, Any] = {"offload_kqv": settings.offload_kqv, "op_offload": settings.op_offload}
+    if settings.tensor_split:
+        arguments["tensor_split"] = list(settings.tensor_split)
+    if settings.split_mode is not None:
+        arguments["split_mode"] = getattr(llama_cpp, f"LLAMA_SPLIT_MODE_{settings.split_mode.upper()}")
+    for key, name in (("type_k", settings.cache_type_k), ("type_v", settings.cache_type_v)):
+        if name is not None:
+            arguments[key] = getattr(llama_cpp, f"GGML_TYPE_{name.upper()}")
+    if settings.rope_scaling is not None:
+        arguments["rope_scaling_type"] = getattr(llama_cpp, f"LLAMA_ROPE_SCALING_TYPE_{settings.rope_scaling.upper()}")
+    for key in ("yarn_ext_factor", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow"):
+        if getattr(settings, key) is not None:
+            arguments[key] = getattr(settings, key)
+    if settings.pooling_type is not None:
+        arguments["pooling_type"] = getattr(llama_cpp, f"LLAMA_POOLING_TYPE_{settings.pooling_type.upper()}")
+    if settings.lora_adapter is not None:
+        arguments.update(lora_path=settings.lora_adapter, lora_base=settings.lora_base, lora_scale=settings.lora_scale)
+    if settings.kv_overrides:
+        arguments["kv_overrides"] = dict(settings.kv_overrides)
+    return arguments
+
+
 class LlamaCppBackend:
     def __init__(self, model: ModelPlan) -> None:
         import llama_cpp  # heavy: imported in the worker process only
@@ -68,14 +95,15 @@ class LlamaCppBackend:
         context = model.context_size or 0
         # RPC servers are ggml devices once registered: the load spreads the layers over them.
         add_rpc_servers(llama_cpp, settings.grpc_servers)
-        with model_params(llama_cpp, **load_options(llama_cpp, settings.repack)), load_log(llama_cpp) as lines:
+        fields = {**load_options(llama_cpp, settings.repack), **({"check_tensors": True} if settings.check_tensors else {})}
+        with model_params(llama_cpp, **fields), load_log(llama_cpp) as lines:
             self._llm = llama_cpp.Llama(
                 model_path=path,
                 n_ctx=context if self._embedding else 64,
                 n_threads=threads,
-                n_threads_batch=threads,
+                n_threads_batch=settings.threads_batch or threads,
                 n_batch=context if self._embedding else settings.batch,
-                n_ubatch=context if self._embedding else settings.batch,
+                n_ubatch=context if self._embedding else settings.ubatch or settings.batch,
                 n_gpu_layers=-1 if settings.gpu_layers is None else settings.gpu_layers,
                 main_gpu=settings.main_gpu,
                 use_mmap=settings.mmap,
@@ -85,8 +113,9 @@ class LlamaCppBackend:
                 embedding=model.embeddings,
                 flash_attn=settings.flash_attention == "on",  # Llama takes no "auto": the slots' context does
                 # Its 64-token context never decodes: no full-size sliding-window cache (nor the log line).
-                swa_full=False if not self._embedding else None,
+                swa_full=settings.swa_full if self._embedding else False,
                 verbose=False,
+                **llama_arguments(llama_cpp, settings),
             )
         for line in placement(lines):
             log.info("%s: %s", model.name, line)
@@ -110,14 +139,25 @@ class LlamaCppBackend:
         # cores it decodes Gemma 3 270M 8-10% faster (benchmarks/serving_bench.py).
         params.flash_attn_type = getattr(self._llama_cpp, f"LLAMA_FLASH_ATTN_TYPE_{FLASH_ATTENTION[settings.flash_attention]}")
         params.kv_unified = True  # one pool shared by the slots, each up to the context size
-        params.swa_full = False  # sliding-window layers keep the window only (see SlotScheduler)
+        params.n_ubatch = settings.ubatch or settings.batch
+        params.swa_full = settings.swa_full  # off: sliding-window layers keep the window only (see SlotScheduler)
         slots = SlotSettings(
             parallel=self.concurrency, n_batch=settings.batch, context=self._context_size,
             prefix_cache=settings.cache_ram_mib != 0, checkpoint_bytes=_per_slot_bytes(settings),
             context_shift=settings.context_shift,
             n_keep=model.sampling.n_keep,
+            penalty_last_n=model.sampling.repeat_last_n,
+            mirostat=(settings.mirostat, settings.mirostat_tau, settings.mirostat_eta),
         )
-        return SlotScheduler(self._llama_cpp, self._llm._model, params, slots, self._logprob)
+        scheduler = SlotScheduler(self._llama_cpp, self._llm._model, params, slots, self._logprob)
+        adapter = getattr(self._llm, "_lora_adapter", None)
+        if adapter is not None:  # Llama applied it to its own context only
+            adapters = (self._llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(settings.lora_scale)
+            if self._llama_cpp.llama_set_adapters_lora(scheduler.ctx, adapters, 1, scales):
+                raise RuntimeError(f"llama.cpp could not apply the LoRA adapter {settings.lora_adapter}")
+            log.info("%s: LoRA adapter %s applied (scale %g)", model.name, settings.lora_adapter, settings.lora_scale)
+        return scheduler
 
     @property
     def context_size(self) -> int:

@@ -101,6 +101,8 @@ class SlotSettings:
     checkpoint_bytes: int | None = None  # per slot; None: only MAX_CHECKPOINTS bounds them
     context_shift: bool = False
     n_keep: int = 0
+    penalty_last_n: int = 64  # the YAML's repeat_last_n (-1: the whole context, 0: no penalties)
+    mirostat: tuple[int, float, float] = (0, 5.0, 0.1)  # (version or 0, tau, eta): the YAML's
 
 
 class SlotScheduler(DecodeThread):
@@ -377,7 +379,8 @@ class SlotScheduler(DecodeThread):
         """Make room by discarding the older half after ``n_keep``; False when not allowed."""
         if not (self.settings.context_shift and self.can_shift):
             return False
-        keep = min(self.settings.n_keep, slot.n_past - 2)
+        n_keep = slot.request.n_keep if slot.request.n_keep is not None else self.settings.n_keep
+        keep = min(len(slot.prompt) if n_keep < 0 else n_keep, slot.n_past - 2)  # -1: the whole prompt (llama.cpp)
         discard = (slot.n_past - keep) // 2
         self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, keep, keep + discard)
         self.lib.llama_memory_seq_add(self.memory, slot.seq_id, keep + discard, slot.n_past, -discard)
@@ -423,13 +426,22 @@ class SlotScheduler(DecodeThread):
             biases = (lib.llama_logit_bias * len(request.logit_bias))(
                 *(lib.llama_logit_bias(token, bias) for token, bias in request.logit_bias))
             add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(request.logit_bias), biases))
-        penalties = request.repeat_penalty != 1.0 or request.frequency_penalty or request.presence_penalty
+        last_n = self.settings.penalty_last_n if self.settings.penalty_last_n >= 0 else self.settings.context
+        penalties = bool(last_n) and bool(
+            request.repeat_penalty != 1.0 or request.frequency_penalty or request.presence_penalty)
         if penalties:
-            add(lib.llama_sampler_init_penalties(self.n_vocab, 64, request.repeat_penalty,
+            add(lib.llama_sampler_init_penalties(self.n_vocab, last_n, request.repeat_penalty,
                                                  request.frequency_penalty, request.presence_penalty))
         if request.temperature <= 0:
             add(lib.llama_sampler_init_greedy())
             return chain, not (penalties or request.logit_bias)  # in-place argmax would skip them
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        version, tau, eta = self.settings.mirostat
+        if version:  # llama.cpp's common sampler: temperature, then mirostat in place of the cut-offs
+            add(lib.llama_sampler_init_temp(request.temperature))
+            add(lib.llama_sampler_init_mirostat(self.n_vocab, seed & 0xFFFFFFFF, tau, eta, 100) if version == 1
+                else lib.llama_sampler_init_mirostat_v2(seed & 0xFFFFFFFF, tau, eta))
+            return chain, False
         if request.top_k > 0:
             add(lib.llama_sampler_init_top_k(request.top_k))
         if request.typical_p < 1.0:
@@ -438,7 +450,6 @@ class SlotScheduler(DecodeThread):
         if request.min_p > 0:
             add(lib.llama_sampler_init_min_p(request.min_p, 1))
         add(lib.llama_sampler_init_temp(request.temperature))
-        seed = request.seed if request.seed is not None else random.randrange(2**31)
         add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain, False
 

@@ -59,3 +59,21 @@ def test_what_is_not_text_generation_here_is_still_refused(relative) -> None:
     errors = [d.message for d in result.diagnostics if d.is_error]
     assert any("not a text-generation" in m or "does not serve" in m or "not one of" in m or "missing required key"
                in m for m in errors), errors
+
+
+def test_a_tmpl_file_beside_the_model_is_its_template() -> None:
+    """LocalAI's EvaluateTemplateForPrompt (core/templates/evaluator.go l.62): ``<model>.tmpl`` in
+    the models directory is every template the YAML leaves unset, except chat_message."""
+    from .fakes import compile_yaml, default_probe
+
+    probe = default_probe()
+    probe.files["models/model.gguf.tmpl"] = "Q: {{.Input}}\nA:"
+    result = compile_yaml({"models/m.yaml": "name: m\nparameters: {model: model.gguf}\n"
+                                            "template: {edit: 'E {{.Input}}'}\n"}, probe=probe)
+    assert result.plan is not None, result.diagnostics
+    [model] = result.plan.models
+    assert model.templates.completion is not None and model.templates.completion.from_file == "models/model.gguf.tmpl"
+    assert model.templates.chat is not None and model.templates.function is not None
+    assert model.templates.edit is not None and model.templates.edit.from_file is None  # the YAML's wins
+    assert model.templates.chat_message is None
+    assert model.origins["templates.completion"] == "model.gguf.tmpl beside the model file"

@@ -141,5 +141,9 @@ def test_context_shift_lets_generation_outgrow_the_context(client) -> None:
     response = client.completions.create(model="short", prompt="Once upon a time", max_tokens=300,
                                          extra_body={"ignore_eos": True})
     assert response.usage.completion_tokens == 300 and response.choices[0].finish_reason == "length"
-    with pytest.raises(openai.BadRequestError):
-        client.completions.create(model="p1", prompt="x", max_tokens=5000)
+    # The request's n_keep (LocalAI merges it, core/http/middleware/request.go): -1 keeps the whole prompt.
+    kept = client.completions.create(model="short", prompt="Once upon a time", max_tokens=300,
+                                     extra_body={"ignore_eos": True, "n_keep": -1})
+    assert kept.usage.completion_tokens == 300
+    with pytest.raises(openai.BadRequestError, match="n_keep"):
+        client.completions.create(model="short", prompt="x", max_tokens=5, extra_body={"n_keep": -2})

@@ -230,13 +230,35 @@ def test_any_text_model_serves_every_text_endpoint(client, pool) -> None:
     assert client.post("/v1/edits", json={"model": "plain", "instruction": "Fix", "input": "teh"}).status_code == 200
 
 
-def test_output_rules_apply_to_stream_and_non_stream(client) -> None:
+def test_output_rules_apply_to_non_streamed_replies_and_never_hold_a_stream_back(client) -> None:
+    """LocalAI's Finetune (core/backend/llm.go l.473) runs on non-streamed replies only
+    (chat.go l.1082, inference.go l.160); a stream sends the raw tokens as they come."""
     body = client.post("/v1/chat/completions", json={"model": "rules", "messages": [{"role": "user", "content": "hi"}]})
     text = body.json()["choices"][0]["message"]["content"]
     assert text == "Hello world, this is a model"
     events = sse(client.post("/v1/chat/completions", json={
         "model": "rules", "messages": [{"role": "user", "content": "hi"}], "stream": True}))
-    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]) == text
+    pieces = [e["choices"][0]["delta"].get("content", "") for e in events[:-1]]
+    assert "".join(pieces) == "Hello world, this is a fake model."
+    assert len([p for p in pieces if p]) > 1  # streamed piece by piece, not held to the end
+
+
+@pytest.mark.parametrize("rules,reply,expected", [
+    # The audit's case (shared/reference/localai-gap.md §1 gap 15), as LocalAI's Go returns it.
+    ({"trimspace": ("Answer:",), "trimsuffix": ("END",)}, "  Answer: <think>plan</think> hello END  ",
+     "Answer: <think>plan</think> hello"),
+    ({"trimspace": ("Answer:",)}, "Answer:  42 ", "42"),
+    ({"trimsuffix": ("</s>",)}, "done </s>", "done"),
+    ({"extract_regex": (r"<a>\w+</a>", r"\d+")}, "x <a>yes</a> y 12 z 34", "<a>yes</a>12"),
+    ({"extract_regex": (r"nothing",)}, "kept as is", "kept as is"),
+    ({"cutstrings": (r"\[\d+\]",)}, "a[1] b[22]", "a b"),
+    ({"echo": True}, " world", "PROMPT world"),
+])
+def test_finetune_is_localais(rules, reply, expected) -> None:
+    from modelyard.compiler.plan import OutputRules
+    from modelyard.launcher.output import finetune
+
+    assert finetune("PROMPT", reply, OutputRules(**rules)) == expected
 
 
 def test_model_selection(client) -> None:
@@ -754,3 +776,25 @@ def test_a_heavy_template_renders_off_the_event_loop(monkeypatch) -> None:
     healthy, heavy, status = asyncio.run(race())
     assert status == 400 and heavy >= 1.5  # the render ran to its budget...
     assert healthy < 1.0  # ...while /healthz was answered
+
+
+def test_reply_prefix_is_sent_first_and_the_yaml_grammar_reaches_edits_only() -> None:
+    """``template.reply_prefix`` is streamed first and starts the reply (core/backend/llm.go
+    l.240, l.325); the YAML ``grammar`` is replaced by the request's on chat and completions
+    (chat.go l.319, completion.go l.111), so only edits get it."""
+    plan = make_plan("name: pre\nbackend: llama-cpp\nparameters: {model: model.gguf}\ngrammar: 'root ::= \"x\"'\n"
+                     "template: {chat_message: '{{ Content }}', reply_prefix: 'Sure: '}\n")
+    pool = FakePool(plan)
+    with TestClient(create_app(plan, pool=pool)) as client:
+        messages = [{"role": "user", "content": "hi"}]
+        reply = client.post("/v1/chat/completions", json={"model": "pre", "messages": messages}).json()
+        assert reply["choices"][0]["message"]["content"] == "Sure: Hello world, this is a fake model."
+        assert pool.requests[-1][1].grammar is None
+        events = sse(client.post("/v1/chat/completions", json={"model": "pre", "messages": messages, "stream": True}))
+        contents = [e["choices"][0]["delta"].get("content") for e in events if e != "[DONE]" and e["choices"]]
+        assert [c for c in contents if c][0] == "Sure: "
+        completion = client.post("/v1/completions", json={"model": "pre", "prompt": "x"}).json()
+        assert completion["choices"][0]["text"] == "Sure: Hello world, this is a fake model."
+        assert pool.requests[-1][1].grammar is None
+        client.post("/v1/edits", json={"model": "pre", "instruction": "Fix", "input": "teh"})
+        assert pool.requests[-1][1].grammar == 'root ::= "x"'
