@@ -240,8 +240,15 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
                               allow_unverified=allow_unverified)
     if not plan.models and installer is None:
         raise click.UsageError("the plan has no models to serve")
+    loose = None
+    directory = _served_directory(models_dir, served)
+    if directory is not None:  # GGUF files dropped in later are served when a request names them
+        from modelyard.launcher.loose_models import LooseModels
+
+        loose = LooseModels(directory, dict(os.environ))
     serve(plan, api_keys=api_keys, preload=preload, log_level=log_level, installer=installer,
-          install_on_start=install_refs, on_demand_installs=on_demand_install, gallery_api=not no_gallery_api)
+          install_on_start=install_refs, on_demand_installs=on_demand_install, gallery_api=not no_gallery_api,
+          loose_models=loose)
 
 
 def _fetch_model_files(plan: LaunchPlan) -> int:
@@ -256,13 +263,18 @@ def _fetch_model_files(plan: LaunchPlan) -> int:
         sys.exit(EXIT_INVALID)
 
 
-def _install_directory(models_dir: str | None, served: tuple[str, ...]) -> Path:
-    """Where gallery installs go: --models-dir, else the one directory being served (so the next
-    `launch` of it serves them too), else ./models; absolute, as the log names it."""
+def _served_directory(models_dir: str | None, served: tuple[str, ...]) -> Path | None:
+    """The models directory being served (--models-dir, or the one directory given), if any."""
     if models_dir:
         return Path(models_dir).resolve()
     directories = [Path(path) for path in served if Path(path).is_dir()]
-    return (directories[0] if len(directories) == 1 else Path(DEFAULT_MODELS_DIR)).resolve()
+    return directories[0].resolve() if len(directories) == 1 else None
+
+
+def _install_directory(models_dir: str | None, served: tuple[str, ...]) -> Path:
+    """Where gallery installs go: --models-dir, else the one directory being served (so the next
+    `launch` of it serves them too), else ./models; absolute, as the log names it."""
+    return _served_directory(models_dir, served) or Path(DEFAULT_MODELS_DIR).resolve()
 
 
 def _default_model_file() -> Path:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
-from . import backends
+from . import backends, go_regex
 from .backend_rules import check_backend_rules
 from .context import ModelContext, Reader
 from .gguf_metadata import GgufMetadata
@@ -281,14 +281,22 @@ def _reasoning(r: Reader) -> Reasoning:
 
 
 def _output_rules(r: Reader, ctx: ModelContext) -> OutputRules:
-    for key in ("cutstrings", "extract_regex"):
-        for index, pattern in enumerate(r.raw.get(key) or []):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                ctx.error((key, index), f"invalid regular expression: {exc}")
     lists = {key: tuple(r.get((key,), f"output.{key}", ()))
              for key in ("stopwords", "cutstrings", "extract_regex", "trimspace", "trimsuffix")}
+    for key in ("cutstrings", "extract_regex"):  # Go regular expressions, in Python's syntax
+        patterns = []
+        for index, pattern in enumerate(lists[key]):
+            translated, why = go_regex.to_python(pattern)
+            if translated is None:
+                ctx.warning((key, index), f"{pattern!r} is skipped: {why}")
+                continue
+            try:
+                re.compile(translated)
+            except re.error as exc:
+                ctx.error((key, index), f"invalid regular expression: {exc}")
+                continue
+            patterns.append(translated)
+        lists[key] = tuple(patterns)
     return OutputRules(**lists, echo=bool(r.get(("parameters", "echo"), "output.echo", False)),
                        reply_prefix=r.get(("template", "reply_prefix"), "output.reply_prefix", "") or "")
 

@@ -34,7 +34,10 @@ NON_TEXT_BACKENDS = frozenset({
     "moonshine", "rfdetr", "transformers-musicgen", "outetts", "voxcpm",
 })
 # LocalAI text-generation backends modelyard does not serve.
-OTHER_TEXT_BACKENDS = frozenset({"sglang", "mlx", "mlx-vlm", "mlx-audio", "mamba", "vllm-omni", "rwkv", "gpt4all"})
+OTHER_TEXT_BACKENDS = frozenset({
+    "sglang", "mlx", "mlx-vlm", "mlx-audio", "mlx-distributed", "mamba", "vllm-omni", "vllm-cpp", "rwkv", "gpt4all",
+    "ik-llama-cpp", "turboquant", "ds4", "cloud-proxy",
+})
 
 
 @dataclass(frozen=True)

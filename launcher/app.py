@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import math
+import os
 import struct
 import time
 import uuid
@@ -59,6 +60,7 @@ from .generation import (
     usage,
 )
 from .installer import Installer
+from .loose_models import LooseModels
 from .messages import Failure
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import MODEL, MODEL_LIST, openapi_document
@@ -92,7 +94,8 @@ FINGERPRINT = "modelyard-0.1"
 
 def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = (),
                installer: Installer | None = None, install_on_start: Sequence[str] = (),
-               on_demand_installs: bool = False, gallery_api: bool = True) -> Starlette:
+               on_demand_installs: bool = False, gallery_api: bool = True,
+               loose_models: LooseModels | None = None) -> Starlette:
     """The app; ``api_keys`` are the resolved keys (the plan holds only where they come from).
 
     With an ``installer`` the gallery API is served and installed models join without a
@@ -131,7 +134,7 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
     )
     app.state.server = ServerState(
         plan=plan, pool=pool, admission=Admission(plan.server.max_queue_per_model, plan.server.max_in_flight),
-        metrics=metrics, endpoints=tuple(endpoints), gallery=gallery, auth=bool(keys))
+        metrics=metrics, endpoints=tuple(endpoints), gallery=gallery, auth=bool(keys), loose=loose_models)
     return app
 
 
@@ -207,8 +210,17 @@ def _model_card(model: ModelPlan) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
-    plan: LaunchPlan = server_state(request).plan
-    return JSONResponse({"object": "list", "data": [_model_card(m) for m in plan.models]})
+    """The served models, then the GGUF files of the models directory no model serves yet (a
+    request naming one serves it, as LocalAI lists and serves its loose files)."""
+    state = server_state(request)
+    cards = [_model_card(m) for m in state.plan.models]
+    if state.loose is not None:
+        served = {os.path.realpath(m.model) for m in state.plan.models if m.model and m.model_is_local}
+        names = {m.name for m in state.plan.models}
+        for name in await asyncio.to_thread(state.loose.listed):
+            if name not in names and os.path.realpath(state.loose.directory / name) not in served:
+                cards.append({"id": name, "object": "model", "created": 0, "owned_by": "modelyard"})
+    return JSONResponse({"object": "list", "data": cards})
 
 
 async def get_model(request: Request) -> Response:
@@ -230,7 +242,7 @@ def _find_model(plan: LaunchPlan, name: str, gallery: GalleryService | None = No
     return model
 
 
-def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
+async def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
     """Body ``model``; else a model named by the bearer token (only when API keys are off: then
     the token is the key); else LocalAI's default: the first model (in name order) that is for
     this kind of request (its ``known_usecases``, or what its templates imply), else the first
@@ -244,7 +256,11 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
             name = token
         else:
             name = _default_model(plan, usecase)
-    model = _find_model(plan, name, server_state(request).gallery)
+    model = plan.model(name)
+    if model is None and server_state(request).loose is not None:
+        model = await _adopt_loose_file(request, name)
+    if model is None:
+        model = _find_model(plan, name, server_state(request).gallery)
     request.state.model = model.name  # the metrics' model label
     if usecase == "embeddings" and not model.embeddings:
         raise OpenAIError(400, f"model {model.name!r} does not serve embeddings (its YAML needs 'embeddings: true')",
@@ -256,6 +272,30 @@ def _select_model(request: Request, body: Sampling, usecase: str) -> ModelPlan:
         raise OpenAIError(400, f"logit_bias is not supported by {model.backend} models ({model.name!r}) yet",
                           param="logit_bias", code="unsupported")
     return model
+
+
+async def _adopt_loose_file(request: Request, name: str) -> ModelPlan | None:
+    """A GGUF file of the models directory named by a request and not served yet (dropped in
+    after launch, or in a subdirectory): compiled as a bare GGUF is at launch, then served under
+    that name. A file some model already serves is that model (no second worker for it)."""
+    state = server_state(request)
+    loose: LooseModels = state.loose
+    path = await asyncio.to_thread(loose.path_of, name)
+    if path is None:
+        return None
+    served = next((m for m in state.plan.models if m.model and m.model_is_local
+                   and os.path.realpath(m.model) == str(path)), None)
+    if served is not None:
+        return served
+    async with state.adopting:  # one compile and one worker per file, however many ask at once
+        if state.plan.model(name) is None:
+            model = await asyncio.to_thread(loose.compile, name)
+            if model is None:
+                raise OpenAIError(400, f"{name!r} is a file of the models directory that modelyard cannot serve "
+                                       "(not a readable GGUF model)", param="model", code="model_not_servable")
+            await _add_model(request.app, model)
+            log.info("serving %s, a GGUF file found in the models directory after launch", name)
+    return state.plan.model(name)
 
 
 def _default_model(plan: LaunchPlan, usecase: str) -> str:
@@ -342,7 +382,7 @@ async def chat_completions(request: Request) -> Response:
     if body.top_logprobs is not None and not body.logprobs:
         raise OpenAIError(400, "top_logprobs requires logprobs: true", param="top_logprobs", code="invalid_value")
     tools = parse_tool_request(body.tools, body.tool_choice, body.functions, body.function_call)
-    model = _select_model(request, body, "chat")
+    model = await _select_model(request, body, "chat")
     messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
     # Off the event loop: a heavy template must not stall other requests (and /healthz).
     prompt = check_prompt_size(model, await asyncio.to_thread(
@@ -422,7 +462,7 @@ async def completions(request: Request) -> Response:
     if len(prompts) * body.n > max_n:
         raise OpenAIError(400, f"the prompts times n must be at most {max_n} choices", param="prompt",
                           code="invalid_value")
-    model = _select_model(request, body, "completion")
+    model = await _select_model(request, body, "completion")
     _check_grammar(model, body.grammar)
     if body.echo and body.logprobs is not None and not backends.get(model.backend).prompt_logprobs:
         raise OpenAIError(400, f"echo with logprobs (the prompt's tokens scored) is not supported by {model.backend} "
@@ -499,7 +539,7 @@ async def edits(request: Request) -> Response:
     if len(inputs) * body.n > max_n:
         raise OpenAIError(400, f"the inputs times n must be at most {max_n} choices", param="input",
                           code="invalid_value")
-    model = _select_model(request, body, "edit")
+    model = await _select_model(request, body, "edit")
     max_tokens = _max_tokens(request, model, body.max_tokens)
     # The YAML's grammar reaches edits only: LocalAI's chat and completion handlers replace it
     # with the request's, even an empty one (chat.go l.319, completion.go l.111).
@@ -513,7 +553,7 @@ async def edits(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     body = parse_body(await _read_body(request), EmbeddingRequest)
-    model = _select_model(request, body, "embeddings")
+    model = await _select_model(request, body, "embeddings")
     inputs = body.inputs()
     reply = await server_state(request).pool.embed(model.name, inputs)
     data = []

@@ -13,6 +13,7 @@ from modelyard.compiler.plan import LaunchPlan
 from .app import create_app
 from .connections import guarded_protocol
 from .installer import Installer
+from .loose_models import LooseModels
 from .pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ def resolve_api_keys(plan: LaunchPlan, env: Mapping[str, str]) -> list[str]:
 
 def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_level: str = "info",
           installer: Installer | None = None, install_on_start: Sequence[str] = (),
-          on_demand_installs: bool = False, gallery_api: bool = True) -> None:
+          on_demand_installs: bool = False, gallery_api: bool = True, loose_models: LooseModels | None = None) -> None:
     """Serve until SIGINT/SIGTERM; shutting down stops every worker (no orphans)."""
     pool = WorkerPool(plan)
     app = create_app(plan, pool=pool, preload=preload, api_keys=api_keys, installer=installer,
                      install_on_start=install_on_start, on_demand_installs=on_demand_installs,
-                     gallery_api=gallery_api)
+                     gallery_api=gallery_api, loose_models=loose_models)
     server = plan.server
     names = ", ".join(f"{m.name} ({m.backend})" for m in plan.models)
     log.info("serving %d model(s): %s", len(plan.models), names or "none yet")

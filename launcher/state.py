@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -12,6 +13,7 @@ from modelyard.compiler.plan import LaunchPlan
 if TYPE_CHECKING:
     from .gallery_api import GalleryService
     from .generation import Admission, Pool
+    from .loose_models import LooseModels
     from .metrics import Metrics
     from .routes import Endpoint
 
@@ -26,6 +28,8 @@ class ServerState:
     gallery: GalleryService | None = None
     auth: bool = False  # API keys are required
     ready: bool = False  # start-up installs and preloading are done
+    loose: LooseModels | None = None  # GGUF files of the models directory served on request
+    adopting: asyncio.Lock = field(default_factory=asyncio.Lock)  # one adoption of a loose file at a time
 
 
 def server_state(request: Request) -> ServerState:

@@ -798,3 +798,34 @@ def test_reply_prefix_is_sent_first_and_the_yaml_grammar_reaches_edits_only() ->
         assert pool.requests[-1][1].grammar is None
         client.post("/v1/edits", json={"model": "pre", "instruction": "Fix", "input": "teh"})
         assert pool.requests[-1][1].grammar == 'root ::= "x"'
+
+
+def test_a_gguf_file_dropped_in_after_launch_is_listed_and_served(tmp_path) -> None:
+    """LocalAI serves a models-directory file a request names, with an implicit config
+    (core/http/middleware/request.go), and lists loose files in /v1/models; names may hold '/'."""
+    from modelyard.launcher.loose_models import LooseModels
+
+    from .file_server import tiny_gguf
+
+    plan = make_plan()
+    pool = FakePool(plan)
+    app = create_app(plan, pool=pool, loose_models=LooseModels(tmp_path, {}))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden.gguf").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    with TestClient(app) as client:
+        tiny_gguf(tmp_path / "late.gguf")
+        tiny_gguf(tmp_path / "sub" / "deep.gguf")
+        (tmp_path / "broken.gguf").write_bytes(b"not a gguf")
+        listed = [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert listed == ["chat", "embed", "plain", "rules", "broken.gguf", "late.gguf"]
+        for name in ("late.gguf", "sub/deep.gguf"):
+            reply = client.post("/v1/completions", json={"model": name, "prompt": "x", "max_tokens": 3})
+            assert reply.status_code == 200 and reply.json()["model"] == name
+            assert pool.requests[-1][0] == name
+        assert "late.gguf" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        refused = client.post("/v1/completions", json={"model": "broken.gguf", "prompt": "x"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "model_not_servable")
+        for name in ("../etc.gguf", "sub/../../x.gguf", ".hidden.gguf", "notes.txt", "/etc/passwd.gguf"):
+            missing = client.post("/v1/completions", json={"model": name, "prompt": "x"})
+            assert missing.status_code == 404, name
