@@ -25,6 +25,7 @@ from jsonschema.exceptions import SchemaError
 
 from modelyard.compiler.template_env import GoStruct
 
+from . import tool_formats
 from .constraints import check_json_schema
 from .errors import OpenAIError
 from .schema_utils import expand_type_lists
@@ -228,32 +229,16 @@ def new_call_id() -> str:
 
 
 def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
-    """The calls ``text`` holds when it is entirely calls to offered tools: a JSON object, a list
-    of them, or ``<tool_call>`` blocks (the Hermes/Qwen templates' syntax); None when it is
-    ordinary content."""
-    stripped = text.strip()
-    if stripped.startswith(_TAGGED_OPEN):  # Hermes / Qwen style: <tool_call>{...}</tool_call>, one per call
-        bodies = _TAGGED.findall(stripped)
-        if not bodies or _TAGGED.sub("", stripped).strip():
-            return None
-        try:
-            items = [json.loads(body, strict=False) for body in bodies]
-        except json.JSONDecodeError:
-            return None
-    elif stripped.startswith(("{", "[")):
-        try:
-            value = json.loads(stripped, strict=False)  # raw control characters: re-escaped below
-        except json.JSONDecodeError:
-            return None
-        items = value if isinstance(value, list) else [value]
-    else:
+    """The calls ``text`` holds when it is entirely calls to offered tools, in any syntax the
+    gallery's templates ask for (``tool_formats.py``); None when it is ordinary content."""
+    found = tool_formats.parse(text)
+    if found is None:
         return None
     offered = {t.name: t for t in tools.offered}
     calls = []
-    for item in items:
-        if not isinstance(item, dict) or item.get("name") not in offered:
+    for name, arguments in found:
+        if not isinstance(name, str) or name not in offered:
             return None
-        arguments = item.get("arguments", item.get("parameters"))
         if isinstance(arguments, str):  # some models write the arguments as a JSON text
             try:
                 arguments = json.loads(arguments, strict=False)
@@ -262,9 +247,9 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
         # A call only when its arguments fit the tool: an answer that happens to hold a tool's
         # name ({"name": "get_weather", "country": "France"}) is content, never a call with
         # arguments made up.
-        if not isinstance(arguments, dict) or not _fits(arguments, offered[item["name"]]):
+        if not isinstance(arguments, dict) or not _fits(arguments, offered[name]):
             return None
-        calls.append(ToolCall(new_call_id(), item["name"], json.dumps(arguments, ensure_ascii=False)))
+        calls.append(ToolCall(new_call_id(), name, json.dumps(arguments, ensure_ascii=False)))
     return calls or None
 
 
@@ -275,8 +260,6 @@ def _fits(arguments: dict[str, Any], tool: Tool) -> bool:
         return False
 
 
-_TAGGED_OPEN = "<tool_call>"
-_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 _CALL_HEAD = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.DOTALL)
 _TAIL = re.compile(r"\s*\}?\s*$")
 
@@ -387,8 +370,9 @@ class ChoiceDeltas:
 
     Plain content streams as it comes. A forced call streams as OpenAI does: one fragment with
     ``id``, ``type`` and ``function.name``, then ``arguments`` fragments. Under ``auto``, output
-    that opens with ``{`` or ``[`` is held until it ends, then sent as calls if it is one, else
-    as content: call JSON never leaks into ``content``.
+    that opens as calls can (``{``, ``[``, ``<tool_call>``, ``<function=``, ``[TOOL_CALLS]``...)
+    is held until it ends, then sent as calls if it is some, else as content: call text never
+    leaks into ``content``.
     """
 
     def __init__(self, tools: ToolRequest | None, parallel: bool = True) -> None:
@@ -406,7 +390,7 @@ class ChoiceDeltas:
             return [self._call_delta(0, kind, value) for kind, value in self.call.feed(text)]
         self.held += text  # auto: content, or a call?
         start = self.held.lstrip()
-        if start and not start.startswith(("{", "[")) and not _TAGGED_OPEN.startswith(start[:len(_TAGGED_OPEN)]):
+        if start and not tool_formats.may_open_calls(start):
             self.mode, held, self.held = "content", self.held, ""
             return [{"content": held}]
         return []

@@ -216,3 +216,39 @@ def test_structured_output_with_auto_tools_is_a_valid_call_or_a_valid_answer(cli
             ways.add("answer")
     # Under the answer schema alone (before the union) no call could be written at all.
     assert "call" in ways, ways
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                                 "parameters": obj({"city": S})}}
+FORMATS = [  # what each gallery template family asks the model to write (launcher/tool_formats.py)
+    '<function=get_weather>{"city": "Boston"}</function>',  # llama3.1-instruct
+    '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Boston"}}]',  # mistral-0.3
+    '<scratchpad>Weather is asked.</scratchpad>\n<tool_call>\n{"name": "get_weather", '
+    '"arguments": {"city": "Boston"}}\n</tool_call>',  # hermes-2-pro
+    '[get_weather(city="Boston")]',  # pythonic: LocalAI's AIO gpt-4
+]
+
+
+def _literal_grammar(text: str) -> str:
+    return "root ::= " + json.dumps(text)
+
+
+@pytest.mark.parametrize("written", FORMATS, ids=["function-tag", "mistral", "hermes-scratchpad", "pythonic"])
+def test_each_gallery_call_syntax_comes_back_as_tool_calls_on_the_real_model(client, written) -> None:
+    """The model is held to the syntax by a grammar (a 270M model would not write it unaided);
+    tool_choice auto, whole and streamed, then the second turn of the conversation."""
+    ask = dict(model="gemma-3-270m", messages=[{"role": "user", "content": "Weather in Boston?"}],
+               tools=[WEATHER_TOOL], tool_choice="auto", max_tokens=80, extra_body={"grammar": _literal_grammar(written)})
+    reply = client.chat.completions.create(**ask).choices[0]
+    assert reply.finish_reason == "tool_calls" and reply.message.content is None
+    [call] = reply.message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Boston"})
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    streamed = "".join(tc.function.arguments or "" for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ())
+    assert content == "" and json.loads(streamed) == {"city": "Boston"}
+    follow_up = client.chat.completions.create(
+        model="gemma-3-270m", max_tokens=8, tools=[WEATHER_TOOL],
+        messages=[*ask["messages"], reply.message.model_dump(exclude_none=True),
+                  {"role": "tool", "tool_call_id": call.id, "content": "12 degrees, rain"}])
+    assert follow_up.choices[0].message.content

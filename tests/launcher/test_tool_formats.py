@@ -1,0 +1,77 @@
+"""The tool-call syntaxes LocalAI's gallery templates ask models for (``launcher/tool_formats.py``),
+read whole and streamed: a reply made of calls becomes ``tool_calls``; prose stays content."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelyard.launcher.tools import ChoiceDeltas, parse_calls, parse_tool_request
+
+from .test_tools import TIME, WEATHER
+
+TOOLS = parse_tool_request([WEATHER, TIME], "auto", None, None)
+PARIS = {"city": "Paris", "unit": "C"}
+BOTH = [("get_weather", PARIS), ("get_time", {"zone": "CET"})]
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ('{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}', BOTH[:1]),
+    # Llama 3.x's JSON tool format: "parameters", after <|python_tag|>
+    ('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "unit": "C"}}', BOTH[:1]),
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}\n</tool_call>\n'
+     '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>', BOTH),
+    # Hermes 2 Pro: its template asks for a scratchpad first
+    ('<scratchpad>The user wants the weather.</scratchpad>\n<tool_call>\n{"name": "get_weather", '
+     '"arguments": {"city": "Paris", "unit": "C"}}\n</tool_call>', BOTH[:1]),
+    # llama3.1-instruct (168 gallery entries) and LocalAI's AIO response_regex
+    ('<function=get_weather>{"city": "Paris", "unit": "C"}</function>', BOTH[:1]),
+    ('<function=get_weather>{"city": "Paris", "unit": "C"}</function>\n<function=get_time>{"zone": "CET"}</function>',
+     BOTH),
+    # mistral-0.3 (38 entries), and Mistral's newer [ARGS] syntax
+    ('[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}]', BOTH[:1]),
+    ('[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "C"}[TOOL_CALLS]get_time[ARGS]{"zone": "CET"}', BOTH),
+    # pythonic: LocalAI's AIO gpt-4 function template, Llama 3.2
+    ('[get_weather(city="Paris", unit="C"), get_time(zone="CET")]', BOTH),
+])
+def test_each_gallery_syntax_reads_as_calls(reply, expected) -> None:
+    calls = parse_calls(reply, TOOLS)
+    assert calls is not None, reply
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == expected
+
+
+@pytest.mark.parametrize("reply", [
+    "The weather in Paris is mild.",
+    'I will call <function=get_weather>{"city": "Paris", "unit": "C"}</function> now',  # prose around it
+    '<function=get_weather>{"city": "Paris"}</function>',  # misses a required argument
+    '<function=unknown>{"city": "Paris", "unit": "C"}</function>',
+    '[get_weather(city=__import__("os").getcwd(), unit="C")]',  # not a literal: never evaluated
+    '[get_weather("Paris", "C")]',  # positional arguments name nothing
+    "[1, 2, 3]",
+    '[TOOL_CALLS] not json',
+    '<scratchpad>thinking</scratchpad> and then an answer',
+])
+def test_anything_else_stays_content(reply) -> None:
+    assert parse_calls(reply, TOOLS) is None
+
+
+@pytest.mark.parametrize("pieces,calls", [
+    (["<func", "tion=get_weather>", '{"city": "Paris", ', '"unit": "C"}</function>'], ["get_weather"]),
+    (["[TOOL", "_CALLS] ", '[{"name": "get_time", "arguments": {"zone": "CET"}}]'], ["get_time"]),
+    (["<scr", "atchpad>plan</scratchpad><tool_call>", '{"name": "get_time", "arguments": {"zone": "CET"}}',
+      "</tool_call>"], ["get_time"]),
+])
+def test_a_stream_holds_call_syntax_back_and_sends_openai_fragments(pieces, calls) -> None:
+    deltas = ChoiceDeltas(TOOLS)
+    assert all(deltas.text(piece) == [] for piece in pieces)  # nothing leaks into content
+    sent, finish = deltas.finish("stop")
+    assert finish == "tool_calls"
+    assert [d["tool_calls"][0]["function"]["name"] for d in sent if "id" in d["tool_calls"][0]] == calls
+
+
+def test_a_stream_of_prose_is_sent_at_once() -> None:
+    deltas = ChoiceDeltas(TOOLS)
+    assert deltas.text("<f") == []  # could still open <function=
+    assert deltas.text("oo> bar") == [{"content": "<foo> bar"}]
+    assert deltas.text(" more") == [{"content": " more"}]
