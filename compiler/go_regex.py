@@ -43,3 +43,17 @@ def to_python(pattern: str) -> tuple[str | None, str | None]:
         translated.append(char)
         index += 1
     return "".join(translated), None
+
+
+_GROUP_REFERENCE = re.compile(r"\$(?:\{(\w+)\}|(\w+))|\$\$|\\")
+
+
+def replacement(value: str) -> str:
+    """A Go ``ReplaceAllString`` replacement (``$1``, ``${1}``, ``$name``, ``$$``) for ``re.sub``."""
+    def convert(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        if match.group(0) == "\\":
+            return "\\\\"  # a literal backslash
+        return f"\\g<{match.group(1) or match.group(2)}>"
+    return _GROUP_REFERENCE.sub(convert, value)

@@ -22,7 +22,17 @@ from .inference_defaults import family_defaults
 from .model_urls import MODEL_URL_PREFIXES, is_model_url, listed_downloads, local_file_name, model_download
 from .options import parse_options
 from .paths import SAFE_NAME
-from .plan import ModelDownload, ModelPlan, OutputRules, Reasoning, Sampling, Template, Templates, Usecase
+from .plan import (
+    FunctionParsing,
+    ModelDownload,
+    ModelPlan,
+    OutputRules,
+    Reasoning,
+    Sampling,
+    Template,
+    Templates,
+    Usecase,
+)
 from .sources import GGML_DEPRECATED, PACKAGE_SCHEME
 from .templates import resolve_template, tokenizer_template
 
@@ -79,6 +89,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         sampling=_sampling(r, name, model_value),
         output=_output_rules(r, ctx),
         reasoning=_reasoning(r),
+        function_parsing=_function_parsing(r, ctx),
         templates=templates,
         embeddings=embeddings,
     )
@@ -270,6 +281,51 @@ def _sampling(r: Reader, name: str, model_value: str | None) -> Sampling:
     return Sampling(**values)
 
 
+def _function_parsing(r: Reader, ctx: ModelContext) -> FunctionParsing:
+    """LocalAI's ``function:`` parsing keys; its Go patterns put in Python's syntax (one RE2
+    refuses is skipped, as LocalAI's MustCompile would not even start)."""
+    def patterns(key: str) -> tuple[str, ...]:
+        found = []
+        for index, pattern in enumerate(r.get(("function", key), f"function_parsing.{key}", ())):
+            translated = _checked_pattern(pattern, ("function", key, index), ctx)
+            if translated is not None:
+                found.append(translated)
+        return tuple(found)
+
+    def replacements(key: str) -> tuple[tuple[str, str], ...]:
+        found = []
+        for index, item in enumerate(r.get(("function", key), f"function_parsing.{key}", ())):
+            translated = _checked_pattern(item["key"], ("function", key, index, "key"), ctx)
+            if translated is not None:
+                found.append((translated, go_regex.replacement(item.get("value") or "")))
+        return tuple(found)
+
+    return FunctionParsing(
+        response_regex=patterns("response_regex"), json_regex_match=patterns("json_regex_match"),
+        argument_regex=patterns("argument_regex"),
+        argument_key=r.get(("function", "argument_regex_key_name"), "function_parsing.argument_key", "key"),
+        argument_value=r.get(("function", "argument_regex_value_name"), "function_parsing.argument_value", "value"),
+        replace_function_results=replacements("replace_function_results"),
+        replace_llm_results=replacements("replace_llm_results"), capture_llm_results=patterns("capture_llm_results"),
+        name_key=r.get(("function", "function_name_key"), "function_parsing.name_key", "name"),
+        arguments_key=r.get(("function", "function_arguments_key"), "function_parsing.arguments_key", "arguments"),
+    )
+
+
+def _checked_pattern(pattern: str, where: tuple, ctx: ModelContext) -> str | None:
+    """A Go pattern in Python's syntax, or None (with the warning or error that says why)."""
+    translated, why = go_regex.to_python(pattern)
+    if translated is None:
+        ctx.warning(where, f"{pattern!r} is skipped: {why}")
+        return None
+    try:
+        re.compile(translated)
+    except re.error as exc:
+        ctx.error(where, f"invalid regular expression: {exc}")
+        return None
+    return translated
+
+
 def _reasoning(r: Reader) -> Reasoning:
     return Reasoning(
         extract=not r.get(("reasoning", "disable"), "reasoning.extract", False),
@@ -284,19 +340,8 @@ def _output_rules(r: Reader, ctx: ModelContext) -> OutputRules:
     lists = {key: tuple(r.get((key,), f"output.{key}", ()))
              for key in ("stopwords", "cutstrings", "extract_regex", "trimspace", "trimsuffix")}
     for key in ("cutstrings", "extract_regex"):  # Go regular expressions, in Python's syntax
-        patterns = []
-        for index, pattern in enumerate(lists[key]):
-            translated, why = go_regex.to_python(pattern)
-            if translated is None:
-                ctx.warning((key, index), f"{pattern!r} is skipped: {why}")
-                continue
-            try:
-                re.compile(translated)
-            except re.error as exc:
-                ctx.error((key, index), f"invalid regular expression: {exc}")
-                continue
-            patterns.append(translated)
-        lists[key] = tuple(patterns)
+        checked = (_checked_pattern(pattern, (key, index), ctx) for index, pattern in enumerate(lists[key]))
+        lists[key] = tuple(pattern for pattern in checked if pattern is not None)
     return OutputRules(**lists, echo=bool(r.get(("parameters", "echo"), "output.echo", False)),
                        reply_prefix=r.get(("template", "reply_prefix"), "output.reply_prefix", "") or "")
 

@@ -114,6 +114,22 @@ class OutputRules(_Frozen):
     reply_prefix: str = ""  # sent first, streamed too (template.reply_prefix)
 
 
+class FunctionParsing(_Frozen):
+    """How tool calls are read out of a reply (LocalAI's ``function:`` parsing keys,
+    pkg/functions/parse.go ``ParseFunctionCall``); patterns are already in Python's syntax."""
+
+    response_regex: tuple[str, ...] = ()
+    json_regex_match: tuple[str, ...] = ()
+    argument_regex: tuple[str, ...] = ()
+    argument_key: str = "key"
+    argument_value: str = "value"
+    replace_function_results: tuple[tuple[str, str], ...] = ()  # (pattern, replacement) before calls are read
+    replace_llm_results: tuple[tuple[str, str], ...] = ()  # on the text content
+    capture_llm_results: tuple[str, ...] = ()
+    name_key: str = "name"
+    arguments_key: str = "arguments"
+
+
 class Reasoning(_Frozen):
     """What happens to reasoning blocks (``<think>...</think>``) in chat answers (LocalAI's ``reasoning:``)."""
 
@@ -216,6 +232,7 @@ class ModelPlan(_Frozen):
     sampling: Sampling
     output: OutputRules
     reasoning: Reasoning = Field(default_factory=Reasoning)
+    function_parsing: FunctionParsing = Field(default_factory=FunctionParsing)
     templates: Templates
     embeddings: bool = False
     grammar: str | None = Field(default=None, description="A GBNF grammar every generation must match (llama-cpp).")

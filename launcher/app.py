@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -383,6 +384,8 @@ async def chat_completions(request: Request) -> Response:
         raise OpenAIError(400, "top_logprobs requires logprobs: true", param="top_logprobs", code="invalid_value")
     tools = parse_tool_request(body.tools, body.tool_choice, body.functions, body.function_call)
     model = await _select_model(request, body, "chat")
+    if tools is not None:  # read calls as the model's YAML says (its `function:` block)
+        tools = dataclasses.replace(tools, parsing=model.function_parsing)
     messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
     # Off the event loop: a heavy template must not stall other requests (and /healthz).
     prompt = check_prompt_size(model, await asyncio.to_thread(

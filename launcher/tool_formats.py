@@ -48,6 +48,23 @@ def _json(text: str) -> Any:
     return json.loads(text, strict=False)  # raw control characters: the caller re-encodes
 
 
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects ``text`` holds: one, a list of them, or several in a row (LocalAI's
+    ``ParseJSON``, which also skips what is not JSON between them)."""
+    decoder, found, index = json.JSONDecoder(strict=False), [], 0
+    while index < len(text):
+        start = min((i for i in (text.find("{", index), text.find("[", index)) if i >= 0), default=-1)
+        if start < 0:
+            break
+        try:
+            value, index = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            index = start + 1
+            continue
+        found += [item for item in (value if isinstance(value, list) else [value]) if isinstance(item, dict)]
+    return found
+
+
 def _from_objects(value: Any) -> Calls | None:
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(item, dict) for item in items):

@@ -23,6 +23,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from modelyard.compiler.plan import FunctionParsing
 from modelyard.compiler.template_env import GoStruct
 
 from . import tool_formats
@@ -50,6 +51,7 @@ class ToolRequest:
     tools: tuple[Tool, ...]
     choice: str  # "none", "auto", "required", or the name of the function to call
     legacy: bool = False  # `functions`/`function_call`: answer with message.function_call
+    parsing: FunctionParsing = FunctionParsing()  # the model's (its YAML's `function:` block)
 
     @property
     def forced(self) -> bool:
@@ -230,8 +232,11 @@ def new_call_id() -> str:
 
 def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
     """The calls ``text`` holds when it is entirely calls to offered tools, in any syntax the
-    gallery's templates ask for (``tool_formats.py``); None when it is ordinary content."""
-    found = tool_formats.parse(text)
+    gallery's templates ask for (``tool_formats.py``), or where the model's ``function:``
+    settings find them (``response_regex``, ``json_regex_match``); None when it is content."""
+    found = _configured_calls(text, tools.parsing)
+    if found is None:
+        found = tool_formats.parse(text)
     if found is None:
         return None
     offered = {t.name: t for t in tools.offered}
@@ -251,6 +256,73 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
             return None
         calls.append(ToolCall(new_call_id(), name, json.dumps(arguments, ensure_ascii=False)))
     return calls or None
+
+
+def _configured_calls(text: str, parsing: FunctionParsing) -> tool_formats.Calls | None:
+    """LocalAI's ``ParseFunctionCall`` (pkg/functions/parse.go l.931) for the YAML's settings:
+    ``replace_function_results`` first; then each ``json_regex_match`` (the first with matches:
+    their first groups are the calls' JSON), or every ``response_regex`` match (its ``name`` and
+    ``arguments`` groups; ``argument_regex`` reads arguments that are not JSON)."""
+    if not (parsing.response_regex or parsing.json_regex_match):
+        return None
+    text = _replaced(text, parsing.replace_function_results)
+    calls: tool_formats.Calls = []
+    bodies: list[str] = []
+    for pattern in parsing.json_regex_match:
+        bodies = [m.group(1) for m in re.finditer(pattern, text) if m.groups()]
+        if bodies:
+            break
+    if parsing.json_regex_match and not bodies and not parsing.response_regex:
+        bodies = [text]  # LocalAI then reads the whole (replaced) reply as JSON
+    for body in bodies:
+        objects = tool_formats.json_objects(body.strip())
+        calls += [(o.get(parsing.name_key), o.get(parsing.arguments_key)) for o in objects]
+    for pattern in parsing.response_regex:
+        for match in re.finditer(pattern, text):
+            groups = match.groupdict()
+            if not groups.get(parsing.name_key):
+                break
+            calls.append((groups[parsing.name_key], _arguments(groups.get(parsing.arguments_key) or "", parsing)))
+    return calls or None
+
+
+def _arguments(text: str, parsing: FunctionParsing) -> Any:
+    """A ``response_regex`` match's arguments: JSON, or key/value pairs ``argument_regex`` reads
+    (LocalAI's ``ParseFunctionCallArgs``: every value a string)."""
+    if not parsing.argument_regex:
+        return text
+    pairs: dict[str, str] = {}
+    for pattern in parsing.argument_regex:
+        for match in re.finditer(pattern, text):
+            groups = match.groupdict()
+            if parsing.argument_key in groups and parsing.argument_value in groups:
+                pairs[groups[parsing.argument_key]] = groups[parsing.argument_value]
+    return pairs
+
+
+def _replaced(text: str, rules: tuple[tuple[str, str], ...]) -> str:
+    for pattern, replacement in rules:
+        try:
+            text = re.sub(pattern, replacement, text)
+        except (re.error, IndexError):  # a group the pattern lacks: Go would insert nothing
+            continue
+    return text
+
+
+def cleaned_content(text: str, parsing: FunctionParsing) -> str:
+    """A tool request's reply that holds no call, under ``replace_llm_results`` (LocalAI's
+    ``CleanupLLMResult``)."""
+    return _replaced(text, parsing.replace_llm_results)
+
+
+def captured_content(text: str, parsing: FunctionParsing) -> str | None:
+    """The text sent beside calls: the first ``capture_llm_results`` match's first group, trimmed
+    (LocalAI's ``ParseTextContent``); None without one."""
+    for pattern in parsing.capture_llm_results:
+        match = re.search(pattern, text)
+        if match is not None and match.groups() and (match.group(1) or "").strip():
+            return match.group(1).strip()
+    return None
 
 
 def _fits(arguments: dict[str, Any], tool: Tool) -> bool:
@@ -355,13 +427,15 @@ def assistant_message(text: str, finish_reason: str, tools: ToolRequest | None,
     """The non-streamed ``message`` and ``finish_reason`` for one choice's output."""
     calls = parse_calls(text, tools) if tools is not None and tools.choice != "none" else None
     if not calls:
-        return {"role": "assistant", "content": text, "refusal": None}, finish_reason
+        content = cleaned_content(text, tools.parsing) if tools is not None else text
+        return {"role": "assistant", "content": content, "refusal": None}, finish_reason
     calls = calls if parallel else calls[:1]
+    content = captured_content(text, tools.parsing)
     if tools.legacy:
         call = calls[0]
-        return ({"role": "assistant", "content": None, "refusal": None,
+        return ({"role": "assistant", "content": content, "refusal": None,
                  "function_call": {"name": call.name, "arguments": call.arguments}}, "function_call")
-    return ({"role": "assistant", "content": None, "refusal": None,
+    return ({"role": "assistant", "content": content, "refusal": None,
              "tool_calls": [c.to_openai() for c in calls]}, "tool_calls")
 
 

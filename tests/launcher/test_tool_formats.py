@@ -75,3 +75,56 @@ def test_a_stream_of_prose_is_sent_at_once() -> None:
     assert deltas.text("<f") == []  # could still open <function=
     assert deltas.text("oo> bar") == [{"content": "<foo> bar"}]
     assert deltas.text(" more") == [{"content": " more"}]
+
+
+def _base_parsing(base: str):
+    """The ``function:`` parsing settings of a LocalAI gallery base, compiled."""
+    from ..compiler.fakes import compile_yaml
+    from ..compiler.localai_corpus import base_configs
+
+    configs = dict(base_configs())
+    if f"{base}.yaml" not in configs:
+        pytest.skip("the LocalAI gallery corpus is not in this checkout")
+    result = compile_yaml({f"bases/{base}.yaml": configs[f"{base}.yaml"]}, check_files=False,
+                          sets=(f"name={base}", "parameters.model=model.gguf"))
+    assert result.plan is not None, result.diagnostics
+    return result.plan.models[0].function_parsing
+
+
+@pytest.mark.parametrize("base,reply,expected,content", [
+    # response_regex <function=(?P<name>\w+)>(?P<arguments>.*)</function>
+    ("llama3.1-instruct", 'Sure. <function=get_time>{"zone": "CET"}</function>', [("get_time", {"zone": "CET"})], None),
+    # json_regex_match over <tool_call> blocks; the scratchpad is the content beside the call
+    ("hermes-2-pro-mistral", '<scratchpad>time asked</scratchpad>\n<tool_call>\n{"arguments": {"zone": "CET"}, '
+     '"name": "get_time"}\n</tool_call>', [("get_time", {"zone": "CET"})], "time asked"),
+    # json_regex_match after [TOOL_CALLS], replace_function_results trimming the rest
+    ("mistral-0.3", '[TOOL_CALLS] [{"name": "get_time", "arguments": {"zone": "CET"}}] trailing',
+     [("get_time", {"zone": "CET"})], None),
+    # response_regex \[(?P<name>\w+)\((?P<arguments>.*)\)\] with argument_regex key=value pairs
+    ("llama3.2-quantized", "[get_time(zone='CET')]", [("get_time", {"zone": "CET"})], None),
+    # <Output> JSON, <Thought> captured as content
+    ("qwen-fcall", '<Thought>need the time</Thought><Output>{"name": "get_time", "arguments": {"zone": "CET"}}</Output>',
+     [("get_time", {"zone": "CET"})], "need the time"),
+])
+def test_gallery_function_blocks_read_calls_as_localai(base, reply, expected, content) -> None:
+    """LocalAI's ParseFunctionCall / ParseTextContent (pkg/functions/parse.go l.931, l.286) with
+    each base's own ``function:`` settings."""
+    import dataclasses
+
+    from modelyard.launcher.tools import assistant_message
+
+    tools = dataclasses.replace(TOOLS, parsing=_base_parsing(base))
+    message, finish = assistant_message(reply, "stop", tools)
+    assert finish == "tool_calls", message
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message["tool_calls"]] == expected
+    assert message["content"] == content
+
+
+def test_replace_llm_results_cleans_a_reply_without_calls() -> None:
+    import dataclasses
+
+    from modelyard.launcher.tools import assistant_message
+
+    tools = dataclasses.replace(TOOLS, parsing=_base_parsing("hermes-2-pro-mistral"))
+    message, finish = assistant_message("<scratchpad>no tool fits</scratchpad>It is sunny.", "stop", tools)
+    assert (message["content"], finish) == ("It is sunny.", "stop")
