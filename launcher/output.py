@@ -38,10 +38,15 @@ class StopFilter:
         return out
 
     def _partial(self, stop: str) -> int:
-        """Length of the longest end of the buffer that begins ``stop``."""
-        for size in range(min(len(stop) - 1, len(self.buffer)), 0, -1):
-            if self.buffer.endswith(stop[:size]):
-                return size
+        """Length of the longest end of the buffer that begins ``stop``: only the places in the
+        buffer's tail where ``stop``'s first character stands are tried."""
+        buffer = self.buffer
+        start = max(0, len(buffer) - len(stop) + 1)
+        index = buffer.find(stop[0], start)
+        while index >= 0:
+            if stop.startswith(buffer[index:]):
+                return len(buffer) - index
+            index = buffer.find(stop[0], index + 1)
         return 0
 
 

@@ -37,7 +37,7 @@ class ResponseFormat(_Request):
 
 MAX_LOGIT_BIAS = 1024
 MAX_STOPS = 256
-MAX_STOP_CHARS = 1024
+MAX_STOP_CHARS = 4096
 
 
 class Sampling(_Request):
@@ -93,8 +93,8 @@ class Sampling(_Request):
         # stop is looked for after every token.
         if isinstance(value, list) and len(value) > MAX_STOPS:
             raise ValueError(f"stop may hold at most {MAX_STOPS} sequences")
-        if any(len(stop) > MAX_STOP_CHARS for stop in ([value] if isinstance(value, str) else value or ())):
-            raise ValueError(f"a stop sequence may be at most {MAX_STOP_CHARS} characters")
+        if sum(len(stop) for stop in ([value] if isinstance(value, str) else value or ())) > MAX_STOP_CHARS:
+            raise ValueError(f"the stop sequences may hold at most {MAX_STOP_CHARS} characters in all")
         return value
 
     def stops(self) -> list[str]:

@@ -288,6 +288,7 @@ ERRORS = [
     ("stream_options alone", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}],
                                        "stream_options": {"include_usage": True}}}, 400, "stream_options"),
     ("too many stops", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": ["s"] * 257}}, 400, "stop"),
+    ("stops too long", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": ["s" * 2049] * 2}}, 400, "stop"),
     ("negative temperature", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": -1}}, 400, "temperature"),
     ("negative max_tokens", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}}, 400, "max_tokens"),
     ("tools", {"json": {"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}}, 400, "tools[0]"),

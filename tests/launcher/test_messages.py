@@ -7,6 +7,8 @@ import json
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelyard.launcher.backends.base import GenerationRequest, GeneratorBackend, RequestError
 from modelyard.launcher.errors import STATUS_OF_FAILURE, OpenAIError
@@ -140,3 +142,15 @@ def test_one_context_fit_check_with_one_wording_for_every_backend() -> None:
         fit_context(100, None, 100)
     assert (prompt.value.code, prompt.value.param, prompt.value.message) == (
         "context_length_exceeded", "messages", "the prompt is 100 tokens, which does not fit the model's 100-token context")
+
+
+@given(st.text("ab<", max_size=30), st.lists(st.text("ab<", min_size=1, max_size=6), min_size=1, max_size=4))
+def test_stop_filter_holds_back_exactly_the_longest_partial_stop(buffer, stops) -> None:
+    from modelyard.launcher.output import StopFilter
+
+    stop_filter = StopFilter(stops)
+    stop_filter.buffer = buffer
+    for stop in stops:
+        brute = next((size for size in range(min(len(stop) - 1, len(buffer)), 0, -1)
+                      if buffer.endswith(stop[:size])), 0)
+        assert stop_filter._partial(stop) == brute
