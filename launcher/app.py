@@ -386,7 +386,7 @@ async def chat_completions(request: Request) -> Response:
     model = await _select_model(request, body, "chat")
     if tools is not None:  # read calls as the model's YAML says (its `function:` block)
         tools = dataclasses.replace(tools, parsing=model.function_parsing)
-    messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id) for m in body.messages]
+    messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id, m.name or "") for m in body.messages]
     # Off the event loop: a heavy template must not stall other requests (and /healthz).
     prompt = check_prompt_size(model, await asyncio.to_thread(
         functools.partial(chat_prompt, model, messages, tools, reasoning_effort=body.reasoning_effort,

@@ -57,6 +57,7 @@ class PromptMessage:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
     tool_call_id: str | None = None  # a tool result's call
+    name: str = ""  # the message's `name` (a tool result's function, a participant): LocalAI's .FunctionName
 
     def hf(self) -> dict[str, Any]:
         """The Hugging Face chat-template shape (arguments as objects, as those templates expect)."""
@@ -123,6 +124,7 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
         # No template at all: the messages' texts joined, as LocalAI sends them (evaluator.go
         # TemplateMessages without chat_message or roles).
     rendered = []
+    suppress_system_prompt = False
     for index, message in enumerate(messages):
         if templates.chat_message is not None:
             # The data LocalAI's ChatMessageTemplateData holds (core/templates/evaluator.go).
@@ -132,7 +134,7 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
             text = _render(model, "chat_message", templates.chat_message, {
                 "RoleName": role, "Role": model.roles.get(role, ""),
                 "Content": message.content, "FunctionCall": _go_calls(message) if message.tool_calls else None,
-                "FunctionName": message.tool_calls[0].name if message.tool_calls else "",
+                "FunctionName": message.name,  # LocalAI's: the message's name (evaluator.go l.136)
                 "MessageIndex": index, "LastMessage": index == len(messages) - 1,
                 "SystemPrompt": system, "Function": bool(offered), "ReasoningEffort": effort,
             })
@@ -141,13 +143,16 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
         else:  # LocalAI's legacy role prefixes (none: the text alone)
             text = message.content or (message.call_text() if message.tool_calls else "")
             rendered.append(model.roles.get(message.role, "") + text)
+            # A system message printed this way stands for the YAML's system prompt (evaluator.go l.196).
+            suppress_system_prompt = suppress_system_prompt or (message.role == "system" and bool(message.content))
     joined = templates.join_chat_messages_by_character.join(rendered)
     outer, kind = (templates.function, "function") if offered and templates.function is not None \
         else (templates.chat, "chat")
     if outer is None:
         return joined
     return _render(model, kind, outer, {
-        "Input": joined, "SystemPrompt": system, "Functions": template_functions(tools) if offered else [],
+        "Input": joined, "SystemPrompt": system, "SuppressSystemPrompt": suppress_system_prompt,
+        "Functions": template_functions(tools) if offered else [],
         "ReasoningEffort": effort, "messages": hf_messages, "add_generation_prompt": True,
     })
 

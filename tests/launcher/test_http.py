@@ -830,3 +830,26 @@ def test_a_gguf_file_dropped_in_after_launch_is_listed_and_served(tmp_path) -> N
         for name in ("../etc.gguf", "sub/../../x.gguf", ".hidden.gguf", "notes.txt", "/etc/passwd.gguf"):
             missing = client.post("/v1/completions", json={"model": name, "prompt": "x"})
             assert missing.status_code == 404, name
+
+
+def test_function_name_and_suppress_system_prompt_are_localais() -> None:
+    """``.FunctionName`` is the message's ``name`` (core/templates/evaluator.go l.136);
+    ``.SuppressSystemPrompt`` is true once a system message was printed by the role prefixes
+    (l.196), so a chat template can leave the YAML's system prompt out then."""
+    plan = make_plan(
+        "- name: named\n  backend: llama-cpp\n  parameters: {model: model.gguf}\n"
+        "  template: {chat_message: '{{.RoleName}}[{{.FunctionName}}]: {{.Content}}'}\n"
+        "- name: prefixed\n  backend: llama-cpp\n  parameters: {model: model.gguf}\n  system_prompt: YAML-SYS\n"
+        "  roles: {system: 'S: ', user: 'U: '}\n"
+        "  template: {chat: \"{{if not .SuppressSystemPrompt}}{{.SystemPrompt}}\\n{{end}}{{.Input}}\"}\n")
+    pool = FakePool(plan)
+    with TestClient(create_app(plan, pool=pool)) as client:
+        client.post("/v1/chat/completions", json={"model": "named", "messages": [
+            {"role": "user", "content": "hi", "name": "ann"}, {"role": "tool", "content": "18", "name": "get_weather",
+                                                                "tool_call_id": "c1"}]})
+        assert pool.requests[-1][1].prompt == "user[ann]: hi\ntool[get_weather]: 18"
+        client.post("/v1/chat/completions", json={"model": "prefixed", "messages": [{"role": "user", "content": "hi"}]})
+        assert pool.requests[-1][1].prompt == "YAML-SYS\nU: hi"
+        client.post("/v1/chat/completions", json={"model": "prefixed", "messages": [
+            {"role": "system", "content": "own"}, {"role": "user", "content": "hi"}]})
+        assert pool.requests[-1][1].prompt == "S: own\nU: hi"
