@@ -11,6 +11,7 @@ import asyncio
 import base64
 import dataclasses
 import functools
+import importlib.metadata
 import json
 import logging
 import math
@@ -65,14 +66,23 @@ from .loose_models import LooseModels
 from .messages import Failure
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import MODEL, MODEL_LIST, openapi_document
-from .prompts import PromptMessage, chat_prompt, check_prompt_size, completion_prompt, edit_prompt
+from .prompts import (
+    CHARS_PER_TOKEN_BOUND,
+    PromptMessage,
+    chat_prompt,
+    check_prompt_size,
+    completion_prompt,
+    edit_prompt,
+)
 from .protocol import (
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
+    DetokenizeRequest,
     EditRequest,
     EmbeddingRequest,
     Sampling,
+    TokenizeRequest,
     parse_body,
     read_body,
 )
@@ -91,6 +101,10 @@ from .tools import (
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "modelyard-0.1"
+try:
+    _VERSION = importlib.metadata.version("modelyard")
+except importlib.metadata.PackageNotFoundError:  # a source tree without an install
+    _VERSION = "unknown"
 
 
 def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = (),
@@ -574,6 +588,40 @@ async def embeddings(request: Request) -> Response:
                          "usage": {"prompt_tokens": reply.tokens, "total_tokens": reply.tokens}})
 
 
+async def tokenize(request: Request) -> Response:
+    """The model's own token ids for a text (LocalAI's ``/v1/tokenize``, llama.cpp's ``/tokenize``)."""
+    body = parse_body(await _read_body(request), TokenizeRequest)
+    model = await _select_model(request, body, "completion")
+    if len(body.content) > (model.context_size or 4096) * CHARS_PER_TOKEN_BOUND:
+        raise OpenAIError(400, "content is longer than the model's context could ever hold", param="content",
+                          code="context_length_exceeded")
+    answer = await server_state(request).pool.tokenize(model.name, body.content, None, body.add_special,
+                                                       pieces=body.with_pieces)
+    if answer.pieces is None:
+        return JSONResponse({"tokens": answer.tokens})
+    return JSONResponse({"tokens": [{"id": t, "piece": p} for t, p in zip(answer.tokens, answer.pieces, strict=True)]})
+
+
+async def detokenize(request: Request) -> Response:
+    """The text of token ids (LocalAI's ``/v1/detokenize``, llama.cpp's ``/detokenize``)."""
+    body = parse_body(await _read_body(request), DetokenizeRequest)
+    model = await _select_model(request, body, "completion")
+    answer = await server_state(request).pool.tokenize(model.name, None, body.tokens, False)
+    return JSONResponse({"content": answer.text})
+
+
+async def model_capabilities(request: Request) -> Response:
+    """LocalAI's ``/v1/models/capabilities``: each model with what it is for and its modalities."""
+    models = server_state(request).plan.models
+    return JSONResponse({"object": "list", "data": [
+        {"id": m.name, "object": "model", "capabilities": list(m.usecases), "input_modalities": ["text"],
+         "output_modalities": ["text"] if m.usecases != ("embeddings",) else ["embeddings"]} for m in models]})
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": _VERSION, "name": "modelyard"})
+
+
 def _unit(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
@@ -703,6 +751,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("/embeddings", embeddings, Operation("Create embeddings", EmbeddingRequest, errors=_GENERATION_ERRORS),
              ("POST",)),
     Endpoint("/models", list_models, Operation("List models", response=MODEL_LIST)),
+    Endpoint("/tokenize", tokenize, Operation("Tokenize a text with a model's tokenizer", TokenizeRequest,
+                                              errors=_GENERATION_ERRORS), ("POST",)),
+    Endpoint("/detokenize", detokenize, Operation("Turn token ids back into text", DetokenizeRequest,
+                                                  errors=_GENERATION_ERRORS), ("POST",)),
+    Endpoint("/models/capabilities", model_capabilities, Operation("Models with their capabilities")),
+    Endpoint("/version", version, Operation("The server's version"), versioned=False),
     Endpoint("/models/{id:path}", get_model, Operation("Describe a model", response=MODEL, errors=("404",))),
     Endpoint("/healthz", healthz, Operation("Liveness", public=True), versioned=False),
     Endpoint("/readyz", readyz, Operation("Readiness: 503 while starting or while a model is failing",

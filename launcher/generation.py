@@ -16,7 +16,7 @@ from starlette.requests import Request
 from modelyard.compiler.plan import ModelPlan
 
 from .backends.base import GenerationRequest
-from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, PromptLogprobs, Started
+from .messages import Embeddings, Failure, Finish, FinishReason, Item, Logprob, PromptLogprobs, Started, Tokens
 from .output import StopFilter, finetune
 from .protocol import Sampling
 from .reasoning import opened_in_prompt
@@ -31,6 +31,8 @@ T = TypeVar("T")
 class Pool(Protocol):
     def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[Item]: ...  # raises Failure
     async def embed(self, model: str, inputs: list[str | list[int]]) -> Embeddings: ...  # raises Failure
+    async def tokenize(self, model: str, text: str | None, tokens: list[int] | None,
+                       add_special: bool, pieces: bool = False) -> Tokens: ...  # raises Failure
     def stats(self) -> dict[str, dict[str, int]]: ...
     async def preload(self) -> None: ...
     def add(self, model: ModelPlan) -> None: ...

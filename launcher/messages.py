@@ -8,10 +8,11 @@ socket as newline-delimited JSON (``to_wire``), the pool turns them back into th
 a domain ``code`` and ``errors.py`` alone maps codes to statuses.
 
 Protocol version 2. Server → worker: ``generate`` {id, request}, ``embed`` {id, inputs},
-``cancel`` {id}, ``shutdown``. Worker → server: ``ready`` {protocol, n_ctx, pid},
-``load_failed`` {message}, then per request ``started``, ``prompt_logprobs`` (echo with logprobs),
-``logprob``, ``delta`` {text}, ``done``, ``embeddings``, ``error`` {code, message, param,
-retry_after}. Unknown types are ignored (forward compatible).
+``tokenize`` {id, text | tokens, add_special, pieces}, ``cancel`` {id}, ``shutdown``. Worker → server:
+``ready`` {protocol, n_ctx, pid}, ``load_failed`` {message}, then per request ``started``,
+``prompt_logprobs`` (echo with logprobs), ``logprob``, ``delta`` {text}, ``done``, ``embeddings``,
+``tokens`` {tokens, text, pieces}, ``error`` {code, message, param, retry_after}. Unknown types are
+ignored (forward compatible).
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ class Embeddings:
     tokens: int  # prompt tokens, all inputs together
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """A tokenize or detokenize answer: the ids and the text they spell."""
+
+    tokens: list[int]
+    text: str
+    pieces: list[str] | None = None  # each token's own text, when asked
+
+
 class Failure(Exception):
     """A request that cannot be served, in domain terms: ``code`` says what went wrong
     (``context_length_exceeded``, ``unsupported``, ``worker_crashed``, ``backend_error``, ...);
@@ -103,10 +113,11 @@ class Failure(Exception):
 
 Item = str | Started | PromptLogprobs | Logprob | Finish  # what one generation produces, in that order
 
-_TAGS: dict[type, str] = {Started: "started", Logprob: "logprob", Finish: "done", Embeddings: "embeddings"}
+_TAGS: dict[type, str] = {Started: "started", Logprob: "logprob", Finish: "done", Embeddings: "embeddings",
+                          Tokens: "tokens"}
 
 
-def to_wire(request_id: str, item: Item | Embeddings | Failure) -> dict[str, Any]:
+def to_wire(request_id: str, item: Item | Embeddings | Tokens | Failure) -> dict[str, Any]:
     """One item of request ``request_id`` as a protocol message."""
     if isinstance(item, str):
         return {"type": "delta", "id": request_id, "text": item}
@@ -125,7 +136,7 @@ def to_wire(request_id: str, item: Item | Embeddings | Failure) -> dict[str, Any
     return {"type": _TAGS[type(item)], "id": request_id, **vars(item)}
 
 
-def from_wire(message: dict[str, Any]) -> Item | Embeddings | Failure | None:
+def from_wire(message: dict[str, Any]) -> Item | Embeddings | Tokens | Failure | None:
     """A request's message as the object it was made from; None for a type this version does not know."""
     kind = message.get("type")
     if kind == "delta":
@@ -146,4 +157,6 @@ def from_wire(message: dict[str, Any]) -> Item | Embeddings | Failure | None:
         return Finish(**fields)
     if kind == "embeddings":
         return Embeddings(**fields)
+    if kind == "tokens":
+        return Tokens(**fields)
     return None

@@ -30,7 +30,7 @@ from .backends import engines
 from .backends.base import GenerationRequest
 from .ipc import encode, read_message
 from .logs import current_settings
-from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, from_wire
+from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, Tokens, from_wire
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class ModelWorker:
     async def _read_loop(self, reader: asyncio.StreamReader, owner: Any) -> None:
         while (message := await read_message(reader)) is not None:
             self.last_progress = time.monotonic()
-            if message.get("type") in ("done", "embeddings"):
+            if message.get("type") in ("done", "embeddings", "tokens"):
                 self.failures = 0  # it answered: healthy again
             elif message.get("type") == "error" and message.get("code") == "worker_crashed":
                 self.engine_died = str(message.get("message"))  # EngineDead: the worker exits next
@@ -320,6 +320,23 @@ class ModelWorker:
         finally:
             self._close_stream(request_id)
 
+    async def tokenize(self, text: str | None, tokens: list[int] | None, add_special: bool,
+                       pieces: bool = False) -> Tokens:
+        """``text``'s ids, or ``tokens``' text, from the model's tokenizer; the worker's
+        ``Failure`` is raised."""
+        request_id, stream = await self._open_stream()
+        self.doing[request_id] = "tokenizing"
+        try:
+            self.writer.write(encode({"type": "tokenize", "id": request_id, "text": text, "tokens": tokens,
+                                      "add_special": add_special, "pieces": pieces}))
+            item = await stream.get()
+            if isinstance(item, Failure):
+                raise item
+            assert isinstance(item, Tokens)
+            return item
+        finally:
+            self._close_stream(request_id)
+
     async def unload(self, why: str) -> None:
         """Stop the worker to free its memory; the next request loads it again."""
         log.info("unloading %s (%s)", self.model.name, why)
@@ -414,6 +431,10 @@ class WorkerPool:
 
     async def embed(self, model: str, inputs: list[str | list[int]]) -> Embeddings:
         return await self.workers[model].embed(inputs)
+
+    async def tokenize(self, model: str, text: str | None, tokens: list[int] | None, add_special: bool,
+                       pieces: bool = False) -> Tokens:
+        return await self.workers[model].tokenize(text, tokens, add_special, pieces)
 
     async def preload(self) -> None:
         """Start the workers (as many as may be resident at once)."""

@@ -183,6 +183,30 @@ class EditRequest(Sampling):
         return value
 
 
+class TokenizeRequest(_Request):
+    """``/v1/tokenize``: LocalAI's ``{model, content}`` and llama.cpp's ``{content, add_special,
+    with_pieces}``."""
+
+    model: str | None = None
+    content: str = Field(description="The text to tokenize.")
+    add_special: bool = Field(default=True, description="Add the tokenizer's BOS (and the like), as a prompt gets.")
+    with_pieces: bool = Field(default=False, description="Answer each token as {id, piece} (llama.cpp's form).")
+
+
+class DetokenizeRequest(_Request):
+    """``/v1/detokenize``: ``{model, tokens}`` (LocalAI's and llama.cpp's)."""
+
+    model: str | None = None
+    tokens: list[int] = Field(description="Token ids.")
+
+    @field_validator("tokens")
+    @classmethod
+    def _ids(cls, value: list[int]) -> list[int]:
+        if any(t < 0 or t > 2**31 - 1 for t in value):
+            raise ValueError("token ids are from 0 to 2^31 - 1")
+        return value
+
+
 class EmbeddingRequest(_Request):
     model: str | None = None
     input: str | list[str] | list[int] | list[list[int]] = Field(

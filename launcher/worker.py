@@ -31,7 +31,7 @@ from .backends import load_backend_class
 from .backends.base import Backend, EngineDead, GenerationRequest
 from .ipc import encode, iter_messages
 from .logs import configure_logging
-from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, to_wire
+from .messages import PROTOCOL_VERSION, Embeddings, Failure, Finish, Item, Tokens, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class Dispatcher:
                     self.generations.submit(self._generate, request_id, GenerationRequest.from_dict(message["request"]))
                 elif kind == "embed":
                     self.embeddings.submit(self._embed, message["id"], message["inputs"])
+                elif kind == "tokenize":
+                    self.embeddings.submit(self._tokenize, message)
                 elif kind == "cancel" and (event := self.cancels.get(message["id"])) is not None:
                     event.set()
                 elif kind == "shutdown":
@@ -152,6 +154,25 @@ class Dispatcher:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _tokenize(self, message: dict) -> None:
+        """Text to ids (``text``) or ids to text (``tokens``), on the model's own tokenizer."""
+        sink = RequestSink(self.channel, message["id"], on_dead=self.engine_died)
+        try:
+            if message.get("tokens") is not None:
+                tokens = [int(t) for t in message["tokens"]]
+                answer = Tokens(tokens, self.backend.detokenize(tokens))
+            else:
+                text = str(message.get("text", ""))
+                tokens = list(self.backend.tokenize(text, bool(message.get("add_special", True))))
+                pieces = [self.backend.detokenize([t]) for t in tokens] if message.get("pieces") else None
+                answer = Tokens(tokens, text, pieces)
+        except Exception as exc:  # a backend bug fails this request, not the worker
+            if not isinstance(exc, Failure):
+                log.exception("tokenizing failed")
+            sink.put(exc)
+            return
+        self.channel.send(to_wire(message["id"], answer))
 
     def _embed(self, request_id: str, inputs: list[str | list[int]]) -> None:
         sink = RequestSink(self.channel, request_id, on_dead=self.engine_died)

@@ -128,6 +128,14 @@ class Backend(Protocol):
         """One vector per input and the tokens read (raise ``RequestError`` if it embeds nothing)."""
         ...
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """The token ids of ``text`` (with the tokenizer's BOS and the like when ``add_special``)."""
+        ...
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens`` (ids checked against the vocabulary: ``RequestError``)."""
+        ...
+
     def close(self) -> None:
         """Stop the engine and whatever it started (threads, processes) before the worker exits."""
         ...

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelyard.compiler.plan import ModelPlan
 
-from .base import Finish, GenerationRequest, GeneratorBackend, RequestError, Started, fit_context
+from .base import Finish, GenerationRequest, GeneratorBackend, RequestError, Started, check_token_ids, fit_context
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,15 @@ class ExLlamaV2Backend(GeneratorBackend):
         out = self._outputs.get(identifier)
         if out is not None:
             out.put(item)
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return [int(t) for t in self.tokenizer.encode(text, add_bos=add_special)[0].tolist()]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        import torch
+
+        check_token_ids(tuple(tokens), self.tokenizer.get_vocab_size(), "tokens")
+        return str(self.tokenizer.decode(torch.tensor([tokens]))[0])
 
     def embed(self, inputs: list[Any]) -> tuple[list[list[float]], int]:
         raise RequestError("embeddings are not served by exllama2 models", param="model",

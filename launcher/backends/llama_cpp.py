@@ -194,6 +194,13 @@ class LlamaCppBackend:
     def close(self) -> None:
         return None  # the decode thread is a daemon: it ends with the worker process
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        check_token_ids(tuple(tokens), self._llm.n_vocab(), "tokens")
+        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+
     def embed(self, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """Unit-length embeddings and the token count. Models without a pooling type of their own
         (generative GGUFs) return one vector a token: those are mean-pooled here."""

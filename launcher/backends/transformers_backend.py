@@ -222,6 +222,13 @@ class TransformersBackend:
     def close(self) -> None:
         return None  # the decode thread is a daemon: it ends with the worker process
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def detokenize(self, tokens: list[int]) -> str:
+        check_token_ids(tuple(tokens), self._vocab_size, "tokens")
+        return self.tokenizer.decode(tokens)
+
     def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """Mean of the last hidden states over the attention mask, L2-normalized. Inputs are
         texts or token arrays; one longer than the context is a 400, not silently truncated."""

@@ -306,6 +306,13 @@ class VllmBackend(GeneratorBackend):
         return PromptLogprobs((first, self._bytes(ids[0])),
                               [self._logprob(token, candidates, top) for token, candidates in zip(ids[1:], scored[1:])])
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special))
+
+    def detokenize(self, tokens: list[int]) -> str:
+        check_token_ids(tuple(tokens), self._vocabulary, "tokens")
+        return self._tokenizer.decode(tokens)
+
     def embed(self, inputs: list[Any]) -> tuple[list[list[float]], int]:
         raise RequestError("embeddings are not served by vllm models in modelyard yet; use a transformers or "
                            "llama-cpp model with embeddings: true", param="model", code="unsupported_usecase")

@@ -378,3 +378,18 @@ def test_a_reasoning_block_goes_to_reasoning_content_whole_and_streamed(client) 
     deltas = [c.choices[0].delta for c in streamed if c.choices]
     assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) == reasoning
     assert "".join(d.content or "" for d in deltas) == message.content
+
+
+def test_tokenize_and_detokenize_with_the_models_own_tokenizer(server, client) -> None:
+    """LocalAI's /v1/tokenize and /v1/detokenize (core/schema/tokenize.go) on the real GGUF: the ids
+    (the BOS first) make a prompt the model takes as is, and they spell the text back."""
+    import httpx
+
+    text = "The capital of France is"
+    tokens = httpx.post(f"{server['base']}/v1/tokenize", json={"model": MODEL, "content": text}).json()["tokens"]
+    assert len(tokens) == client.completions.create(model=MODEL, prompt=tokens, max_tokens=1).usage.prompt_tokens
+    spelled = httpx.post(f"{server['base']}/v1/detokenize", json={"model": MODEL, "tokens": tokens[1:]}).json()
+    assert spelled == {"content": text}
+    pieces = httpx.post(f"{server['base']}/tokenize", json={"model": MODEL, "content": text, "add_special": False,
+                                                            "with_pieces": True}).json()["tokens"]
+    assert "".join(p["piece"] for p in pieces) == text

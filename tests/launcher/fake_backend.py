@@ -36,6 +36,7 @@ from modelyard.launcher.backends.base import (
     PromptLogprobs,
     RequestError,
     Started,
+    check_token_ids,
 )
 
 DEFAULT_REPLY = ["Hello", " world", ",", " this", " is", " a", " fake", " model", "."]
@@ -100,6 +101,14 @@ class FakeBackend(GeneratorBackend):
             yield token
         reason = "length" if produced >= limit and produced < len(tokens) else "stop"
         yield Finish(reason, prompt_tokens, produced)
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """A token per character, its code point; 1 first as a BOS."""
+        return ([1] if add_special else []) + [ord(c) for c in text]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        check_token_ids(tuple(tokens), 0x110000, "tokens")
+        return "".join(chr(t) for t in tokens if t != 1)
 
     def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """Deterministic unit vectors of dimension 4: [1, 0, 0, 0] rotated by the text length

@@ -10,7 +10,7 @@ from typing import Any
 
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 from modelyard.launcher.backends.base import GenerationRequest
-from modelyard.launcher.messages import Embeddings, Item
+from modelyard.launcher.messages import Embeddings, Item, Tokens
 from modelyard.launcher.pool import ModelUnavailable
 
 from ..compiler.fakes import compile_yaml, default_probe
@@ -46,6 +46,14 @@ class FakePool:
 
     async def embed(self, model: str, inputs: list[str]) -> Embeddings:
         return Embeddings(*self.backends[model].embed(inputs))
+
+    async def tokenize(self, model: str, text: str | None, tokens: list[int] | None, add_special: bool,
+                       pieces: bool = False) -> Tokens:
+        backend = self.backends[model]
+        if tokens is not None:
+            return Tokens(tokens, backend.detokenize(tokens))
+        ids = backend.tokenize(text or "", add_special)
+        return Tokens(ids, text or "", [backend.detokenize([t]) for t in ids] if pieces else None)
 
     def failures(self) -> dict[str, tuple[str, float]]:
         return dict(self.failing)

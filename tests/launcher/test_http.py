@@ -853,3 +853,26 @@ def test_function_name_and_suppress_system_prompt_are_localais() -> None:
         client.post("/v1/chat/completions", json={"model": "prefixed", "messages": [
             {"role": "system", "content": "own"}, {"role": "user", "content": "hi"}]})
         assert pool.requests[-1][1].prompt == "S: own\nU: hi"
+
+
+def test_tokenize_detokenize_capabilities_and_version(client) -> None:
+    """LocalAI's /v1/tokenize {model, content} -> {tokens} and /v1/detokenize {model, tokens} ->
+    {content} (core/schema/tokenize.go), llama.cpp's add_special / with_pieces, LocalAI's
+    /v1/models/capabilities and /version."""
+    tokens = client.post("/v1/tokenize", json={"model": "chat", "content": "hi"}).json()
+    assert tokens == {"tokens": [1, ord("h"), ord("i")]}
+    assert client.post("/tokenize", json={"model": "chat", "content": "hi", "add_special": False}).json() == {
+        "tokens": [ord("h"), ord("i")]}
+    pieces = client.post("/tokenize", json={"model": "chat", "content": "hi", "with_pieces": True,
+                                            "add_special": False}).json()
+    assert pieces == {"tokens": [{"id": ord("h"), "piece": "h"}, {"id": ord("i"), "piece": "i"}]}
+    assert client.post("/v1/detokenize", json={"model": "chat", "tokens": tokens["tokens"]}).json() == {"content": "hi"}
+    bad = client.post("/v1/detokenize", json={"model": "chat", "tokens": [-1]})
+    assert (bad.status_code, bad.json()["error"]["param"]) == (400, "tokens")
+    outside = client.post("/v1/detokenize", json={"model": "chat", "tokens": [2**30]})
+    assert outside.status_code == 400 and "outside the model's vocabulary" in outside.json()["error"]["message"]
+    caps = {m["id"]: m for m in client.get("/v1/models/capabilities").json()["data"]}
+    assert caps["chat"]["capabilities"] == ["chat", "completion", "edit"]
+    assert caps["embed"]["capabilities"] == ["embeddings"]
+    assert client.get("/version").json()["name"] == "modelyard"
+    assert "/v1/tokenize" in client.get("/openapi.json").json()["paths"]
