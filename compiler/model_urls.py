@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import uri_schemes
-from .diagnostics import Problem
+from .diagnostics import Problem, Severity
 from .gallery import GalleryError, safe_relative_path
 from .plan import ModelDownload
 
@@ -54,8 +54,9 @@ def model_download(uri: str, models_dir: str) -> tuple[ModelDownload | None, Pro
     except GalleryError:
         return None, Problem(where, f"{uri!r}: the file name it would get ({name!r}) is not a plain file name")
     if uri.startswith(NOT_FETCHED):
-        return None, Problem(where, f"{uri!r}: modelyard does not fetch {NOT_FETCHED[0]} images; put the model file "
-                                    f"in the models directory as {filename!r}, or give a huggingface:// or https:// URL")
+        return ModelDownload(uri=uri, directory=models_dir, filename=filename), Problem(
+            where, f"{uri!r}: modelyard does not fetch {NOT_FETCHED[0]} images: launch needs the model file in the "
+                   f"models directory as {filename!r} (or give a huggingface:// or https:// URL)", Severity.WARNING)
     if not uri.startswith(FETCHED_BY_REGISTRY) and uri_schemes.scheme_of(uri) is None:
         return None, Problem(where, f"{uri!r}: unsupported URL")
     return ModelDownload(uri=uri, directory=models_dir, filename=filename), None

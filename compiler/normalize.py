@@ -153,7 +153,7 @@ def _downloads(r: Reader, model_value: Any, ctx: ModelContext) -> tuple[ModelDow
         download, problem = model_download(model_value, ctx.models_dir)
         if problem is not None:
             ctx.problem(problem)
-        elif download is not None:
+        if download is not None:
             found[download.filename] = download
     for item in listed_downloads(r.get(("download_files",), "downloads"), ctx.models_dir):
         if isinstance(item, ModelDownload):

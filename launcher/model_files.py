@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from modelyard.compiler.gallery import GalleryError, GalleryFile
+from modelyard.compiler.model_urls import NOT_FETCHED
 from modelyard.compiler.plan import LaunchPlan, ModelDownload
 
 from .downloads import DEFAULT_RETRY, DownloadError, FileProgress, RetryPolicy, download, target_path
@@ -63,6 +64,8 @@ def fetch_model_files(plan: LaunchPlan, env: Mapping[str, str], say: Say,
 
 
 def _gallery_file(item: ModelDownload, env: Mapping[str, str], policy: RetryPolicy) -> GalleryFile:
+    if item.uri.startswith(NOT_FETCHED):
+        raise DownloadError(f"modelyard does not fetch {NOT_FETCHED[0]} images")
     if item.uri.startswith("ollama://"):
         url, digest = _ollama_model_blob(item.uri, env, policy)
         return GalleryFile(item.filename, url, digest)

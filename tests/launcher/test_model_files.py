@@ -104,7 +104,6 @@ def test_an_ollama_model_is_fetched_through_its_registry_manifest(tmp_path) -> N
 
 
 @pytest.mark.parametrize("text,message", [
-    ("parameters: {model: 'oci://quay.io/x/y:latest'}\nbackend: llama-cpp", "does not fetch oci:// images"),
     ("parameters: {model: m.gguf}\ndownload_files: [{filename: ../x, uri: 'https://e/x'}]", "relative path"),
     ("parameters: {model: m.gguf}\ndownload_files: [{filename: x, uri: 'file:///etc/passwd'}]",
      "a download must come from https://"),
@@ -113,3 +112,16 @@ def test_an_ollama_model_is_fetched_through_its_registry_manifest(tmp_path) -> N
 def test_downloads_that_cannot_be_planned_are_compile_errors(text, message) -> None:
     result = compile_yaml({"models/m.yaml": "name: m\n" + text + "\n"}, check_files=False)
     assert result.plan is None and any(message in d.message for d in result.diagnostics), result.diagnostics
+
+
+def test_an_oci_model_compiles_and_launch_asks_for_its_file(tmp_path) -> None:
+    """LocalAI's oci:// URIs compile (with a warning); modelyard does not pull OCI images, so
+    launch names the file to put in place, and serves it once it is there."""
+    result = compile_yaml({"models/m.yaml": "name: o\nbackend: llama-cpp\nparameters: {model: 'oci://quay.io/x/y:1'}\n"},
+                          check_files=False)
+    assert result.plan is not None and any("does not fetch oci://" in d.message for d in result.diagnostics)
+    plan = _plan(tmp_path, "name: o\nbackend: llama-cpp\nparameters: {model: 'oci://quay.io/x/y:1'}\n")
+    with pytest.raises(ModelFileError, match=r"does not fetch oci:// images.*put the file there yourself"):
+        fetch_model_files(plan, {}, lambda _: None, FAST)
+    (tmp_path / plan.models[0].downloads[0].filename).write_bytes(b"weights")
+    assert fetch_model_files(plan, {}, lambda _: None, FAST) == 0

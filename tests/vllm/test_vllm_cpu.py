@@ -217,6 +217,15 @@ def test_an_over_long_prompt_is_a_400(client) -> None:
     assert (full.choices[0].finish_reason, full.usage.completion_tokens) == ("length", room)
 
 
+def test_tokenize_and_detokenize_use_the_engines_tokenizer(server, client) -> None:
+    tokens = httpx.post(f"{server['base']}/v1/tokenize", json={"model": "tiny", "content": "Hello world"}).json()["tokens"]
+    assert len(tokens) == client.completions.create(model="tiny", prompt=tokens, max_tokens=1).usage.prompt_tokens
+    spelled = httpx.post(f"{server['base']}/v1/detokenize", json={"model": "tiny", "tokens": tokens}).json()["content"]
+    assert spelled.endswith("Hello world")
+    outside = httpx.post(f"{server['base']}/v1/detokenize", json={"model": "tiny", "tokens": [10**9]})
+    assert outside.status_code == 400
+
+
 def test_zz_a_killed_engine_fails_its_request_and_a_new_worker_serves(server, client) -> None:
     """Runs last (the name): it costs an engine start."""
     engines = [pid for pid in descendants(server["process"].pid)
