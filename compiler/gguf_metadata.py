@@ -17,7 +17,14 @@ _MAGIC = b"GGUF"
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 _LENGTH = struct.Struct("<Q").unpack_from  # a string's byte count
-_WANTED_SUFFIXES = ("general.architecture", "general.name", "tokenizer.chat_template", ".context_length")
+_WANTED_SUFFIXES = ("general.architecture", "general.name", "general.size_label", "general.file_type",
+                    "tokenizer.chat_template", ".context_length")
+# llama.cpp's llama_ftype: the quantization a GGUF file's weights mostly have (general.file_type).
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+              12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+              19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
+              26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
+              36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class GgufMetadata:
     context_length: int | None = None
     chat_template: str | None = None
     name: str | None = None
+    size_label: str | None = None  # "270M", "8x7B"
+    quantization: str | None = None  # "Q4_K_M" (general.file_type)
 
 
 class _Malformed(Exception):
@@ -45,11 +54,15 @@ def read_gguf_metadata(path: str) -> GgufMetadata | None:
     context = values.get(f"{architecture}.context_length") if architecture else None
     template = values.get("tokenizer.chat_template")
     name = values.get("general.name")
+    size_label = values.get("general.size_label")
+    file_type = values.get("general.file_type")
     return GgufMetadata(
         architecture=architecture,
         context_length=context if isinstance(context, int) and not isinstance(context, bool) else None,
         chat_template=template if isinstance(template, str) else None,
         name=name if isinstance(name, str) else None,
+        size_label=size_label if isinstance(size_label, str) else None,
+        quantization=FILE_TYPES.get(file_type) if isinstance(file_type, int) else None,
     )
 
 

@@ -1,8 +1,12 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` for every failure."""
+"""Errors as each API surface shapes them: OpenAI's ``{"error": {"message", "type", "param",
+"code"}}`` by default; a surface served under its own path prefix (Anthropic's ``/v1/messages``,
+Ollama's ``/api/``) registers its shape with ``error_shape``, and every error on its paths (a bad
+body, an unknown route, a missing key, a bug's 500) is answered in it."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,18 +45,35 @@ class OpenAIError(Exception):
         return cls(STATUS_OF_FAILURE.get(failure.code or "", 400), failure.message, param=failure.param,
                    code=failure.code, retry_after=failure.retry_after)
 
-    def body(self) -> dict:
+    def body(self, path: str = "") -> dict:
+        """The error body in the shape of the surface that serves ``path``."""
+        for prefix, render in _SHAPES.items():
+            if path.startswith(prefix):
+                return render(self)
         return {"error": {"message": self.message, "type": _TYPES.get(self.status, "server_error"),
                           "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
+    def response(self, path: str = "") -> JSONResponse:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        return JSONResponse(self.body(path), status_code=self.status, headers=headers)
+
+
+ErrorShape = Callable[[OpenAIError], dict]
+_SHAPES: dict[str, ErrorShape] = {}  # a path prefix → its surface's error body
+
+
+def error_shape(*prefixes: str) -> Callable[[ErrorShape], ErrorShape]:
+    """Registers how the surface served under ``prefixes`` shapes its errors."""
+    def register(render: ErrorShape) -> ErrorShape:
+        for prefix in prefixes:
+            _SHAPES[prefix] = render
+        return render
+    return register
 
 
 async def openai_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OpenAIError)
-    return exc.response()
+    return exc.response(request.url.path)
 
 
 class ClientGone(Exception):
@@ -65,7 +86,7 @@ async def client_gone_handler(request: Request, exc: Exception) -> Response:
 
 async def failure_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Failure)
-    return OpenAIError.from_failure(exc).response()
+    return OpenAIError.from_failure(exc).response(request.url.path)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -73,7 +94,7 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     message = {404: f"no route {request.method} {request.url.path}",
                405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return OpenAIError(exc.status_code, message, code=code).response()
+    return OpenAIError(exc.status_code, message, code=code).response(request.url.path)
 
 
 class InternalErrors:
@@ -101,5 +122,6 @@ class InternalErrors:
         except Exception:  # a bug: the client gets a 500, the log gets the traceback
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             if not started:
-                response = OpenAIError(500, "internal server error; see the server log", code="internal_error").response()
+                error = OpenAIError(500, "internal server error; see the server log", code="internal_error")
+                response = error.response(scope["path"])
                 await response(scope, receive, send)

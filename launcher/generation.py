@@ -34,6 +34,8 @@ class Pool(Protocol):
     async def tokenize(self, model: str, text: str | None, tokens: list[int] | None,
                        add_special: bool, pieces: bool = False) -> Tokens: ...  # raises Failure
     def stats(self) -> dict[str, dict[str, int]]: ...
+    def loaded(self) -> dict[str, float | None]: ...  # model → seconds until an idle unload (None: never)
+    async def keep_alive(self, model: str, seconds: float) -> None: ...
     async def preload(self) -> None: ...
     def add(self, model: ModelPlan) -> None: ...
     async def remove(self, name: str) -> None: ...
@@ -133,6 +135,7 @@ class ChoiceResult:
     logprobs: list[dict[str, Any]] | None = None
     cached_tokens: int = 0
     prompt_logprobs: list[dict[str, Any]] | None = None  # echo with logprobs: the prompt's entries
+    stop_sequence: str | None = None  # the request's or the YAML's stop that ended it (vLLM's stop_reason)
 
 
 async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Piece | ChoiceResult]:
@@ -168,7 +171,8 @@ async def run_choice(request: Request, job: Job, index: int) -> AsyncIterator[Pi
             sent_entries.extend(entries)
             entries.clear()
         final = ChoiceResult("".join(collected), reason, prompt_tokens, completion_tokens,
-                             sent_entries if job.logprobs is not None else None, cached_tokens, prompt_entries)
+                             sent_entries if job.logprobs is not None else None, cached_tokens, prompt_entries,
+                             stops.matched)
         metrics.prompt_tokens.labels(model).inc(prompt_tokens)
         metrics.completion_tokens.labels(model).inc(completion_tokens)
         return [*out, final]

@@ -17,6 +17,7 @@ class StopFilter:
         self.stops = [s for s in stops if s]
         self.buffer = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def feed(self, text: str) -> str:
         """Text safe to emit now; sets ``stopped`` when a stop sequence appears."""
@@ -25,7 +26,7 @@ class StopFilter:
         self.buffer += text
         hits = [(self.buffer.find(s), s) for s in self.stops if s in self.buffer]
         if hits:
-            index = min(hits)[0]
+            index, self.matched = min(hits)
             out, self.buffer, self.stopped = self.buffer[:index], "", True
             return out
         hold = max((self._partial(s) for s in self.stops), default=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -103,6 +104,9 @@ class ModelWorker:
         self.engine_died: str | None = None  # the worker reported its engine dead: its exit says so
         self.stopping = False  # a deliberate stop (shutdown, idle, eviction): not a crash
         self.make_room: Any = None  # set by the pool: evicts another worker before this one loads
+        # A client's keep-alive (Ollama's keep_alive): seconds idle before unloading, over the
+        # server's idle_unload_s; None: the server's; math.inf: never.
+        self.keep_alive_s: float | None = None
         self._start_lock = asyncio.Lock()
         self._ids = itertools.count()
         self._server: asyncio.base_events.Server | None = None
@@ -405,19 +409,41 @@ class WorkerPool:
             resident.remove(idle[0])
 
     def _ensure_reaper(self) -> None:
-        if self.settings.idle_unload_s is not None and self._reaper is None:
+        limits = [self._idle_limit(w) for w in self.workers.values()]
+        if self._reaper is None and any(limit != math.inf for limit in limits):
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
+    def _idle_limit(self, worker: ModelWorker) -> float:
+        if worker.keep_alive_s is not None:
+            return worker.keep_alive_s
+        return math.inf if self.settings.idle_unload_s is None else self.settings.idle_unload_s
+
     async def _reap_idle(self) -> None:
-        """Unload workers idle for ``idle_unload_s``."""
-        limit = self.settings.idle_unload_s
-        assert limit is not None
+        """Unload workers idle past their limit (a client's keep-alive, else ``idle_unload_s``)."""
         while True:
-            await asyncio.sleep(min(max(limit / 4, 0.05), 30))
+            finite = [limit for w in self.workers.values() if (limit := self._idle_limit(w)) != math.inf]
+            await asyncio.sleep(min(max(min(finite, default=30) / 4, 0.05), 30))
             now = time.monotonic()
             for worker in list(self.workers.values()):
+                limit = self._idle_limit(worker)
                 if worker.resident and not worker.busy and now - worker.last_used >= limit:
                     await worker.unload(f"idle for {now - worker.last_used:.0f} s")
+
+    async def keep_alive(self, model: str, seconds: float) -> None:
+        """How long ``model`` stays loaded once idle, from now on (``math.inf``: until the server
+        stops; 0: unloaded as soon as it is idle, now if it is idle already)."""
+        worker = self.workers[model]
+        worker.keep_alive_s = seconds
+        if seconds <= 0 and worker.resident and not worker.busy:
+            await worker.unload("keep_alive 0")
+        self._ensure_reaper()
+
+    def loaded(self) -> dict[str, float | None]:
+        """The models loaded now, each with the seconds until it is unloaded if it stays idle
+        (None: it is not unloaded for idleness)."""
+        now = time.monotonic()
+        return {name: None if (limit := self._idle_limit(w)) == math.inf else max(0.0, w.last_used + limit - now)
+                for name, w in self.workers.items() if w.alive}
 
     async def remove(self, name: str) -> None:
         """Stop serving ``name``: its worker stops; requests in flight get the worker's error."""

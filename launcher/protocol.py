@@ -16,15 +16,15 @@ from starlette.requests import ClientDisconnect, Request
 from .errors import ClientGone, OpenAIError
 
 
-class _Request(BaseModel):
+class RequestBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class StreamOptions(_Request):
+class StreamOptions(RequestBody):
     include_usage: bool = False
 
 
-class ResponseFormat(_Request):
+class ResponseFormat(RequestBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
@@ -40,7 +40,7 @@ MAX_STOPS = 256
 MAX_STOP_CHARS = 4096
 
 
-class Sampling(_Request):
+class Sampling(RequestBody):
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0)  # no upper bound: LocalAI and llama.cpp take any
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -103,23 +103,23 @@ class Sampling(_Request):
         return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop) if s]
 
 
-class ContentPart(_Request):
+class ContentPart(RequestBody):
     type: str
     text: str | None = None
 
 
-class FunctionCallPart(_Request):
+class FunctionCallPart(RequestBody):
     name: str
     arguments: str = "{}"  # a JSON text, as OpenAI sends it
 
 
-class ToolCallPart(_Request):
+class ToolCallPart(RequestBody):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCallPart
 
 
-class ChatMessage(_Request):
+class ChatMessage(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -183,7 +183,7 @@ class EditRequest(Sampling):
         return value
 
 
-class TokenizeRequest(_Request):
+class TokenizeRequest(RequestBody):
     """``/v1/tokenize``: LocalAI's ``{model, content}`` and llama.cpp's ``{content, add_special,
     with_pieces}``."""
 
@@ -193,7 +193,7 @@ class TokenizeRequest(_Request):
     with_pieces: bool = Field(default=False, description="Answer each token as {id, piece} (llama.cpp's form).")
 
 
-class DetokenizeRequest(_Request):
+class DetokenizeRequest(RequestBody):
     """``/v1/detokenize``: ``{model, tokens}`` (LocalAI's and llama.cpp's)."""
 
     model: str | None = None
@@ -207,7 +207,7 @@ class DetokenizeRequest(_Request):
         return value
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(RequestBody):
     model: str | None = None
     input: str | list[str] | list[int] | list[list[int]] = Field(
         description="A string, a list of strings, a token array, or a list of token arrays.")
@@ -238,7 +238,7 @@ class EmbeddingRequest(_Request):
 
 
 # pydantic names the union branch it tried ("str", "list[ContentPart]"): not part of the field path.
-class ApplyRequest(_Request):
+class ApplyRequest(RequestBody):
     """``POST /models/apply`` (LocalAI's shape)."""
 
     id: str | None = Field(default=None, min_length=1, description="A gallery entry: GALLERY@NAME or NAME.")
@@ -285,6 +285,12 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         raise OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
     if _SURROGATE_ESCAPE.search(raw):
         _refuse_lone_surrogates(data)
+    return validate(data, model)
+
+
+def validate(data: dict[str, Any], model: type[BaseModel]) -> Any:
+    """``data`` as ``model``; a problem is a 400 naming the offending field (the adapters of other
+    API surfaces validate the chat request they build from the client's with it too)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import OpenAIError
 from .logs import REQUEST_ID
 
 access_log = logging.getLogger("modelyard.access")
@@ -62,8 +63,9 @@ class ApiKeyMiddleware:
         if self.keys.accepts(presented_key(dict(scope["headers"]))):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": {"message": "invalid or missing API key (send Authorization: Bearer <key>)",
-                                     "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        error = OpenAIError(401, "invalid or missing API key (send Authorization: Bearer <key>, or x-api-key: <key>)",
+                            code="invalid_api_key")
+        body = json.dumps(error.body(scope["path"]))
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
         await send({"type": "http.response.body", "body": body.encode()})

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .generation import Admission, Pool
     from .loose_models import LooseModels
     from .metrics import Metrics
+    from .responses_api import ResponseStore
     from .routes import Endpoint
 
 
@@ -30,6 +31,7 @@ class ServerState:
     ready: bool = False  # start-up installs and preloading are done
     loose: LooseModels | None = None  # GGUF files of the models directory served on request
     adopting: asyncio.Lock = field(default_factory=asyncio.Lock)  # one adoption of a loose file at a time
+    responses: ResponseStore | None = None  # the Responses API's stored responses (made on first use)
 
 
 def server_state(request: Request) -> ServerState:

@@ -1,6 +1,6 @@
 """Real client libraries against `modelyard launch` on the real Gemma 3 270M: langchain-openai,
-the OpenAI Agents SDK (through its Chat Completions model: the Responses API is not served yet)
-and pydantic-ai. Each: chat, stream, a forced tool call, structured output without and with
+the OpenAI Agents SDK (through its Chat Completions model, and through the Responses API, its
+default) and pydantic-ai. Each: chat, stream, a forced tool call, structured output without and with
 tools. A 270M model answers poorly; what is checked is that each library gets what it parses.
 """
 
@@ -88,6 +88,36 @@ def test_openai_agents_sdk(base) -> None:
     with_tools = Runner.run_sync(Agent(name="a", model=model, output_type=City, tools=[weather],
                                        model_settings=settings), "Which country is Paris in?", max_turns=6)
     assert isinstance(with_tools.final_output, City)
+
+
+def test_openai_agents_sdk_over_the_responses_api(base) -> None:
+    """The Agents SDK's default model speaks the Responses API: a one-tool agent runs its tool with
+    the model's arguments and answers after the tool's result (two Responses calls)."""
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+
+    def responses_model() -> OpenAIResponsesModel:
+        return OpenAIResponsesModel(model=MODEL, openai_client=AsyncOpenAI(base_url=base, api_key="unused",
+                                                                           max_retries=0))
+
+    brief = ModelSettings(max_tokens=24, temperature=0)
+    assert Runner.run_sync(Agent(name="a", model=responses_model(), model_settings=brief), "Say hello.").final_output
+    ran: list[str] = []
+
+    def weather(city: str) -> str:
+        """Current weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    # The first turn is forced to call the tool; after its result the model answers in text.
+    agent = Agent(name="a", model=responses_model(), tools=[function_tool(weather)], reset_tool_choice=True,
+                  model_settings=ModelSettings(tool_choice="required", max_tokens=60, temperature=0))
+    result = Runner.run_sync(agent, "Weather in Paris?", max_turns=4)
+    assert ran and isinstance(ran[0], str)
+    assert isinstance(result.final_output, str) and result.final_output
+    assert [item.type for item in result.new_items][:2] == ["tool_call_item", "tool_call_output_item"]
 
 
 def test_pydantic_ai(base) -> None:

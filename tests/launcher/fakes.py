@@ -25,6 +25,8 @@ class FakePool:
         self.closed = False
         self.preloaded = False
         self.failing: dict[str, tuple[str, float]] = {}  # what failures() reports
+        self.keep_alive_s: dict[str, float | None] = {}  # what keep_alive() was told
+        self.unloaded: set[str] = set()
 
     def add(self, model: ModelPlan) -> None:
         self.backends[model.name] = FakeBackend(model)
@@ -60,6 +62,14 @@ class FakePool:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {name: {"loaded": 1, "in_flight": 0, "restarts": 0} for name in self.backends}
+
+    def loaded(self) -> dict[str, float | None]:
+        return {name: self.keep_alive_s.get(name) for name in self.backends if name not in self.unloaded}
+
+    async def keep_alive(self, model: str, seconds: float) -> None:
+        self.keep_alive_s[model] = None if seconds == float("inf") else seconds
+        if seconds <= 0:
+            self.unloaded.add(model)
 
     async def preload(self) -> None:
         self.preloaded = True

@@ -43,7 +43,8 @@ def test_chat_completion_shape_usage_and_prompt(client, pool) -> None:
     body = chat(client, "hi").json()
     assert body["id"].startswith("chatcmpl-") and isinstance(body["created"], int)
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello world, this is a fake model.",
-                                                        "refusal": None}, "logprobs": None, "finish_reason": "stop"}]
+                                                        "refusal": None}, "logprobs": None, "finish_reason": "stop",
+                                    "stop_reason": None}]
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["completion_tokens"] == 9
@@ -90,7 +91,8 @@ def test_streaming_chunk_order(client) -> None:
     contents = [c["choices"][0]["delta"] for c in chunks[1:-2]]
     assert all(set(d) == {"content"} and d["content"] for d in contents)
     assert "".join(d["content"] for d in contents) == "Hello world, this is a fake model."
-    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop",
+                                        "stop_reason": None}  # vLLM's: the stop sequence that ended it
     finishes = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert len(finishes) == 1
     assert all(c["usage"] is None for c in chunks[:-1])
@@ -876,3 +878,9 @@ def test_tokenize_detokenize_capabilities_and_version(client) -> None:
     assert caps["embed"]["capabilities"] == ["embeddings"]
     assert client.get("/version").json()["name"] == "modelyard"
     assert "/v1/tokenize" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_stop_sequence_that_ended_a_choice_is_its_stop_reason(client) -> None:
+    body = chat(client, "hi", stop=[" fake", "zzz"]).json()
+    assert body["choices"][0]["message"]["content"] == "Hello world, this is a"
+    assert body["choices"][0]["finish_reason"] == "stop" and body["choices"][0]["stop_reason"] == " fake"

@@ -34,7 +34,7 @@ def test_every_route_needs_a_key(client, method, path, body) -> None:
         response = client.request(method, path, json=body, headers=headers)
         assert response.status_code == 401
         assert response.json() == {"error": {
-            "message": "invalid or missing API key (send Authorization: Bearer <key>)",
+            "message": "invalid or missing API key (send Authorization: Bearer <key>, or x-api-key: <key>)",
             "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
     assert client.request(method, path, json=body, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert client.request(method, path, json=body, headers={"X-Api-Key": "sk-other"}).status_code == 200
