@@ -4,14 +4,25 @@
 from __future__ import annotations
 
 import json
+import re
+import typing
 
 import anthropic
 import pytest
+from anthropic.types import RawMessageStreamEvent
 from starlette.testclient import TestClient
 
 from modelyard.launcher.app import create_app
 
 from .fakes import FakePool, make_plan
+
+# Each event type's model in the SDK, by its `type`: the raw events are validated against them.
+EVENT_TYPES = {typing.get_args(cls.model_fields["type"].annotation)[0]: cls
+               for cls in typing.get_args(typing.get_args(RawMessageStreamEvent)[0])}
+# Anthropic's documented order: message_start, then blocks (start, deltas, stop), message_delta, message_stop.
+ORDER = re.compile(r"^S(B(D)*E)*MX$")
+LETTERS = {"message_start": "S", "content_block_start": "B", "content_block_delta": "D", "content_block_stop": "E",
+           "message_delta": "M", "message_stop": "X"}
 
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
@@ -145,6 +156,27 @@ def test_x_api_key_authenticates_and_a_wrong_key_is_anthropics_401() -> None:
                                json={"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]})
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("extra", [
+    {"messages": [{"role": "user", "content": "hi"}]},
+    {"messages": [{"role": "user", "content": "[call:get_weather] Paris?"}], "tools": [WEATHER]},
+    {"messages": [{"role": "user", "content": "Paris?"}], "tools": [WEATHER],
+     "tool_choice": {"type": "tool", "name": "get_weather"}},
+])
+def test_raw_events_follow_the_documented_order_and_schemas(client, extra) -> None:
+    with client.stream("POST", "/v1/messages", json={"model": "chat", "max_tokens": 64, "stream": True,
+                                                     **extra}) as response:
+        lines = list(response.iter_lines())
+    events = [(lines[i].removeprefix("event: "), json.loads(lines[i + 1].removeprefix("data: ")))
+              for i in range(len(lines) - 1) if lines[i].startswith("event: ")]
+    for name, data in events:
+        assert name == data["type"]
+        EVENT_TYPES[name].model_validate(data)  # field by field, against the SDK's schema
+    assert ORDER.match("".join(LETTERS[name] for name, _ in events)), [name for name, _ in events]
+    indexes = [data["index"] for name, data in events if name == "content_block_start"]
+    assert indexes == list(range(len(indexes)))
+    assert events[-2][1]["usage"]["output_tokens"] > 0
 
 
 def test_a_failure_mid_stream_is_an_error_event(client) -> None:

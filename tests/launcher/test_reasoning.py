@@ -117,3 +117,38 @@ def test_reasoning_effort_and_chat_template_kwargs_reach_the_templates() -> None
             "model": "go", "messages": [{"role": "user", "content": "[echo]x"}], "reasoning_effort": "medium",
             "chat_template_kwargs": {"enable_thinking": True}})
         assert response.json()["choices"][0]["message"]["content"] == "[echo]x effort=medium"
+
+
+def test_every_surface_carries_reasoning_in_its_own_shape() -> None:
+    """Anthropic's thinking blocks (first, then the text), the Responses API's reasoning item,
+    Ollama's ``thinking``; whole and streamed."""
+    plan = make_plan(PLAN)
+    thinking = "<think>plan it</think>Hello [echo]"  # the fake model echoes it: the block comes first
+    with TestClient(create_app(plan, pool=FakePool(plan))) as client:
+        message = client.post("/v1/messages", json={"model": "thinker", "max_tokens": 64, "messages": [
+            {"role": "user", "content": thinking}]}).json()
+        assert message["content"] == [{"type": "thinking", "thinking": "plan it", "signature": ""},
+                                      {"type": "text", "text": "Hello [echo]"}]
+        with client.stream("POST", "/v1/messages", json={"model": "thinker", "max_tokens": 64, "stream": True,
+                                                         "messages": [{"role": "user", "content": thinking}]}) as r:
+            data = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        starts = [d["content_block"]["type"] for d in data if d["type"] == "content_block_start"]
+        assert starts == ["thinking", "text"]
+        assert "".join(d["delta"].get("thinking", "") for d in data if d["type"] == "content_block_delta") == "plan it"
+
+        response = client.post("/v1/responses", json={"model": "thinker", "input": thinking}).json()
+        assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
+        assert response["output"][0]["content"] == [{"type": "reasoning_text", "text": "plan it"}]
+        with client.stream("POST", "/v1/responses", json={"model": "thinker", "input": thinking, "stream": True}) as r:
+            data = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        assert "".join(d["delta"] for d in data if d["type"] == "response.reasoning_text.delta") == "plan it"
+        assert [i["type"] for i in data[-1]["response"]["output"]] == ["reasoning", "message"]
+
+        reply = client.post("/api/chat", json={"model": "thinker", "stream": False, "messages": [
+            {"role": "user", "content": thinking}]}).json()
+        assert (reply["message"]["thinking"], reply["message"]["content"]) == ("plan it", "Hello [echo]")
+        with client.stream("POST", "/api/chat", json={"model": "thinker", "messages": [
+                {"role": "user", "content": thinking}]}) as r:
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+        assert "".join(line["message"].get("thinking", "") for line in lines) == "plan it"
+        assert "".join(line["message"]["content"] for line in lines) == "Hello [echo]"
