@@ -31,6 +31,7 @@ from .plan import (
     Sampling,
     Template,
     Templates,
+    ToolGrammar,
     Usecase,
 )
 from .sources import GGML_DEPRECATED, PACKAGE_SCHEME
@@ -90,6 +91,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         output=_output_rules(r, ctx),
         reasoning=_reasoning(r),
         function_parsing=_function_parsing(r, ctx),
+        tool_grammar=_tool_grammar(r, templates, ctx),
         templates=templates,
         embeddings=embeddings,
     )
@@ -309,6 +311,30 @@ def _function_parsing(r: Reader, ctx: ModelContext) -> FunctionParsing:
         replace_llm_results=replacements("replace_llm_results"), capture_llm_results=patterns("capture_llm_results"),
         name_key=r.get(("function", "function_name_key"), "function_parsing.name_key", "name"),
         arguments_key=r.get(("function", "function_arguments_key"), "function_parsing.arguments_key", "arguments"),
+    )
+
+
+def _tool_grammar(r: Reader, templates: Templates, ctx: ModelContext) -> ToolGrammar:
+    """LocalAI constrains every tool request with a grammar unless ``function.grammar.disable``
+    (or ``use_tokenizer_template``, which sets it: model_config.go ``SetDefaults``). modelyard does
+    so for models whose YAML has a ``function:`` block, LocalAI's function-calling settings;
+    without one, ``auto`` generates freely and its calls are read in every syntax the gallery's
+    templates use (models with a native tool format answer better unconstrained). ``mixed_mode``
+    lets the model write any text instead of a call: no constraint at all, as here."""
+    block = r.raw.get("function")
+    settings = block.get("grammar") if isinstance(block, dict) else None
+    settings = settings if isinstance(settings, dict) else {}
+    off = (not isinstance(block, dict) or settings.get("disable") or settings.get("mixed_mode")
+           or templates.use_tokenizer_template)
+    no_action = None if r.get(("function", "disable_no_action"), "tool_grammar.no_action", False) else \
+        r.get(("function", "no_action_function_name"), "tool_grammar.no_action", "answer") or "answer"
+    return ToolGrammar(
+        enabled=r.set("tool_grammar.enabled", not off, "a function: block without grammar.disable or mixed_mode"
+                      if not off else "default"),
+        parallel_calls=bool(r.get(("function", "grammar", "parallel_calls"), "tool_grammar.parallel_calls", False)),
+        no_action=no_action,
+        no_action_description=r.get(("function", "no_action_description_name"), "tool_grammar.no_action_description",
+                                    ToolGrammar().no_action_description) or ToolGrammar().no_action_description,
     )
 
 

@@ -130,6 +130,17 @@ class FunctionParsing(_Frozen):
     arguments_key: str = "arguments"
 
 
+class ToolGrammar(_Frozen):
+    """LocalAI's tool-call grammar (``function.grammar``, chat.go l.327): with it on, a request that
+    offers tools under ``auto`` is constrained to a call, or to the no-action function whose
+    ``message`` is the answer. On only for models whose YAML has a ``function:`` block."""
+
+    enabled: bool = False
+    parallel_calls: bool = False  # a list of calls as well as one call
+    no_action: str | None = "answer"  # the no-action function (None: disable_no_action)
+    no_action_description: str = "use this action to answer without performing any action"
+
+
 class Reasoning(_Frozen):
     """What happens to reasoning blocks (``<think>...</think>``) in chat answers (LocalAI's ``reasoning:``)."""
 
@@ -233,6 +244,7 @@ class ModelPlan(_Frozen):
     output: OutputRules
     reasoning: Reasoning = Field(default_factory=Reasoning)
     function_parsing: FunctionParsing = Field(default_factory=FunctionParsing)
+    tool_grammar: ToolGrammar = Field(default_factory=ToolGrammar)
     templates: Templates
     embeddings: bool = False
     grammar: str | None = Field(default=None, description="A GBNF grammar every generation must match (llama-cpp).")

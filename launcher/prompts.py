@@ -88,11 +88,13 @@ _CONVERSATION_VARIABLES = frozenset({"messages", "tools", "add_generation_prompt
 
 
 def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequest | None = None, *,
-                reasoning_effort: str | None = None, template_kwargs: dict[str, Any] | None = None) -> str:
+                reasoning_effort: str | None = None, template_kwargs: dict[str, Any] | None = None,
+                constrained: bool = False) -> str:
     """``messages`` are validated; ``tools`` offered to the model are described to it through
     the tokenizer template's ``tools``, else the YAML's ``template.function`` (LocalAI's way),
     else a system message. ``reasoning_effort`` and ``template_kwargs`` (the request's) win over
-    the YAML's."""
+    the YAML's. ``constrained``: a grammar holds the reply (LocalAI's ``.Function``, set on the
+    last message)."""
     effort = reasoning_effort or model.reasoning_effort or ""
     offered = tools.offered if tools is not None else ()
     templates = model.templates
@@ -136,7 +138,9 @@ def chat_prompt(model: ModelPlan, messages: list[PromptMessage], tools: ToolRequ
                 "Content": message.content, "FunctionCall": _go_calls(message) if message.tool_calls else None,
                 "FunctionName": message.name,  # LocalAI's: the message's name (evaluator.go l.136)
                 "MessageIndex": index, "LastMessage": index == len(messages) - 1,
-                "SystemPrompt": system, "Function": bool(offered), "ReasoningEffort": effort,
+                "SystemPrompt": system, "ReasoningEffort": effort,
+                # LocalAI's: a grammar is in force, on the last message only (evaluator.go l.135)
+                "Function": constrained and index == len(messages) - 1,
             })
             if text.strip():  # LocalAI leaves a message out when its template renders nothing
                 rendered.append(text)

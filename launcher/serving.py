@@ -236,15 +236,18 @@ async def chat_job(request: Request, body: ChatCompletionRequest) -> Job:
     model = await select_model(request, body, "chat")
     if tools is not None:  # read calls as the model's YAML says (its `function:` block)
         tools = dataclasses.replace(tools, parsing=model.function_parsing)
-    messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id, m.name or "") for m in body.messages]
-    # Off the event loop: a heavy template must not stall other requests (and /healthz).
-    prompt = check_prompt_size(model, await asyncio.to_thread(
-        functools.partial(chat_prompt, model, messages, tools, reasoning_effort=body.reasoning_effort,
-                          template_kwargs=body.chat_template_kwargs)))
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
     json_schema = (fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None
-    if tools is not None and tools.forced:
+    grammar = model.tool_grammar
+    if tools is not None and tools.choice == "auto" and grammar.enabled and (fmt is None or fmt.type == "text") \
+            and backends.get(model.backend).structured_output:
+        # LocalAI's call grammar: a call, or the no-action function whose message is the answer.
+        if grammar.no_action is not None:
+            tools = tools.with_no_action(grammar.no_action, grammar.no_action_description)
+        json_schema = tools.call_schema(parallel=grammar.parallel_calls)
+        check_json_schema(json_schema, param="tools")
+    elif tools is not None and tools.forced:
         if fmt is not None and fmt.type != "text":
             raise OpenAIError(400, "response_format cannot be combined with a required or named tool call",
                               param="response_format")
@@ -258,6 +261,12 @@ async def chat_job(request: Request, body: ChatCompletionRequest) -> Job:
         if json_schema is not None and tools is not None and tools.offered:  # auto: a call, or the answer
             json_schema = tools.call_schema(answer=json_schema)
     check_grammar_support(model, body.grammar)
+    messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id, m.name or "") for m in body.messages]
+    constrained = json_schema is not None or body.grammar is not None or bool(fmt and fmt.type == "json_object")
+    # Off the event loop: a heavy template must not stall other requests (and /healthz).
+    prompt = check_prompt_size(model, await asyncio.to_thread(
+        functools.partial(chat_prompt, model, messages, tools, reasoning_effort=body.reasoning_effort,
+                          template_kwargs=body.chat_template_kwargs, constrained=constrained)))
     return Job(model, prompt, body, max_tokens_for(request, model, requested), json_schema=json_schema,
                json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
                logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=tools,

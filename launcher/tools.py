@@ -9,7 +9,9 @@ is generated under a llama.cpp grammar built from this JSON Schema::
 so the output always parses and its arguments always fit the tool's schema (for the JSON
 Schema keywords llama.cpp's converter enforces: types, properties, required, enum, const,
 items, anyOf/oneOf, $ref, minItems/maxItems, minLength/maxLength). ``auto`` generates freely
-and reads a call back when the whole output is one; ``none`` never calls.
+and reads a call back when the whole output is one; ``none`` never calls. A model whose YAML has
+LocalAI's ``function:`` block gets LocalAI's call grammar under ``auto`` instead: a call, or the
+no-action function (``answer``) whose ``message`` is the reply (``ToolRequest.with_no_action``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -52,6 +54,23 @@ class ToolRequest:
     choice: str  # "none", "auto", "required", or the name of the function to call
     legacy: bool = False  # `functions`/`function_call`: answer with message.function_call
     parsing: FunctionParsing = FunctionParsing()  # the model's (its YAML's `function:` block)
+    no_action: str | None = None  # LocalAI's no-action function, offered under its call grammar
+
+    def with_no_action(self, name: str, description: str) -> ToolRequest:
+        """These tools and LocalAI's no-action function: calling it is answering, with its
+        ``message`` (chat.go l.328). Its own name, if a request's tool has it, stays the tool's."""
+        if any(t.name == name for t in self.tools):
+            return self
+        answer = Tool(name, description, {"type": "object", "properties": {"message": {
+            "type": "string", "description": "The message to reply the user with"}}, "required": ["message"]})
+        return replace(self, tools=(*self.tools, answer), no_action=name)
+
+    def answer_of(self, calls: list[ToolCall]) -> str | None:
+        """The answer, when the model called the no-action function (first, as LocalAI reads it)."""
+        if self.no_action is None or not calls or calls[0].name != self.no_action:
+            return None
+        message = json.loads(calls[0].arguments).get("message")
+        return message if isinstance(message, str) else ""
 
     @property
     def forced(self) -> bool:
@@ -66,20 +85,27 @@ class ToolRequest:
             return tuple(t for t in self.tools if t.name == self.choice)
         return self.tools
 
-    def call_schema(self, answer: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call_schema(self, answer: dict[str, Any] | None = None, parallel: bool = False) -> dict[str, Any]:
         """The JSON Schema a forced call's output must match. Each tool's local definitions
         (``$defs``, ``definitions``: what pydantic's ``model_json_schema()`` writes for nested
         models) move to the root, renamed per tool, since the tool's schema is nested here.
 
         With ``answer`` (``tool_choice: auto`` with a ``json_schema`` response format: OpenAI
         applies the schema to the final answer only), the output is a call *or* an answer in
-        that schema: the union, so the model may still call a tool."""
+        that schema: the union, so the model may still call a tool. ``parallel`` (LocalAI's
+        ``grammar.parallel_calls``): a list of calls is allowed too. The keys are the model's
+        (``function_name_key``, ``function_arguments_key``)."""
         definitions: dict[str, Any] = {}
-        alternatives = []
+        name_key, arguments_key = self.parsing.name_key, self.parsing.arguments_key
+        calls = []
         for index, tool in enumerate(self.offered):
             arguments = _hoist_definitions(bounded(tool.parameters), f"t{index}_", definitions)
-            alternatives.append({"type": "object", "properties": {"name": {"const": tool.name}, "arguments": arguments},
-                                 "required": ["name", "arguments"], "additionalProperties": False})
+            calls.append({"type": "object", "properties": {name_key: {"const": tool.name}, arguments_key: arguments},
+                          "required": [name_key, arguments_key], "additionalProperties": False})
+        alternatives = list(calls)
+        if parallel:
+            call = calls[0] if len(calls) == 1 else {"anyOf": calls}
+            alternatives.append({"type": "array", "items": call, "minItems": 1, "maxItems": MAX_ARRAY_ITEMS})
         if answer is not None:
             alternatives.append(_hoist_definitions(answer, "answer_", definitions))
         schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
@@ -429,6 +455,10 @@ def assistant_message(text: str, finish_reason: str, tools: ToolRequest | None,
     if not calls:
         content = cleaned_content(text, tools.parsing) if tools is not None else text
         return {"role": "assistant", "content": content, "refusal": None}, finish_reason
+    answer = tools.answer_of(calls)
+    if answer is not None:  # the no-action function: its message is the answer
+        return {"role": "assistant", "content": answer, "refusal": None}, "stop"
+    calls = [c for c in calls if c.name != tools.no_action]
     calls = calls if parallel else calls[:1]
     content = captured_content(text, tools.parsing)
     if tools.legacy:
@@ -477,6 +507,10 @@ class ChoiceDeltas:
             return deltas, self._call_finish() if complete else "length" if finish_reason == "length" else finish_reason
         if self.mode == "auto" and self.held:
             calls = parse_calls(self.held, self.tools)
+            answer = self.tools.answer_of(calls) if calls else None
+            if answer is not None:
+                return [{"content": answer}], "stop"
+            calls = [c for c in calls or () if c.name != self.tools.no_action]
             if calls:
                 calls = calls if self.parallel else calls[:1]
                 if self.tools.legacy:

@@ -58,7 +58,10 @@ def client(tmp_path_factory):
     config = (REPO / "gallery" / "gemma-3-270m.yaml").read_text()
     config = config.replace("context_size: 4096", "context_size: 4096\noptions:\n  - parallel:4")
     (directory / "gemma.yaml").write_text(config)
-    with launched([str(directory / "gemma.yaml")], directory / "server.log") as running:
+    # The same model with a `function:` block: LocalAI's call grammar holds its `auto` requests.
+    localai = config.replace("name: gemma-3-270m", "name: gemma-localai") + "function:\n  grammar: {parallel_calls: true}\n"
+    (directory / "gemma-localai.yaml").write_text(localai)
+    with launched([str(directory)], directory / "server.log") as running:
         yield openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=300)
 
 
@@ -152,6 +155,45 @@ def test_a_tool_result_round_trips_and_none_never_calls(client) -> None:
             model="gemma-3-270m", messages=[{"role": "user", "content": "Call get_weather for Rome."}],
             tools=[weather], tool_choice="none", temperature=1.0, seed=seed, max_tokens=30)
         assert reply.choices[0].message.tool_calls is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_localais_call_grammar_makes_every_auto_reply_a_fitting_call_or_an_answer(client, stream) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                "parameters": with_bounded_strings(SCHEMAS[1])}}
+    kinds = set()
+    for seed, prompt in enumerate(PROMPTS[:4]):
+        request = dict(model="gemma-localai", messages=[{"role": "user", "content": prompt}], tools=[weather],
+                       temperature=1.0, seed=seed, max_tokens=100)
+        if stream:
+            calls: dict[int, dict] = {}
+            content, finish = "", None
+            for chunk in client.chat.completions.create(**request, stream=True):
+                choice = chunk.choices[0]
+                content += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+                for part in choice.delta.tool_calls or ():
+                    held = calls.setdefault(part.index, {"name": "", "arguments": ""})
+                    held["name"] += part.function.name or ""
+                    held["arguments"] += part.function.arguments or ""
+            found = list(calls.values())
+        else:
+            choice = client.chat.completions.create(**request).choices[0]
+            content, finish = choice.message.content or "", choice.finish_reason
+            found = [{"name": c.function.name, "arguments": c.function.arguments}
+                     for c in choice.message.tool_calls or ()]
+        if finish == "length":
+            continue  # cut inside the grammar: neither, and said so
+        if found:
+            assert finish == "tool_calls" and not content
+            for call in found:
+                assert call["name"] == "get_weather"
+                jsonschema.validate(json.loads(call["arguments"]), weather["function"]["parameters"])
+            kinds.add("call")
+        else:  # the answer function: its message is the reply, never the JSON around it
+            assert finish == "stop" and '"arguments"' not in content and not content.startswith("{")
+            kinds.add("answer")
+    assert kinds, "every reply was cut by max_tokens"
 
 
 def test_a_pydantic_tool_schema_with_defs_is_forced_and_fits(client) -> None:

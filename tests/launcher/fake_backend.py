@@ -9,6 +9,7 @@ It "generates" a reply chosen by markers in the prompt:
   [dead]   its engine dies after 2 tokens (EngineDead: the worker exits and is replaced)
   [engine-pid]  replies with the pid of its "engine": a process it started at load when the
            model's description says spawns-engine (as vLLM starts its engine core)
+  [last-choice]  with a JSON Schema that is a union (anyOf), an instance of its last alternative
   [call:NAME]  a tool call {"name": NAME, "arguments": {"city": "Paris", "unit": "C"}}, in 3-character tokens
 a request with a JSON Schema (response_format, forced tool calls) gets the smallest instance of
 it, in 3-character tokens; otherwise "Hello world, this is a fake model." in word tokens.
@@ -63,7 +64,10 @@ class FakeBackend(GeneratorBackend):
                                param="messages")
         call = re.search(r"\[call:(\w+)\]", prompt)
         if request.json_schema is not None:
-            tokens = _chunks(json.dumps(example_instance(request.json_schema)))
+            schema = request.json_schema
+            if "[last-choice]" in prompt and "anyOf" in schema:  # the schema's last alternative instead
+                schema = {**schema["anyOf"][-1], **({"$defs": schema["$defs"]} if "$defs" in schema else {})}
+            tokens = _chunks(json.dumps(example_instance(schema)))
         elif call is not None:
             tokens = _chunks(json.dumps({"name": call.group(1), "arguments": {"city": "Paris", "unit": "C"}}))
         elif "[echo]" in prompt:
