@@ -58,4 +58,22 @@ def read_like_localai(model: Any) -> list[Problem]:
     if parent is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 2:
         problems.append(Problem(("parameters", "temperature"), f"{value!r} is above OpenAI's limit of 2; LocalAI and "
                                                                "llama.cpp take it, so it is used as given", Severity.WARNING))
+    return problems + _drop_empty_items(model, ())
+
+
+def _drop_empty_items(node: Any, path: tuple) -> list[Problem]:
+    """A list item with nothing in it (``- `` alone, or a commented-out value) is one LocalAI
+    reads as an empty string, which does nothing in its lists: it is dropped, with a warning."""
+    problems: list[Problem] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            problems += _drop_empty_items(value, (*path, key))
+    elif isinstance(node, list):
+        for index in reversed(range(len(node))):
+            if node[index] is None:
+                del node[index]
+                problems.append(Problem((*path, index), "an empty list item (LocalAI reads it as an empty string) is "
+                                                        "ignored", Severity.WARNING))
+            else:
+                problems += _drop_empty_items(node[index], (*path, index))
     return problems

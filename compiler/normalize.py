@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
-from . import backends, go_regex
+from . import backends, go_regex, xml_tool_formats
 from .backend_rules import check_backend_rules
 from .context import ModelContext, Reader
 from .gguf_metadata import GgufMetadata
@@ -33,6 +33,7 @@ from .plan import (
     Templates,
     ToolGrammar,
     Usecase,
+    XmlToolFormat,
 )
 from .sources import GGML_DEPRECATED, PACKAGE_SCHEME
 from .templates import resolve_template, tokenizer_template
@@ -311,7 +312,35 @@ def _function_parsing(r: Reader, ctx: ModelContext) -> FunctionParsing:
         replace_llm_results=replacements("replace_llm_results"), capture_llm_results=patterns("capture_llm_results"),
         name_key=r.get(("function", "function_name_key"), "function_parsing.name_key", "name"),
         arguments_key=r.get(("function", "function_arguments_key"), "function_parsing.arguments_key", "arguments"),
+        xml_format=_xml_format(r, ctx),
     )
+
+
+def _xml_format(r: Reader, ctx: ModelContext) -> XmlToolFormat | None:
+    """``function.xml_format`` (spelled out), else ``xml_format_preset`` by name."""
+    custom = r.get(("function", "xml_format"), "function_parsing.xml_format")
+    if isinstance(custom, dict):
+        fields = {key: value for key, value in custom.items() if key in XmlToolFormat.model_fields}
+        if "raw_argval" in custom:
+            fields["raw_values"] = custom["raw_argval"]
+        if "trim_raw_argval" in custom:
+            fields["trim_values"] = bool(custom["trim_raw_argval"])
+        missing = [key for key in ("tool_start", "tool_sep", "key_start", "key_val_sep", "val_end", "tool_end")
+                   if not isinstance(fields.get(key), str)]
+        if missing:
+            ctx.error(("function", "xml_format"), f"missing {', '.join(missing)} (each a string)")
+            return None
+        return XmlToolFormat(**fields)
+    preset = r.get(("function", "xml_format_preset"), "function_parsing.xml_format")
+    if not preset:
+        return None
+    if preset in xml_tool_formats.PRESETS:
+        return xml_tool_formats.PRESETS[preset]
+    if preset not in xml_tool_formats.JSON_SHAPED_PRESETS:
+        known = (*xml_tool_formats.PRESETS, *xml_tool_formats.JSON_SHAPED_PRESETS)
+        ctx.warning(("function", "xml_format_preset"), f"unknown preset {preset!r} (LocalAI ignores it too); "
+                                                       f"known: {', '.join(known)}")
+    return None
 
 
 def _tool_grammar(r: Reader, templates: Templates, ctx: ModelContext) -> ToolGrammar:

@@ -114,6 +114,22 @@ class OutputRules(_Frozen):
     reply_prefix: str = ""  # sent first, streamed too (template.reply_prefix)
 
 
+class XmlToolFormat(_Frozen):
+    """An XML-like tool-call syntax (LocalAI's ``XMLToolCallFormat``; ``compiler/xml_tool_formats.py``)."""
+
+    scope_start: str = ""
+    tool_start: str
+    tool_sep: str
+    key_start: str
+    key_val_sep: str
+    key_val_sep2: str = ""
+    val_end: str
+    tool_end: str
+    scope_end: str = ""
+    raw_values: bool | None = None  # values are text (true), JSON (false), or JSON where they parse (None)
+    trim_values: bool = False
+
+
 class FunctionParsing(_Frozen):
     """How tool calls are read out of a reply (LocalAI's ``function:`` parsing keys,
     pkg/functions/parse.go ``ParseFunctionCall``); patterns are already in Python's syntax."""
@@ -128,6 +144,7 @@ class FunctionParsing(_Frozen):
     capture_llm_results: tuple[str, ...] = ()
     name_key: str = "name"
     arguments_key: str = "arguments"
+    xml_format: XmlToolFormat | None = None  # xml_format, or xml_format_preset's: tried first
 
 
 class ToolGrammar(_Frozen):

@@ -11,7 +11,12 @@ template asks the model to write), never when a call merely appears inside prose
   ``response_regex``), one or more;
 * ``[TOOL_CALLS] [{...}]`` (``mistral-0.3``) and Mistral's newer ``[TOOL_CALLS]NAME[ARGS]{...}``;
 * pythonic ``[name(key=value, ...)]`` (LocalAI's AIO ``gpt-4`` function template, Llama 3.2's
-  pythonic format), arguments as Python literals (read with ``ast.literal_eval``: nothing runs).
+  pythonic format), arguments as Python literals (read with ``ast.literal_eval``: nothing runs);
+* the XML-like syntaxes of LocalAI's presets (``compiler/xml_tool_formats.py``): Qwen3-Coder's
+  ``<tool_call><function=NAME><parameter=KEY>VALUE</parameter></function></tool_call>``, GLM 4.5's
+  ``<tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value></tool_call>``, MiniMax M2's
+  ``<minimax:tool_call><invoke name="NAME"><parameter name="KEY">VALUE</parameter></invoke>...``;
+  Apriel's ``<tool_calls>[{...}]</tool_calls>`` and Kimi K2's ``<|tool_calls_section_begin|>``.
 
 ``parse`` gives ``(name, arguments)`` pairs; checking them against the offered tools is the
 caller's (``tools.parse_calls``). ``may_open_calls`` says whether text seen so far could still
@@ -26,6 +31,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from modelyard.compiler.plan import XmlToolFormat
+from modelyard.compiler.xml_tool_formats import PRESETS as XML_PRESETS
+
 Calls = list[tuple[Any, Any]]  # (name, arguments) as written: checked by the caller
 
 _PYTHON_TAG = "<|python_tag|>"
@@ -35,13 +43,21 @@ _FUNCTION_TAG = re.compile(r"<function=([\w.\-]+)>\s*(.*?)\s*</function>", re.DO
 _MISTRAL_ARGS = re.compile(r"([\w.\-]+)\[ARGS\]")
 _PYTHONIC_NAME = re.compile(r"^[A-Za-z_][\w.]*$")
 
+_APRIEL = re.compile(r"^<tool_calls>\s*(\[.*\])\s*</tool_calls>$", re.DOTALL)
+_KIMI_SECTION = ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>")
+_KIMI_CALL = re.compile(r"<\|tool_call_begin\|>\s*(?:functions\.)?([\w.\-]+?)(?::\d+)?\s*"
+                        r"<\|tool_call_argument_begin\|>(.*?)<\|tool_call_end\|>", re.DOTALL)
+
 # What a reply made of calls can start with: the JSON openers, then each tagged syntax.
-OPENERS = ("{", "[", "<tool_call>", "<scratchpad>", "<function=", "[TOOL_CALLS]", _PYTHON_TAG)
+OPENERS = ("{", "[", "<tool_call>", "<scratchpad>", "<function=", "[TOOL_CALLS]", _PYTHON_TAG,
+           "<minimax:tool_call>", "<tool_calls>", _KIMI_SECTION[0],
+           *{f.scope_start or f.tool_start for f in XML_PRESETS.values()})
 
 
-def may_open_calls(start: str) -> bool:
+def may_open_calls(start: str, syntax: XmlToolFormat | None = None) -> bool:
     """Whether ``start`` (the reply so far, leading whitespace removed) could begin calls."""
-    return any(start.startswith(opener) or opener.startswith(start) for opener in OPENERS)
+    openers = (*OPENERS, syntax.scope_start or syntax.tool_start) if syntax is not None else OPENERS
+    return any(start.startswith(opener) or opener.startswith(start) for opener in openers)
 
 
 def _json(text: str) -> Any:
@@ -160,14 +176,92 @@ def _pythonic(text: str) -> Calls | None:
     return calls
 
 
-_FORMATS: tuple[Callable[[str], Calls | None], ...] = (_plain_json, _tagged, _function_tags, _mistral, _pythonic)
+def xml_calls(text: str, syntax: XmlToolFormat) -> Calls | None:
+    """Calls in an XML-like syntax, when ``text`` is nothing else (whitespace between)."""
+    if syntax.scope_start:
+        if not (text.startswith(syntax.scope_start) and text.endswith(syntax.scope_end)):
+            return None
+        text = text.replace(syntax.scope_start, " ").replace(syntax.scope_end, " ")
+    sep = re.escape(syntax.tool_sep) if syntax.tool_sep else r"\s*"
+    tool = re.compile(re.escape(syntax.tool_start) + r"\s*([\w.\-]+)" + sep + r"(.*?)" + re.escape(syntax.tool_end),
+                      re.DOTALL)
+    value_sep = re.escape(syntax.key_val_sep) + (r"\s*" + re.escape(syntax.key_val_sep2) if syntax.key_val_sep2 else "")
+    argument = re.compile(re.escape(syntax.key_start) + r"(.*?)" + value_sep + r"(.*?)" + re.escape(syntax.val_end),
+                          re.DOTALL)
+    found = tool.findall(text)
+    if not found or tool.sub("", text).strip():
+        return None
+    calls: Calls = []
+    for name, body in found:
+        pairs = argument.findall(body)
+        if argument.sub("", body).strip():
+            return None
+        arguments = {}
+        for key, raw in pairs:
+            arguments[key.strip()] = _xml_value(raw, syntax)
+        calls.append((name, arguments))
+    return calls
 
 
-def parse(text: str) -> Calls | None:
-    """The calls ``text`` is made of, in the first syntax that reads all of it; else None."""
+def _xml_value(raw: str, syntax: XmlToolFormat) -> Any:
+    value = raw.strip() if syntax.trim_values or syntax.raw_values is not True else raw
+    if syntax.raw_values is True:
+        return value
+    try:
+        return _json(value)
+    except json.JSONDecodeError:
+        if syntax.raw_values is False:
+            raise
+        return value if syntax.trim_values else raw
+
+
+def _xml_presets(text: str) -> Calls | None:
+    for syntax in XML_PRESETS.values():
+        try:
+            calls = xml_calls(text, syntax)
+        except json.JSONDecodeError:
+            continue
+        if calls is not None:
+            return calls
+    return None
+
+
+def _apriel(text: str) -> Calls | None:
+    found = _APRIEL.match(text)
+    return _plain_json(found.group(1)) if found else None
+
+
+def _kimi(text: str) -> Calls | None:
+    start, end = _KIMI_SECTION
+    if not (text.startswith(start) and text.endswith(end)):
+        return None
+    body = text[len(start):-len(end)]
+    found = _KIMI_CALL.findall(body)
+    if not found or _KIMI_CALL.sub("", body).strip():
+        return None
+    try:
+        return [(name, _json(arguments)) for name, arguments in found]
+    except json.JSONDecodeError:
+        return None
+
+
+_FORMATS: tuple[Callable[[str], Calls | None], ...] = (
+    _plain_json, _tagged, _function_tags, _mistral, _pythonic, _xml_presets, _apriel, _kimi)
+
+
+def parse(text: str, syntax: XmlToolFormat | None = None) -> Calls | None:
+    """The calls ``text`` is made of, in the first syntax that reads all of it (the model's own
+    XML ``syntax`` first, when its YAML names one); else None."""
     stripped = text.strip()
     if stripped.startswith(_PYTHON_TAG):
         stripped = stripped.removeprefix(_PYTHON_TAG).strip()
+    if syntax is not None:
+        try:
+            calls = xml_calls(stripped, syntax)
+        except json.JSONDecodeError:
+            calls = None
+        if calls is not None:
+            return calls
     for read in _FORMATS:
         calls = read(stripped)
         if calls is not None:

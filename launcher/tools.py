@@ -262,7 +262,7 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
     settings find them (``response_regex``, ``json_regex_match``); None when it is content."""
     found = _configured_calls(text, tools.parsing)
     if found is None:
-        found = tool_formats.parse(text)
+        found = tool_formats.parse(text, tools.parsing.xml_format)
     if found is None:
         return None
     offered = {t.name: t for t in tools.offered}
@@ -494,7 +494,7 @@ class ChoiceDeltas:
             return [self._call_delta(0, kind, value) for kind, value in self.call.feed(text)]
         self.held += text  # auto: content, or a call?
         start = self.held.lstrip()
-        if start and not tool_formats.may_open_calls(start):
+        if start and not tool_formats.may_open_calls(start, self.tools.parsing.xml_format):
             self.mode, held, self.held = "content", self.held, ""
             return [{"content": held}]
         return []

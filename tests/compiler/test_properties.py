@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,14 @@ def test_random_structures(document) -> None:
     import json
 
     _never_raises(json.dumps(document, default=str))  # JSON is YAML
+
+
+@pytest.mark.parametrize("key", ["known_usecases", "trimspace", "stopwords", "cutstrings"])
+def test_an_empty_list_item_is_dropped_with_a_warning(key: str) -> None:
+    """Found by the mutation test above: a `- ` with nothing after it (or a commented-out value)
+    reached the normalizer as None and raised."""
+    result = compile_yaml({"models/m.yaml": f"name: a\nbackend: llama-cpp\nparameters: {{model: model.gguf}}\n"
+                                            f"{key}:\n  -\n  - chat\n"})
+    assert result.plan is not None
+    [warning] = [d for d in result.diagnostics if d.path == f"a.{key}[0]"]
+    assert "empty list item" in warning.message and not warning.is_error

@@ -34,6 +34,20 @@ BOTH = [("get_weather", PARIS), ("get_time", {"zone": "CET"})]
     ('[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "C"}[TOOL_CALLS]get_time[ARGS]{"zone": "CET"}', BOTH),
     # pythonic: LocalAI's AIO gpt-4 function template, Llama 3.2
     ('[get_weather(city="Paris", unit="C"), get_time(zone="CET")]', BOTH),
+    # LocalAI's XML presets: qwen3-coder / qwen3.5, glm-4.5, minimax-m2
+    ('<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=unit>\nC\n'
+     '</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n<parameter=zone>\nCET\n'
+     '</parameter>\n</function>\n</tool_call>', BOTH),
+    ('<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n<arg_key>unit</arg_key>\n'
+     '<arg_value>C</arg_value>\n</tool_call>', BOTH[:1]),
+    ('<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">Paris</parameter>\n'
+     '<parameter name="unit">C</parameter>\n</invoke>\n<invoke name="get_time">\n<parameter name="zone">CET'
+     '</parameter>\n</invoke>\n</minimax:tool_call>', BOTH),
+    # apriel-1.5's and kimi-k2's JSON-shaped ones
+    ('<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}]</tool_calls>', BOTH[:1]),
+    ('<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>'
+     '{"city": "Paris", "unit": "C"}<|tool_call_end|><|tool_call_begin|>functions.get_time:1'
+     '<|tool_call_argument_begin|>{"zone": "CET"}<|tool_call_end|><|tool_calls_section_end|>', BOTH),
 ])
 def test_each_gallery_syntax_reads_as_calls(reply, expected) -> None:
     calls = parse_calls(reply, TOOLS)
@@ -51,6 +65,8 @@ def test_each_gallery_syntax_reads_as_calls(reply, expected) -> None:
     "[1, 2, 3]",
     '[TOOL_CALLS] not json',
     '<scratchpad>thinking</scratchpad> and then an answer',
+    '<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call> and more',
+    '<minimax:tool_call><invoke name="get_weather">Paris</invoke></minimax:tool_call>',  # not its arguments
 ])
 def test_anything_else_stays_content(reply) -> None:
     assert parse_calls(reply, TOOLS) is None
@@ -68,6 +84,21 @@ def test_a_stream_holds_call_syntax_back_and_sends_openai_fragments(pieces, call
     sent, finish = deltas.finish("stop")
     assert finish == "tool_calls"
     assert [d["tool_calls"][0]["function"]["name"] for d in sent if "id" in d["tool_calls"][0]] == calls
+
+
+def test_a_yaml_xml_format_is_read_and_held_back_while_streaming() -> None:
+    from modelyard.compiler.plan import FunctionParsing, XmlToolFormat
+
+    syntax = XmlToolFormat(scope_start="<calls>", tool_start="<call:", tool_sep=">", key_start="<", key_val_sep="=",
+                           val_end="/>", tool_end="</call>", scope_end="</calls>", raw_values=True)
+    tools = parse_tool_request([WEATHER], "auto", None, None)
+    tools = type(tools)(tools.tools, tools.choice, parsing=FunctionParsing(xml_format=syntax))
+    reply = "<calls><call:get_weather><city=Paris/><unit=C/></call></calls>"
+    [call] = parse_calls(reply, tools)
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", PARIS)
+    deltas = ChoiceDeltas(tools)
+    assert deltas.text("<cal") == [] and deltas.text(reply[4:]) == []
+    assert deltas.finish("stop")[1] == "tool_calls"
 
 
 def test_a_stream_of_prose_is_sent_at_once() -> None:
