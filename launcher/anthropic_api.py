@@ -25,6 +25,7 @@ from .protocol import ChatCompletionRequest, RequestBody, parse_body, validate
 from .routes import Endpoint, Operation
 from .serving import chat_choice, chat_job, chunk_stream, complete, read_request_body, sse_response
 from .state import server_state
+from .tools import arguments_object
 
 # OpenAI's finish reasons as Anthropic's stop reasons.
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
@@ -206,16 +207,8 @@ def _content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
         blocks.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or ():
         blocks.append({"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
-                       "input": _input(call["function"]["arguments"])})
+                       "input": arguments_object(call["function"]["arguments"])})
     return blocks
-
-
-def _input(arguments: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(arguments)
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 async def messages(request: Request) -> Response:

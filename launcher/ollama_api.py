@@ -48,6 +48,7 @@ from .serving import (
     select_model,
 )
 from .state import server_state
+from .tools import arguments_object
 
 log = logging.getLogger(__name__)
 
@@ -353,17 +354,9 @@ def _output(kind: str, message: dict[str, Any]) -> dict[str, Any]:
         out["thinking"] = thinking
     if message.get("tool_calls"):
         out["tool_calls"] = [{"function": {"name": c["function"]["name"],
-                                           "arguments": _arguments(c["function"]["arguments"])}}
+                                           "arguments": arguments_object(c["function"]["arguments"])}}
                              for c in message["tool_calls"]]
     return {"message": out}
-
-
-def _arguments(text: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 def _final(finish: str, counts: dict[str, Any], started: int, first_token: int | None = None) -> dict[str, Any]:

@@ -312,31 +312,28 @@ class ModelWorker:
 
     async def embed(self, inputs: list[str | list[int]]) -> Embeddings:
         """The vectors of ``inputs``; the worker's ``Failure`` is raised."""
-        request_id, stream = await self._open_stream()
-        self.doing[request_id] = "embedding"
-        try:
-            self.writer.write(encode({"type": "embed", "id": request_id, "inputs": inputs}))
-            item = await stream.get()
-            if isinstance(item, Failure):
-                raise item
-            assert isinstance(item, Embeddings)
-            return item
-        finally:
-            self._close_stream(request_id)
+        reply = await self._ask("embedding", {"type": "embed", "inputs": inputs})
+        assert isinstance(reply, Embeddings)
+        return reply
 
     async def tokenize(self, text: str | None, tokens: list[int] | None, add_special: bool,
                        pieces: bool = False) -> Tokens:
         """``text``'s ids, or ``tokens``' text, from the model's tokenizer; the worker's
         ``Failure`` is raised."""
+        reply = await self._ask("tokenizing", {"type": "tokenize", "text": text, "tokens": tokens,
+                                               "add_special": add_special, "pieces": pieces})
+        assert isinstance(reply, Tokens)
+        return reply
+
+    async def _ask(self, doing: str, message: dict[str, Any]) -> Item | Embeddings:
+        """One message to the worker and its one reply (not a stream of items)."""
         request_id, stream = await self._open_stream()
-        self.doing[request_id] = "tokenizing"
+        self.doing[request_id] = doing
         try:
-            self.writer.write(encode({"type": "tokenize", "id": request_id, "text": text, "tokens": tokens,
-                                      "add_special": add_special, "pieces": pieces}))
+            self.writer.write(encode({**message, "id": request_id}))
             item = await stream.get()
             if isinstance(item, Failure):
                 raise item
-            assert isinstance(item, Tokens)
             return item
         finally:
             self._close_stream(request_id)

@@ -252,6 +252,17 @@ class ToolCall:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
+def arguments_object(arguments: str) -> dict[str, Any]:
+    """A call's arguments (OpenAI's JSON text) as the object other APIs send (Anthropic's
+    ``input``, Ollama's ``arguments``): ``{}`` when they are not JSON, ``{"value": ...}`` when not
+    an object."""
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 

