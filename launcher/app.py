@@ -2,7 +2,9 @@
 
 Routes (``ENDPOINTS``, at the end): ``/v1/chat/completions``, ``/v1/completions``, ``/v1/edits``,
 ``/v1/embeddings``, ``/v1/models[/{id}]``, each also without ``/v1``; ``/healthz``, ``/readyz``,
-``/metrics``, ``/openapi.json``. The handlers share one ``state.ServerState`` (``app.state.server``).
+``/metrics``, ``/openapi.json``. The other API surfaces (``anthropic_api``, ``responses_api``,
+``ollama_api``) bring their own routes; all of them run on the shared path in ``serving.py``.
+The handlers share one ``state.ServerState`` (``app.state.server``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from modelyard.compiler.gguf_metadata import read_gguf_metadata
 from modelyard.compiler.plan import ModelPlan
@@ -44,6 +44,7 @@ from .serving import (
     complete,
     find_model,
     max_tokens_for,
+    ndjson_response,
     read_request_body,
     select_model,
 )
@@ -408,7 +409,7 @@ async def _stream(request: Request, job: Job, kind: str, is_chat: bool, started:
         finally:
             await chunks.aclose()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return ndjson_response(request, lines())
 
 
 # --- embeddings ------------------------------------------------------------------------------
@@ -569,7 +570,7 @@ async def pull(request: Request) -> Response:
         yield json.dumps({"status": "writing manifest"}) + "\n"
         yield json.dumps({"status": "success"}) + "\n"
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return ndjson_response(request, lines())
 
 
 async def version(request: Request) -> Response:

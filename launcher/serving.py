@@ -15,9 +15,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Send
 
 from modelyard.compiler import backends
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
@@ -425,3 +428,28 @@ def sse_response(request: Request, events: AsyncIterator[dict[str, str]]) -> Eve
     server = server_state(request).plan.server
     return EventSourceResponse(events, sep="\n", ping=15, send_timeout=server.stream_send_timeout_s,
                                shutdown_grace_period=max(0, server.drain_timeout_s - 1))
+
+
+class NdjsonResponse(StreamingResponse):
+    """Newline-delimited JSON (Ollama's streams) with the SSE surfaces' guarantee: a client that
+    takes no bytes for ``send_timeout`` s is dropped, and closing the lines cancels its generation."""
+
+    def __init__(self, lines: AsyncIterator[str], send_timeout: float) -> None:
+        super().__init__(lines, media_type="application/x-ndjson")
+        self.send_timeout = send_timeout
+
+    async def stream_response(self, send: Send) -> None:
+        async def timed(message: Message) -> None:
+            with anyio.fail_after(self.send_timeout):
+                await send(message)
+
+        try:
+            await super().stream_response(timed)
+        except TimeoutError:
+            log.info("an NDJSON client took nothing for %.0f s; its generation was cancelled", self.send_timeout)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # the lines' generator
+
+
+def ndjson_response(request: Request, lines: AsyncIterator[str]) -> NdjsonResponse:
+    return NdjsonResponse(lines, server_state(request).plan.server.stream_send_timeout_s)

@@ -167,3 +167,38 @@ def test_a_failure_mid_stream_is_an_error_line(client) -> None:
         assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in response.iter_lines() if line]
     assert "error" in lines[-1] and not lines[-1].get("done")
+
+
+def test_a_client_that_stops_reading_an_ndjson_stream_is_dropped_and_its_lines_closed() -> None:
+    import asyncio
+
+    from modelyard.launcher.serving import NdjsonResponse
+
+    closed = []
+
+    async def lines():
+        try:
+            for i in range(1000):
+                yield f'{{"n": {i}}}\n'
+        finally:
+            closed.append(True)
+
+    async def run() -> list[str]:
+        sent: list[str] = []
+
+        async def send(message) -> None:  # the client takes the head and one line, then nothing
+            if message["type"] == "http.response.body" and message.get("body"):
+                sent.append(message["body"].decode())
+                if len(sent) > 1:
+                    await asyncio.sleep(3600)
+
+        async def receive():
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        response = NdjsonResponse(lines(), send_timeout=0.2)
+        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
+        return sent
+
+    sent = asyncio.run(run())
+    assert sent[0] == '{"n": 0}\n' and len(sent) == 2 and closed == [True]
