@@ -191,4 +191,5 @@ def test_a_failure_mid_stream_is_an_error_event(client) -> None:
 def test_the_messages_routes_are_in_the_openapi_document(client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "post" in paths["/v1/messages"] and "post" in paths["/v1/messages/count_tokens"]
-    assert json.dumps(paths["/v1/messages"]).count("MessagesRequest") >= 1
+    body = paths["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/AnthropicMessagesRequest"}
