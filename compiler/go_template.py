@@ -61,11 +61,25 @@ class TranslationError(Exception):
 
 def translate(source: str) -> str:
     """Return the Jinja2 equivalent of a Go text/template, or raise ``TranslationError``."""
+    return _translated(source)[0]
+
+
+def root_fields(source: str) -> list[tuple[str, int, int]]:
+    """The fields a template reads from its data (``.Input``, ``$.Functions``): (name, line,
+    column), in order. ``TranslationError`` as ``translate``."""
+    return _translated(source)[1]
+
+
+def _translated(source: str) -> tuple[str, list[tuple[str, int, int]]]:
     nodes = _Parser(_lex(source), source).parse_template()
     emitter = _Emitter(source)
     body = emitter.emit_nodes(nodes, _Scope())
     header = "{% set _go = namespace() %}" if emitter.uses_variables else ""
-    return header + body
+    fields = []
+    for name, offset in emitter.root_fields:
+        line = source.count("\n", 0, offset) + 1
+        fields.append((name, line, offset - (source.rfind("\n", 0, offset) + 1) + 1))
+    return header + body, fields
 
 
 # --- lexing ----------------------------------------------------------------------------------
@@ -495,6 +509,7 @@ class _Emitter:
         self.uses_variables = False
         self.loops = 0
         self.offset = 0  # of the expression being emitted, for error positions
+        self.root_fields: list[tuple[str, int]] = []  # fields read from the data itself, with offsets
 
     def _fail(self, message: str) -> TranslationError:
         return _error(self.source, self.offset, message)
@@ -581,6 +596,7 @@ class _Emitter:
         else:
             base = self._expr(expr.base, scope)
         if base is None:
+            self.root_fields.append((names[0], expr.offset))
             base, names = names[0], names[1:]
         # Subscript rather than attribute access: a key such as "items" must not find dict.items.
         return base + "".join(f"[{name!r}]" for name in names)

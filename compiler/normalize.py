@@ -92,7 +92,7 @@ def normalize_model(raw: Mapping[str, Any], ctx: ModelContext, fallback_name: st
         output=_output_rules(r, ctx),
         reasoning=_reasoning(r),
         function_parsing=_function_parsing(r, ctx),
-        tool_grammar=_tool_grammar(r, templates, ctx),
+        tool_grammar=_tool_grammar(r, templates, backend, ctx),
         templates=templates,
         embeddings=embeddings,
     )
@@ -343,27 +343,42 @@ def _xml_format(r: Reader, ctx: ModelContext) -> XmlToolFormat | None:
     return None
 
 
-def _tool_grammar(r: Reader, templates: Templates, ctx: ModelContext) -> ToolGrammar:
-    """LocalAI constrains every tool request with a grammar unless ``function.grammar.disable``
-    (or ``use_tokenizer_template``, which sets it: model_config.go ``SetDefaults``). modelyard does
-    so for models whose YAML has a ``function:`` block, LocalAI's function-calling settings;
-    without one, ``auto`` generates freely and its calls are read in every syntax the gallery's
-    templates use (models with a native tool format answer better unconstrained). ``mixed_mode``
-    lets the model write any text instead of a call: no constraint at all, as here."""
+def _tool_grammar(r: Reader, templates: Templates, backend: str, ctx: ModelContext) -> ToolGrammar:
+    """LocalAI constrains every tool request whose prompt it renders itself (chat.go l.327)
+    unless ``function.grammar.disable``: a model whose chat is the tokenizer's template
+    (``use_tokenizer_template``, or a GGUF's own template) leaves the tools to the backend
+    (model_config.go l.1485, gguf.go l.139), and so does modelyard. ``mixed_mode`` and
+    ``prefix`` shape LocalAI's GBNF (grammars/rules.go): a backend that takes GBNF gets the
+    same; on the others ``mixed_mode`` means no constraint and ``prefix`` is left out."""
     block = r.raw.get("function")
     settings = block.get("grammar") if isinstance(block, dict) else None
     settings = settings if isinstance(settings, dict) else {}
-    off = (not isinstance(block, dict) or settings.get("disable") or settings.get("mixed_mode")
-           or templates.use_tokenizer_template)
+    renders_chat = templates.chat is not None or templates.chat_message is not None or bool(r.raw.get("roles"))
+    gbnf = backends.get(backend).grammar
+    mixed = bool(r.get(("function", "grammar", "mixed_mode"), "tool_grammar.mixed_mode", False))
+    off = ("off: the tokenizer's template renders the chat" if templates.use_tokenizer_template
+           else "off: the YAML has no chat template" if not renders_chat
+           else "off: function.grammar.disable" if settings.get("disable")
+           else f"off: mixed_mode, and {backend} takes no GBNF" if mixed and not gbnf else None)
+    prefix = r.get(("function", "grammar", "prefix"), "tool_grammar.prefix", "") or ""
+    if prefix and not gbnf:
+        ctx.warning(("function", "grammar", "prefix"), f"ignored on {backend}: the call grammar there is a JSON "
+                                                       "Schema, which cannot put text before the call (llama-cpp can)")
+        prefix = ""
     no_action = None if r.get(("function", "disable_no_action"), "tool_grammar.no_action", False) else \
         r.get(("function", "no_action_function_name"), "tool_grammar.no_action", "answer") or "answer"
     return ToolGrammar(
-        enabled=r.set("tool_grammar.enabled", not off, "a function: block without grammar.disable or mixed_mode"
-                      if not off else "default"),
+        enabled=r.set("tool_grammar.enabled", off is None, off or "on: the YAML's templates render the chat"),
         parallel_calls=bool(r.get(("function", "grammar", "parallel_calls"), "tool_grammar.parallel_calls", False)),
         no_action=no_action,
         no_action_description=r.get(("function", "no_action_description_name"), "tool_grammar.no_action_description",
                                     ToolGrammar().no_action_description) or ToolGrammar().no_action_description,
+        mixed_mode=mixed and gbnf,
+        no_mixed_free_string=bool(r.get(("function", "grammar", "no_mixed_free_string"),
+                                        "tool_grammar.no_mixed_free_string", False)),
+        expect_strings_after_json=bool(r.get(("function", "grammar", "expect_strings_after_json"),
+                                             "tool_grammar.expect_strings_after_json", False)),
+        prefix=prefix,
     )
 
 
@@ -416,9 +431,9 @@ def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, back
         if value is None:
             resolved[kind] = None
             continue
-        result = resolve_template(value, ctx.models_dir, ctx.probe)
-        if result.problem is not None:
-            ctx.problem(result.problem.under(("template", kind)))
+        result = resolve_template(value, ctx.models_dir, ctx.probe, kind)
+        for problem in result.problems:
+            ctx.problem(problem.under(("template", kind)))
         resolved[kind] = result.template
     use_tokenizer = bool(r.get(("template", "use_tokenizer_template"), "templates.use_tokenizer_template", False))
     if backends.get(backend).gguf and not use_tokenizer and not any(resolved.values()) and not r.raw.get("roles") \
@@ -437,14 +452,14 @@ def _templates(r: Reader, ctx: ModelContext, metadata: GgufMetadata | None, back
         else:
             text, where = found
             result = tokenizer_template(text)
-            if result.problem is not None:
-                ctx.problem(result.problem.under(("template", "use_tokenizer_template")))
+            for problem in result.problems:
+                ctx.problem(problem.under(("template", "use_tokenizer_template")))
             tokenizer = r.set("templates.tokenizer_template", result.template, where)
     elif use_tokenizer and metadata is not None:
         if metadata.chat_template:
             result = tokenizer_template(metadata.chat_template)
-            if result.problem is not None:
-                ctx.problem(result.problem.under(("template", "use_tokenizer_template")))
+            for problem in result.problems:
+                ctx.problem(problem.under(("template", "use_tokenizer_template")))
             tokenizer = r.set("templates.tokenizer_template", result.template, "gguf tokenizer.chat_template")
         else:
             ctx.error(("template", "use_tokenizer_template"),

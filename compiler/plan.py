@@ -150,12 +150,17 @@ class FunctionParsing(_Frozen):
 class ToolGrammar(_Frozen):
     """LocalAI's tool-call grammar (``function.grammar``, chat.go l.327): with it on, a request that
     offers tools under ``auto`` is constrained to a call, or to the no-action function whose
-    ``message`` is the answer. On only for models whose YAML has a ``function:`` block."""
+    ``message`` is the answer. On for models whose YAML's templates render the chat."""
 
     enabled: bool = False
     parallel_calls: bool = False  # a list of calls as well as one call
     no_action: str | None = "answer"  # the no-action function (None: disable_no_action)
     no_action_description: str = "use this action to answer without performing any action"
+    # LocalAI's GBNF refinements, applied where the backend takes GBNF (llama-cpp):
+    mixed_mode: bool = False  # text, text then a call, or a call
+    no_mixed_free_string: bool = False  # with mixed_mode: text or a call, not both
+    expect_strings_after_json: bool = False  # with mixed_mode: text after a call too, alternating
+    prefix: str = ""  # before the call
 
 
 class Reasoning(_Frozen):

@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from jinja2 import Template, Undefined
+from jinja2 import Template, Undefined, UndefinedError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("template_deadline", default=None)
 
@@ -75,7 +76,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 def template_environment(dialect: str) -> ImmutableSandboxedEnvironment:
     if dialect == "go":
         env = _Sandbox(
-            autoescape=False, keep_trailing_newline=True, finalize=go_format, undefined=Undefined
+            autoescape=False, keep_trailing_newline=True, finalize=go_format, undefined=GoUndefined
         )
         env.globals.update(
             go_index=go_index, go_print=go_print, go_json=go_json, go_items=go_items, go_values=go_values
@@ -152,9 +153,48 @@ class GoStruct:
         return f"GoStruct{self._fields!r}"
 
 
+class GoUndefined(Undefined):
+    """A value Go templates read and the data lacks. LocalAI's data is a struct: a field it does
+    not have fails where it is read (``can't evaluate field X``, as Go says); a key a map lacks
+    is Go's ``<no value>``."""
+
+    __slots__ = ()
+
+    def read(self) -> None:
+        if self._undefined_obj is missing:  # looked up on the data itself, not in a map
+            raise UndefinedError(f"can't evaluate field {self._undefined_name}")
+
+    def __bool__(self) -> bool:
+        self.read()
+        return False
+
+    def __iter__(self):  # type: ignore[override]
+        self.read()
+        return iter(())
+
+    def __len__(self) -> int:
+        self.read()
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        self.read()
+        return type(self) is type(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = Undefined.__hash__
+
+
+def _read(value: Any) -> Any:
+    if isinstance(value, GoUndefined):
+        value.read()
+    return value
+
+
 def go_format(value: Any) -> str:
     """Format a value as Go's ``fmt.Sprint`` does for the data LocalAI passes to templates."""
-    if value is None or isinstance(value, Undefined):
+    if value is None or isinstance(_read(value), Undefined):
         return "<no value>"  # Go prints a missing or nil value so
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -182,18 +222,24 @@ def go_print(*values: Any) -> str:
 
 
 def go_index(value: Any, *keys: Any) -> Any:
+    """``index``: a map's missing key is its zero value (nil); anything else Go cannot index
+    (a slice by a string, past its end, nil, a struct) fails, as it does in Go."""
+    _read(value)
     for key in keys:
         if isinstance(value, Mapping):
             value = value.get(key)
-        elif isinstance(value, (list, tuple, str)) and isinstance(key, int) and 0 <= key < len(value):
+        elif isinstance(value, (list, tuple, str)) and isinstance(key, int) and not isinstance(key, bool):
+            if not 0 <= key < len(value):
+                raise IndexError(f"index out of range: {key}")
             value = value[key]
         else:
-            return None
+            raise TypeError(f"can't index item of type {type(value).__name__} with {key!r}")
     return value
 
 
 def go_items(value: Any) -> list[tuple[Any, Any]]:
     """``range $k, $v := x``: maps in sorted key order, slices with their indexes."""
+    _read(value)
     if isinstance(value, Mapping):
         return [(k, value[k]) for k in sorted(value)]
     if isinstance(value, (list, tuple)):
@@ -207,7 +253,7 @@ def go_values(value: Any) -> list[Any]:
 
 def go_json(value: Any) -> str:
     """``toJson``: Go's ``json.Marshal`` (compact, sorted map keys, HTML-safe escapes)."""
-    if isinstance(value, Undefined):
+    if isinstance(_read(value), Undefined):
         value = None
     return _go_json(value)
 

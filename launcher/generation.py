@@ -84,6 +84,7 @@ class Job:
             grammar=self.grammar, stop=tuple(self.stops()), logprobs=self.logprobs,
             prompt_tokens=self.prompt_tokens, schema_param=self.schema_param, logit_bias=b.biases(),
             prompt_logprobs=self.prompt_logprobs, n_keep=b.n_keep,
+            call_shape=self.tools.shape if self.tools is not None else None,
         )
 
     def stops(self) -> list[str]:

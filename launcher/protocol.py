@@ -117,6 +117,7 @@ class ToolCallPart(RequestBody):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCallPart
+    index: int = 0  # absent from OpenAI's requests; a client replaying streamed calls may send it
 
 
 class ChatMessage(RequestBody):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -23,12 +22,13 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Send
 
 from modelyard.compiler import backends
-from modelyard.compiler.plan import LaunchPlan, ModelPlan
+from modelyard.compiler.plan import LaunchPlan, ModelPlan, ToolGrammar
 
 from .backends import missing_backend_message
 from .constraints import check_grammar, check_json_schema
 from .errors import ClientGone, OpenAIError
 from .gallery_api import GalleryService
+from .gbnf import CallGrammarShape
 from .generation import (
     Admission,
     ChoiceResult,
@@ -48,7 +48,7 @@ from .protocol import ChatCompletionRequest, ChatMessage, Sampling, read_body
 from .reasoning import ReasoningStream
 from .reasoning import split as split_reasoning
 from .state import server_state
-from .tools import ChoiceDeltas, ToolCall, assistant_message, parse_tool_request
+from .tools import ChoiceDeltas, ToolCall, ToolRequest, assistant_message, parse_tool_request
 
 log = logging.getLogger(__name__)
 
@@ -237,23 +237,48 @@ async def chat_job(request: Request, body: ChatCompletionRequest) -> Job:
         raise OpenAIError(400, "top_logprobs requires logprobs: true", param="top_logprobs", code="invalid_value")
     tools = parse_tool_request(body.tools, body.tool_choice, body.functions, body.function_call)
     model = await select_model(request, body, "chat")
+    # Off the event loop: a heavy template must not stall other requests (and /healthz).
+    chat = await asyncio.to_thread(prepare_chat, model, body, tools)
+    fmt = body.response_format
+    requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    return Job(model, chat.prompt, body, max_tokens_for(request, model, requested), json_schema=chat.json_schema,
+               json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
+               logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=chat.tools,
+               schema_param="tools" if chat.tools is not None and chat.tools.forced else "response_format")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedChat:
+    prompt: str
+    tools: ToolRequest | None  # as the model reads calls, with its no-action function when constrained
+    json_schema: dict[str, Any] | None  # what the generation is constrained to
+
+
+def prepare_chat(model: ModelPlan, body: ChatCompletionRequest, tools: ToolRequest | None) -> PreparedChat:
+    """The prompt and the constraint for a chat request to ``model``, from the request alone:
+    what LocalAI's chat endpoint builds before it calls the backend (chat.go l.164-386; the
+    Go differential in tests/launcher/test_localai_prompt_differential.py holds the two
+    together)."""
     if tools is not None:  # read calls as the model's YAML says (its `function:` block)
         tools = dataclasses.replace(tools, parsing=model.function_parsing)
-    requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     fmt = body.response_format
     json_schema = (fmt.json_schema or {}).get("schema") if fmt and fmt.type == "json_schema" else None
     grammar = model.tool_grammar
     if tools is not None and tools.choice == "auto" and grammar.enabled and (fmt is None or fmt.type == "text") \
-            and backends.get(model.backend).structured_output:
-        # LocalAI's call grammar: a call, or the no-action function whose message is the answer.
+            and body.grammar is None and backends.get(model.backend).structured_output:
+        # LocalAI's call grammar: a call, or the no-action function whose message is the answer
+        # (a request's own GBNF grammar wins: LocalAI lets the call grammar replace it, chat.go l.355).
         if grammar.no_action is not None:
             tools = tools.with_no_action(grammar.no_action, grammar.no_action_description)
+        tools = dataclasses.replace(tools, shape=_call_shape(grammar, mixed=grammar.mixed_mode))
         json_schema = tools.call_schema(parallel=grammar.parallel_calls)
         check_json_schema(json_schema, param="tools")
     elif tools is not None and tools.forced:
         if fmt is not None and fmt.type != "text":
             raise OpenAIError(400, "response_format cannot be combined with a required or named tool call",
                               param="response_format")
+        if grammar.enabled:  # the YAML's prefix; never text instead of the call the client asks for
+            tools = dataclasses.replace(tools, shape=_call_shape(grammar, mixed=False))
         json_schema = tools.call_schema()  # the grammar that makes the call always parse
         check_structured_output(model, "tools")
         check_json_schema(json_schema, param="tools")
@@ -266,14 +291,15 @@ async def chat_job(request: Request, body: ChatCompletionRequest) -> Job:
     check_grammar_support(model, body.grammar)
     messages = [PromptMessage(m.role, m.text(), _calls_of(m), m.tool_call_id, m.name or "") for m in body.messages]
     constrained = json_schema is not None or body.grammar is not None or bool(fmt and fmt.type == "json_object")
-    # Off the event loop: a heavy template must not stall other requests (and /healthz).
-    prompt = check_prompt_size(model, await asyncio.to_thread(
-        functools.partial(chat_prompt, model, messages, tools, reasoning_effort=body.reasoning_effort,
-                          template_kwargs=body.chat_template_kwargs, constrained=constrained)))
-    return Job(model, prompt, body, max_tokens_for(request, model, requested), json_schema=json_schema,
-               json_object=bool(fmt and fmt.type == "json_object"), grammar=body.grammar,
-               logprobs=(body.top_logprobs or 0) if body.logprobs else None, tools=tools,
-               schema_param="tools" if tools is not None and tools.forced else "response_format")
+    prompt = chat_prompt(model, messages, tools, reasoning_effort=body.reasoning_effort,
+                         template_kwargs=body.chat_template_kwargs, constrained=constrained)
+    return PreparedChat(check_prompt_size(model, prompt), tools, json_schema)
+
+
+def _call_shape(grammar: ToolGrammar, mixed: bool) -> CallGrammarShape | None:
+    shape = CallGrammarShape(prefix=grammar.prefix, mixed=mixed, text_or_call=grammar.no_mixed_free_string,
+                             text_after=grammar.expect_strings_after_json)
+    return None if shape.plain else shape
 
 
 def chat_choice(index: int, result: ChoiceResult, job: Job, parallel: bool) -> dict[str, Any]:
@@ -288,7 +314,7 @@ def chat_choice(index: int, result: ChoiceResult, job: Job, parallel: bool) -> d
 
 def _calls_of(message: ChatMessage) -> tuple[ToolCall, ...]:
     if message.tool_calls:
-        return tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls)
+        return tuple(ToolCall(c.id, c.function.name, c.function.arguments, c.index) for c in message.tool_calls)
     if message.function_call is not None:  # legacy: one call, no id
         return (ToolCall("", message.function_call.name, message.function_call.arguments),)
     return ()

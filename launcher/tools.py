@@ -31,6 +31,7 @@ from modelyard.compiler.template_env import GoStruct
 from . import tool_formats
 from .constraints import check_json_schema
 from .errors import OpenAIError
+from .gbnf import CallGrammarShape
 from .schema_utils import expand_type_lists
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -48,6 +49,11 @@ class Tool:
     parameters: dict[str, Any]
 
 
+# LocalAI's no-action function's parameters (chat.go l.331), and the arguments its grammar asks for.
+_NO_ACTION_PROPERTIES = {"message": {"type": "string", "description": "The message to reply the user with"}}
+_NO_ACTION_ARGUMENTS = {"type": "object", "properties": _NO_ACTION_PROPERTIES, "required": ["message"]}
+
+
 @dataclass(frozen=True)
 class ToolRequest:
     tools: tuple[Tool, ...]
@@ -55,14 +61,14 @@ class ToolRequest:
     legacy: bool = False  # `functions`/`function_call`: answer with message.function_call
     parsing: FunctionParsing = FunctionParsing()  # the model's (its YAML's `function:` block)
     no_action: str | None = None  # LocalAI's no-action function, offered under its call grammar
+    shape: CallGrammarShape | None = None  # the call grammar's prefix and mixed text (llama-cpp)
 
     def with_no_action(self, name: str, description: str) -> ToolRequest:
         """These tools and LocalAI's no-action function: calling it is answering, with its
         ``message`` (chat.go l.328). Its own name, if a request's tool has it, stays the tool's."""
         if any(t.name == name for t in self.tools):
             return self
-        answer = Tool(name, description, {"type": "object", "properties": {"message": {
-            "type": "string", "description": "The message to reply the user with"}}, "required": ["message"]})
+        answer = Tool(name, description, {"properties": _NO_ACTION_PROPERTIES})  # as .Functions shows it
         return replace(self, tools=(*self.tools, answer), no_action=name)
 
     def answer_of(self, calls: list[ToolCall]) -> str | None:
@@ -99,7 +105,10 @@ class ToolRequest:
         name_key, arguments_key = self.parsing.name_key, self.parsing.arguments_key
         calls = []
         for index, tool in enumerate(self.offered):
-            arguments = _hoist_definitions(bounded(tool.parameters), f"t{index}_", definitions)
+            # LocalAI's grammar writes every property of the no-action function (its JSON Schema
+            # converter knows no optional ones): the message is required.
+            parameters = _NO_ACTION_ARGUMENTS if tool.name == self.no_action else tool.parameters
+            arguments = _hoist_definitions(bounded(parameters), f"t{index}_", definitions)
             calls.append({"type": "object", "properties": {name_key: {"const": tool.name}, arguments_key: arguments},
                           "required": [name_key, arguments_key], "additionalProperties": False})
         alternatives = list(calls)
@@ -247,6 +256,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # a JSON text, as OpenAI sends it
+    index: int = 0  # a request's call: its `index` (LocalAI's schema.ToolCall reads 0 when absent)
 
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
@@ -271,9 +281,16 @@ def parse_calls(text: str, tools: ToolRequest) -> list[ToolCall] | None:
     """The calls ``text`` holds when it is entirely calls to offered tools, in any syntax the
     gallery's templates ask for (``tool_formats.py``), or where the model's ``function:``
     settings find them (``response_regex``, ``json_regex_match``); None when it is content."""
+    shape = tools.shape
+    if shape is not None and shape.prefix.strip() and text.lstrip().startswith(shape.prefix.strip()):
+        text = text.lstrip()[len(shape.prefix.strip()):]  # the grammar's prefix, before the calls
     found = _configured_calls(text, tools.parsing)
     if found is None:
         found = tool_formats.parse(text, tools.parsing.xml_format)
+    if found is None and shape is not None and shape.mixed:
+        # LocalAI's mixed grammar: text, then calls (and text again): the calls among it (ParseJSON).
+        objects = [o for o in tool_formats.json_objects(text) if tools.parsing.name_key in o]
+        found = [(o.get(tools.parsing.name_key), o.get(tools.parsing.arguments_key)) for o in objects] or None
     if found is None:
         return None
     offered = {t.name: t for t in tools.offered}
@@ -497,14 +514,23 @@ class ChoiceDeltas:
         self.call = CallStream()
         self.call_id = new_call_id()
         self.held = ""
+        shape = tools.shape if tools is not None else None
+        self.prefix = shape.prefix if shape is not None else ""  # what the call grammar writes first
+        self.hold_all = shape is not None and shape.mixed  # text and calls mixed: known at the end only
 
     def text(self, text: str) -> list[dict[str, Any]]:
         if self.mode == "content":
             return [{"content": text}]
         if self.mode == "forced":
+            if self.prefix:  # the grammar writes it whole before the call
+                cut = min(len(self.prefix), len(text))
+                self.prefix, text = self.prefix[cut:], text[cut:]
             return [self._call_delta(0, kind, value) for kind, value in self.call.feed(text)]
         self.held += text  # auto: content, or a call?
         start = self.held.lstrip()
+        opening = self.prefix.strip()
+        if opening and (opening.startswith(start) or start.startswith(opening)) or self.hold_all:
+            return []
         if start and not tool_formats.may_open_calls(start, self.tools.parsing.xml_format):
             self.mode, held, self.held = "content", self.held, ""
             return [{"content": held}]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,25 @@ def _cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+GORENDER = REPO / "tests" / "compiler" / "gorender"
+
+
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    """Go's own rendering (tests/compiler/gorender): a list of cases in, a list of
+    ``{"output"}``/``{"error"}`` out. Skips without a Go toolchain (CI installs Debian's)."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no Go toolchain installed (CI installs Debian's golang-go)")
+    binary = tmp_path_factory.mktemp("gorender") / "gorender"
+    cache = tmp_path_factory.mktemp("gocache")
+    subprocess.run([go, "build", "-o", str(binary), *sorted(str(p) for p in GORENDER.glob("*.go"))], check=True,
+                   env={"GOCACHE": str(cache), "HOME": str(cache), "PATH": "/usr/bin:/bin", "GO111MODULE": "off"})
+
+    def render(cases: list[dict]) -> list[dict]:
+        done = subprocess.run([str(binary)], input=json.dumps(cases), capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    return render

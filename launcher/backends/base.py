@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from modelyard.compiler.plan import ModelPlan
 
+from ..gbnf import CallGrammarShape
 from ..messages import Failure, Finish, FinishReason, Item, Logprob, PromptLogprobs, Started
 
 __all__ = ["Backend", "EngineDead", "Failure", "Finish", "FinishReason", "GenerationRequest", "GeneratorBackend", "Item",
@@ -47,14 +48,16 @@ class GenerationRequest:
     logit_bias: tuple[tuple[int, float], ...] | None = None  # (token id, bias added to its logit), ids checked
     schema_param: str = "response_format"  # the request field json_schema came from ("tools": a forced call)
     n_keep: int | None = None  # prompt tokens a context shift keeps (-1: all); None: the model's
+    call_shape: CallGrammarShape | None = None  # LocalAI's prefix and mixed text around json_schema (GBNF)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
-        tokens, biases = data.get("prompt_tokens"), data.get("logit_bias")
+        tokens, biases, shape = data.get("prompt_tokens"), data.get("logit_bias"), data.get("call_shape")
         return cls(**{**data, "stop": tuple(data.get("stop", ())),
+                      "call_shape": None if shape is None else CallGrammarShape(**shape),
                       "prompt_tokens": None if tokens is None else tuple(tokens),
                       "logit_bias": None if biases is None else tuple((int(t), float(b)) for t, b in biases)})
 

@@ -21,7 +21,7 @@ from modelyard.compiler.backends.llama_cpp import default_parallel
 from modelyard.compiler.plan import ModelPlan
 from modelyard.compiler.sources import PACKAGE_SCHEME, resolve_package_uri
 
-from ..gbnf import nul_match
+from ..gbnf import nul_match, shape_call_grammar
 from ..schema_utils import expand_type_lists
 from .base import GenerationRequest, Item, Logprob, RequestError, Sink, check_token_ids, fit_context, generate_with
 from .llama_devices import add_rpc_servers, load_log, load_options, model_params, placement
@@ -263,6 +263,8 @@ class LlamaCppBackend:
             except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain exceptions
                 param = request.schema_param
                 raise RequestError(f"{param}: the JSON Schema cannot be used: {exc}", param=param) from None
+            if request.call_shape is not None:  # the YAML's function.grammar prefix and mixed_mode
+                text = shape_call_grammar(text, request.call_shape)
             param = request.schema_param
         elif request.json_object:
             text, param = JSON_GBNF, "response_format"

@@ -180,7 +180,9 @@ class SlotScheduler(DecodeThread):
         self.checkpoints[seq_id] = checkpoints
         slot.seq_id, slot.prefilled, slot.n_past = seq_id, reuse, reuse
         slot.sampler, slot.greedy = self._sampler(slot.request)
-        if slot.grammar_sampler is not None and (slot.request.json_object or slot.request.json_schema is not None):
+        # The closer knows JSON alone: not text around it (a call grammar's prefix or mixed text).
+        if slot.grammar_sampler is not None and slot.request.call_shape is None \
+                and (slot.request.json_object or slot.request.json_schema is not None):
             slot.closer = JsonCloser()
         self.active.append(slot)
         slot.out.put(Started(len(slot.prompt), cached_tokens=reuse))

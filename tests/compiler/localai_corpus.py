@@ -28,3 +28,17 @@ def base_configs() -> list[tuple[str, str]]:
         if isinstance(config, str):
             out.append((path.name, config))
     return out
+
+
+def chat_template_bases() -> list[tuple[str, str]]:
+    """The bases whose chat is a Go template LocalAI renders itself (not the tokenizer's)."""
+    bases = []
+    for name, config in base_configs():
+        try:
+            data = yaml.safe_load(config)
+        except yaml.YAMLError:
+            continue  # two bases LocalAI's YAML reader takes and PyYAML does not; neither has a chat template
+        templates = (data or {}).get("template") or {}
+        if (templates.get("chat") or templates.get("chat_message")) and not templates.get("use_tokenizer_template"):
+            bases.append((name, config))
+    return bases

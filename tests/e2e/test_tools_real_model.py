@@ -61,6 +61,13 @@ def client(tmp_path_factory):
     # The same model with a `function:` block: LocalAI's call grammar holds its `auto` requests.
     localai = config.replace("name: gemma-3-270m", "name: gemma-localai") + "function:\n  grammar: {parallel_calls: true}\n"
     (directory / "gemma-localai.yaml").write_text(localai)
+    # LocalAI's GBNF refinements: a prefix before the call, and mixed text (llama.cpp grammars).
+    prefixed = config.replace("name: gemma-3-270m", "name: gemma-prefix") + \
+        "function:\n  grammar: {prefix: \"<tool_call>\\n\"}\n"
+    (directory / "gemma-prefix.yaml").write_text(prefixed)
+    mixed = config.replace("name: gemma-3-270m", "name: gemma-mixed") + \
+        "function:\n  grammar: {mixed_mode: true, expect_strings_after_json: true}\n"
+    (directory / "gemma-mixed.yaml").write_text(mixed)
     with launched([str(directory)], directory / "server.log") as running:
         yield openai.OpenAI(base_url=running["base"] + "/v1", api_key="unused", max_retries=0, timeout=300)
 
@@ -294,3 +301,41 @@ def test_each_gallery_call_syntax_comes_back_as_tool_calls_on_the_real_model(cli
         messages=[*ask["messages"], reply.message.model_dump(exclude_none=True),
                   {"role": "tool", "tool_call_id": call.id, "content": "12 degrees, rain"}])
     assert follow_up.choices[0].message.content
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_grammar_prefix_is_written_before_the_call_and_read_past(client, stream) -> None:
+    """function.grammar.prefix: llama.cpp's grammar makes the model write it, then the call;
+    the call comes back as tool_calls, the prefix in neither content nor arguments."""
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                "parameters": with_bounded_strings(SCHEMAS[1])}}
+    request = dict(model="gemma-prefix", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[weather],
+                   tool_choice="required", temperature=0.8, seed=3, max_tokens=120)
+    if stream:
+        chunks = list(client.chat.completions.create(**request, stream=True))
+        assert not "".join(c.choices[0].delta.content or "" for c in chunks)
+        arguments = "".join(part.function.arguments or "" for c in chunks for part in c.choices[0].delta.tool_calls or ())
+        assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
+    else:
+        choice = client.chat.completions.create(**request).choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        [call] = choice.message.tool_calls
+        arguments = call.function.arguments
+    jsonschema.validate(json.loads(arguments), weather["function"]["parameters"])
+
+
+def test_mixed_mode_lets_the_model_write_text_or_calls_and_either_comes_back_well_formed(client) -> None:
+    """function.grammar.mixed_mode: llama.cpp takes the composed grammar (a 400 otherwise), and
+    each reply is text, or a call that fits, found in the text around it."""
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                "parameters": with_bounded_strings(SCHEMAS[1])}}
+    for seed, prompt in enumerate(PROMPTS[:4]):
+        choice = client.chat.completions.create(
+            model="gemma-mixed", messages=[{"role": "user", "content": prompt}], tools=[weather], temperature=1.0,
+            seed=seed, max_tokens=60).choices[0]
+        if choice.message.tool_calls:
+            assert choice.finish_reason == "tool_calls"
+            for call in choice.message.tool_calls:
+                jsonschema.validate(json.loads(call.function.arguments), weather["function"]["parameters"])
+        else:
+            assert choice.finish_reason in ("stop", "length") and choice.message.content, choice

@@ -98,6 +98,8 @@ MODELS = """
     chat_message: "<{{ RoleName }}>{{ Content }}"
     chat: "{{ Input }}\\n<assistant>"
     completion: "Q: {{ Input }}"
+  # Calls read from the text the fake writes (test_tool_grammar.py covers LocalAI's call grammar).
+  function: {grammar: {disable: true}}
 - name: plain
   backend: llama-cpp
   parameters: {model: model.gguf}

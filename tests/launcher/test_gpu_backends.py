@@ -173,7 +173,8 @@ def test_the_request_defaults_stay_in_step_with_the_mapping() -> None:
                "prompt_tokens",  # vLLM: the prompt ids the engine gets; exllama2: refused (registry: token_prompts)
                "schema_param",  # only names the request field in error messages
                "logit_bias",  # vLLM: SamplingParams.logit_bias; exllama2: refused (registry: logit_bias)
-               "n_keep"}  # llama.cpp's context shift only: the others never outgrow the context
+               "n_keep",  # llama.cpp's context shift only: the others never outgrow the context
+               "call_shape"}  # GBNF around the call schema: set only for backends that take GBNF (llama-cpp)
     assert {f.name for f in dataclasses.fields(GenerationRequest)} == handled
     assert all(getattr(backends.get("vllm"), c) for c in ("token_prompts", "logit_bias"))
     assert not any(getattr(backends.get("exllama2"), c) for c in ("token_prompts", "logit_bias"))

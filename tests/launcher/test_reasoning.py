@@ -86,7 +86,7 @@ EFFORT_PLAN = """
   backend: llama-cpp
   reasoning_effort: low
   parameters: {model: model.gguf}
-  template: {chat_message: "{{.Content}} effort={{.ReasoningEffort}}"}
+  template: {chat_message: "{{.Content}}", chat: "{{.Input}} effort={{.ReasoningEffort}}"}
 - name: hf
   backend: llama-cpp
   reasoning_effort: low

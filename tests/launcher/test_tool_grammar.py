@@ -1,15 +1,17 @@
 """LocalAI's call grammar (``function.grammar``) over HTTP with the fake backend: a model whose
-YAML has a ``function:`` block has its ``auto`` tool requests constrained to a call or to the
+YAML's templates render the chat has its ``auto`` tool requests constrained to a call or to the
 no-action ``answer``, whose message is the reply; the settings that turn it off, or change it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from starlette.testclient import TestClient
 
 from modelyard.launcher.app import create_app
+from modelyard.launcher.gbnf import CallGrammarShape
 from modelyard.launcher.tools import ChoiceDeltas, assistant_message, parse_tool_request
 
 from .fakes import FakePool, make_plan
@@ -39,9 +41,12 @@ PLAN = f"""
   function: {{grammar: {{disable: true}}}}
 - name: mixed
 {BASE}
-  function: {{grammar: {{mixed_mode: true}}}}
-- name: native
+  function: {{grammar: {{mixed_mode: true, prefix: "<call>"}}}}
+- name: templated
 {BASE}
+- name: native
+  backend: llama-cpp
+  parameters: {{model: model.gguf}}
 """
 
 
@@ -104,8 +109,7 @@ def test_parallel_calls_and_a_renamed_answer(served) -> None:
     assert listed["finish_reason"] == "tool_calls" and len(listed["message"]["tool_calls"]) == 1
 
 
-@pytest.mark.parametrize(("model", "constrained"), [("no-answer", True), ("disabled", False), ("mixed", False),
-                                                   ("native", False)])
+@pytest.mark.parametrize(("model", "constrained"), [("no-answer", True), ("disabled", False), ("native", False)])
 def test_the_settings_that_change_or_remove_the_grammar(served, model, constrained) -> None:
     _, pool = served
     choice = ask(served, model, "[call:get_weather]")
@@ -116,6 +120,42 @@ def test_the_settings_that_change_or_remove_the_grammar(served, model, constrain
         assert request.json_schema["properties"]["name"] == {"const": "get_weather"}
     assert ("[constrained]" in request.prompt) == constrained
     assert "<answer>" not in request.prompt
+
+
+def test_a_yaml_template_without_a_function_block_is_constrained_as_in_localai(served) -> None:
+    _, pool = served
+    assert ask(served, "templated")["finish_reason"] == "tool_calls"
+    assert pool.requests[-1][1].prompt == "<get_weather><answer>user[constrained]: Weather in Paris?"
+
+
+def test_mixed_mode_and_a_prefix_reach_the_grammar_and_the_reader(served) -> None:
+    """llama-cpp takes GBNF: the worker puts LocalAI's mixed text and the prefix around the
+    calls' schema (gbnf.shape_call_grammar); the reader skips the prefix and finds calls in text."""
+    _, pool = served
+    ask(served, "mixed")
+    request = pool.requests[-1][1]
+    assert request.json_schema is not None and "[constrained]" in request.prompt
+    assert request.call_shape == CallGrammarShape(prefix="<call>", mixed=True)
+    tools = parse_tool_request([WEATHER], "auto", None, None)
+    mixed = dataclasses.replace(tools, shape=request.call_shape)
+    for text in ('<call>{"name": "get_weather", "arguments": {"city": "Oslo"}}',
+                 'Let me look. {"name": "get_weather", "arguments": {"city": "Oslo"}} Done.'):
+        message, finish = assistant_message(text, "stop", mixed)
+        assert finish == "tool_calls", text
+        assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"city": "Oslo"}
+    assert assistant_message("Just text.", "stop", mixed) == (
+        {"role": "assistant", "content": "Just text.", "refusal": None}, "stop")
+    # Streamed: mixed text is held to the end; a prefix never reaches a forced call's arguments.
+    deltas = ChoiceDeltas(mixed)
+    assert deltas.text("Let me look. ") == []
+    tail, finish = deltas.finish("stop")
+    assert tail == [{"content": "Let me look. "}] and finish == "stop"
+    forced = ChoiceDeltas(dataclasses.replace(parse_tool_request([WEATHER], "required", None, None),
+                                              shape=CallGrammarShape(prefix="<call>")))
+    sent = forced.text("<ca") + forced.text('ll>{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    sent += forced.finish("stop")[0]
+    assert "".join(d["tool_calls"][0]["function"].get("arguments", "") for d in sent) == '{"city": "Oslo"}'
+    assert sent[0]["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
 def test_none_a_named_tool_and_response_format_keep_their_own_rules(served) -> None:

@@ -1,7 +1,9 @@
 // gorender renders Go text/template templates the way LocalAI does, for modelyard's
 // differential tests: the translated Jinja2 must produce exactly this output.
 //
-// Input (stdin): a JSON list of {"template": string, "data": object}.
+// Input (stdin): a JSON list of {"template": string, "data": object}, or of {"localai":
+// {"config": object, "request": object}}: a chat request made into a prompt as LocalAI does
+// it (localai_prompt.go).
 // Output (stdout): a JSON list of {"output": string} or {"error": string}, in the same order.
 //
 // LocalAI renders with sprig's functions plus its own; the templates in its gallery use
@@ -19,6 +21,7 @@ import (
 type renderCase struct {
 	Template string                 `json:"template"`
 	Data     map[string]interface{} `json:"data"`
+	LocalAI  *localaiCase           `json:"localai"`
 }
 
 type renderResult struct {
@@ -46,19 +49,35 @@ func add1(v interface{}) int64 {
 	return 1
 }
 
+func templateFuncs() template.FuncMap {
+	return template.FuncMap{"toJson": toJSON, "add1": add1}
+}
+
+// executeTemplate renders as LocalAI does: core/templates/cache.go parses with sprig's functions.
+func executeTemplate(text string, data any) (string, error) {
+	tmpl, err := template.New("prompt").Funcs(templateFuncs()).Parse(text)
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, data); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
 func render(c renderCase) renderResult {
-	funcs := template.FuncMap{"toJson": toJSON, "add1": add1}
-	tmpl, err := template.New("t").Funcs(funcs).Parse(c.Template)
+	var out string
+	var err error
+	if c.LocalAI != nil {
+		out, err = c.LocalAI.prompt()
+	} else {
+		out, err = executeTemplate(c.Template, c.Data)
+	}
 	if err != nil {
 		msg := err.Error()
 		return renderResult{Error: &msg}
 	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, c.Data); err != nil {
-		msg := err.Error()
-		return renderResult{Error: &msg}
-	}
-	out := buf.String()
 	return renderResult{Output: &out}
 }
 
