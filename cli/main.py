@@ -17,6 +17,7 @@ from modelyard.compiler.explain import explain_model
 from modelyard.compiler.overrides import OverrideSyntaxError, SetOverride, parse_set
 from modelyard.compiler.plan import LaunchPlan, ServerPlan
 
+from .chat import chat_command
 from .gallery import galleries_from, gallery_group, gallery_option
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -46,12 +47,14 @@ def main() -> None:
     """modelyard: a local OpenAI-compatible text-generation server.
 
     Models are declared in YAML files (LocalAI's format), or dropped in as bare GGUF files.
-    `modelyard compile` lints them and emits a launch plan; `modelyard launch` serves it;
-    `modelyard gallery` installs models from galleries.
+    `modelyard compile` lints them and emits a launch plan; `modelyard launch` serves it (and
+    the web console at /); `modelyard gallery` installs models from galleries; `modelyard chat`
+    talks to a model in the terminal.
     """
 
 
 main.add_command(gallery_group)
+main.add_command(chat_command)
 
 
 def _parse_sets(values: tuple[str, ...]) -> tuple[SetOverride, ...]:
@@ -163,6 +166,8 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
               "starts its install (503 + Retry-After until it is served). Off by default.")
 @click.option("--no-gallery-api", is_flag=True, help="Do not serve /models/apply, /models/available, "
               "/models/jobs and /models/delete (which write to the models directory).")
+@click.option("--no-console", is_flag=True, help="Do not serve the web console at / (chat, models, gallery, "
+                                                "status in the browser).")
 @click.option("--idle-unload", "idle_unload_s", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Stop a model's worker after SECONDS without requests, freeing its memory; the next request "
                    "loads it again.")
@@ -174,7 +179,7 @@ def compile_command(paths, models_dir, fmt, plan_out, explain, sets, no_file_che
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object a line (time, level, logger, message, request_id, ...).")
 def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_key_env, api_key_file, cors_origins,
-                   install_refs, galleries, allow_unverified, on_demand_install, no_gallery_api, idle_unload_s,
+                   install_refs, galleries, allow_unverified, on_demand_install, no_gallery_api, no_console, idle_unload_s,
                    max_resident_models, log_level, log_format) -> None:
     """Serve models behind the OpenAI API (/v1/chat/completions, /v1/completions, ...).
 
@@ -248,7 +253,7 @@ def launch_command(paths, models_dir, plan_file, host, port, preload, sets, api_
         loose = LooseModels(directory, dict(os.environ))
     serve(plan, api_keys=api_keys, preload=preload, log_level=log_level, installer=installer,
           install_on_start=install_refs, on_demand_installs=on_demand_install, gallery_api=not no_gallery_api,
-          loose_models=loose)
+          loose_models=loose, console=not no_console)
 
 
 def _fetch_model_files(plan: LaunchPlan) -> int:

@@ -35,7 +35,7 @@ from modelyard.compiler import backends
 from modelyard.compiler.gallery import GalleryError
 from modelyard.compiler.plan import LaunchPlan, ModelPlan
 
-from . import anthropic_api, ollama_api, responses_api
+from . import anthropic_api, ollama_api, responses_api, web_console
 from .errors import (
     ClientGone,
     InternalErrors,
@@ -104,8 +104,9 @@ except importlib.metadata.PackageNotFoundError:  # a source tree without an inst
 def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys: Iterable[str] = (),
                installer: Installer | None = None, install_on_start: Sequence[str] = (),
                on_demand_installs: bool = False, gallery_api: bool = True,
-               loose_models: LooseModels | None = None) -> Starlette:
+               loose_models: LooseModels | None = None, console: bool = True) -> Starlette:
     """The app; ``api_keys`` are the resolved keys (the plan holds only where they come from).
+    ``console``: the web console at ``/``.
 
     With an ``installer`` the gallery API is served and installed models join without a
     restart (``gallery_api=False`` keeps the installer for ``install_on_start`` and on-demand
@@ -126,7 +127,7 @@ def create_app(plan: LaunchPlan, *, pool: Pool, preload: bool = False, api_keys:
                                  on_demand=on_demand_installs)
     # The gallery's paths come first: /models/{id} would shadow them.
     endpoints = [*(gallery.endpoints() if gallery and gallery_api else ()), *ENDPOINTS, *anthropic_api.ENDPOINTS,
-                 *responses_api.ENDPOINTS, *ollama_api.ENDPOINTS]
+                 *responses_api.ENDPOINTS, *ollama_api.ENDPOINTS, *(web_console.ENDPOINTS if console else ())]
     keys = ApiKeys(api_keys)
     metrics = Metrics(pool.stats, RouteLabels(endpoints))
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)]
@@ -216,6 +217,13 @@ async def list_models(request: Request) -> Response:
 
 async def get_model(request: Request) -> Response:
     return JSONResponse(_model_card(find_model(server_state(request).plan, request.path_params["id"])))
+
+
+async def get_model_plan(request: Request) -> Response:
+    """The model's compiled plan (backend, context, slots, templates...) and where each value
+    came from, as ``modelyard compile --explain`` prints them."""
+    model = find_model(server_state(request).plan, request.path_params["id"])
+    return JSONResponse({"model": model.model_dump(mode="json", exclude={"origins"}), "origins": model.origins})
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -429,6 +437,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                                                   errors=_GENERATION_ERRORS), ("POST",)),
     Endpoint("/models/capabilities", model_capabilities, Operation("Models with their capabilities")),
     Endpoint("/version", version, Operation("The server's version"), versioned=False),
+    Endpoint("/models/{id:path}/plan", get_model_plan, Operation("A model's compiled plan and the origin of each value",
+                                                                 errors=("404",))),
     Endpoint("/models/{id:path}", get_model, Operation("Describe a model", response=MODEL, errors=("404",))),
     Endpoint("/healthz", healthz, Operation("Liveness", public=True), versioned=False),
     Endpoint("/readyz", readyz, Operation("Readiness: 503 while starting or while a model is failing",

@@ -32,7 +32,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 def _operation(operation: Operation) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": operation.response or {"type": "object"}}}
+    schema = operation.response or ({"type": "object"} if operation.media_type == "application/json" else {"type": "string"})
+    content: dict[str, Any] = {operation.media_type: {"schema": schema}}
     if operation.streams:
         content["text/event-stream"] = {"schema": {"type": "string"}}
     errors = operation.errors if operation.public else ("401", *operation.errors)

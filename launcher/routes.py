@@ -26,6 +26,7 @@ class Operation:
     response: dict | None = None  # the 200 body's JSON Schema; None: an object
     errors: tuple[str, ...] = ("401",)  # error statuses it answers (besides 401 for a missing key)
     public: bool = False  # served without an API key
+    media_type: str = "application/json"  # of the 200 response
 
 
 @dataclass(frozen=True)

@@ -52,12 +52,13 @@ def resolve_api_keys(plan: LaunchPlan, env: Mapping[str, str]) -> list[str]:
 
 def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_level: str = "info",
           installer: Installer | None = None, install_on_start: Sequence[str] = (),
-          on_demand_installs: bool = False, gallery_api: bool = True, loose_models: LooseModels | None = None) -> None:
+          on_demand_installs: bool = False, gallery_api: bool = True, loose_models: LooseModels | None = None,
+          console: bool = True) -> None:
     """Serve until SIGINT/SIGTERM; shutting down stops every worker (no orphans)."""
     pool = WorkerPool(plan)
     app = create_app(plan, pool=pool, preload=preload, api_keys=api_keys, installer=installer,
                      install_on_start=install_on_start, on_demand_installs=on_demand_installs,
-                     gallery_api=gallery_api, loose_models=loose_models)
+                     gallery_api=gallery_api, loose_models=loose_models, console=console)
     server = plan.server
     names = ", ".join(f"{m.name} ({m.backend})" for m in plan.models)
     log.info("serving %d model(s): %s", len(plan.models), names or "none yet")
@@ -66,6 +67,8 @@ def serve(plan: LaunchPlan, *, api_keys: list[str], preload: bool = False, log_l
                  "; on-demand installs on" if on_demand_installs else "")
     log.info("OpenAI API at http://%s:%d/v1 (%s)", server.host, server.port,
              f"{len(api_keys)} API key(s) required" if api_keys else "no API key required")
+    if console:
+        log.info("web console at http://%s:%d/", server.host, server.port)
     # Our RequestIdMiddleware writes the access log (with request ids); uvicorn's would repeat it.
     # Connection limits are ours (launcher/connections.py): uvicorn's limit_concurrency would answer
     # a bare 503 to everyone once idle sockets fill it.
