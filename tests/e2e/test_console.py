@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,31 @@ def test_the_first_paint_is_quick(browser, server) -> None:
     page, _ = _page(browser, server)
     paint = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
     assert paint < 300, f"first contentful paint after {paint:.0f} ms"
+
+
+def test_regenerate_edit_and_resend_and_conversations_round_trip_as_json(browser, server, tmp_path) -> None:
+    page, errors = _page(browser, server)
+    page.click("#new-chat")
+    page.fill("#max_tokens", "4")
+    _send(page, "First question")
+    page.wait_for_selector(".message.assistant .stats")
+    with page.expect_request(lambda r: r.url.endswith("/chat/completions")) as again:
+        page.click("#regenerate")
+    assert [m["content"] for m in json.loads(again.value.post_data)["messages"]] == ["First question"]
+    page.wait_for_selector(".message.assistant .stats")
+    assert page.locator(".message").count() == 2  # the answer was replaced, not added
+    page.click(".message.user .edit")  # edit-and-resend: the message back in the box, the turn gone
+    assert page.input_value("#prompt") == "First question" and page.locator(".message").count() == 0
+    page.fill("#prompt", "Second question")
+    page.press("#prompt", "Enter")
+    page.wait_for_selector(".message.assistant .stats")
+    with page.expect_download() as download:
+        page.click("#export")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported[0]["messages"][0] == {"role": "user", "content": "Second question"}
+    (tmp_path / "in.json").write_text(json.dumps([{"title": "Imported one", "messages": [
+        {"role": "user", "content": "from a file"}, {"role": "assistant", "content": "**bold** <b>not html</b>"}]}]))
+    page.set_input_files("#import", str(tmp_path / "in.json"))
+    page.wait_for_selector("#conversation-list button.current:has-text('Imported one')")
+    assert page.inner_html(".message.assistant .content") == "<p><strong>bold</strong> &lt;b&gt;not html&lt;/b&gt;</p>"
+    assert errors == []
