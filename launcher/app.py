@@ -261,7 +261,8 @@ async def completions(request: Request) -> Response:
     jobs = []
     for given in prompts:
         if isinstance(given, str):
-            text = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, given))
+            text = check_prompt_size(model, await asyncio.to_thread(completion_prompt, model, given,
+                                                                    body.reasoning_effort))
             tokens, echo = None, given if body.echo else ""
         else:
             _check_token_prompt(model, given, body.echo)
@@ -333,7 +334,8 @@ async def edits(request: Request) -> Response:
     max_tokens = max_tokens_for(request, model, body.max_tokens)
     # The YAML's grammar reaches edits only: LocalAI's chat and completion handlers replace it
     # with the request's, even an empty one (chat.go l.319, completion.go l.111).
-    jobs = [Job(model, check_prompt_size(model, await asyncio.to_thread(edit_prompt, model, body.instruction, text)),
+    jobs = [Job(model, check_prompt_size(model, await asyncio.to_thread(edit_prompt, model, body.instruction, text,
+                                                                        body.reasoning_effort)),
                 body, max_tokens, grammar=model.grammar) for text in inputs]
     results = await complete(request, *jobs)
     return JSONResponse({"id": f"edit-{uuid.uuid4().hex}", "object": "edit", "created": int(time.time()),

@@ -196,18 +196,21 @@ def _with_system_note(messages: list[PromptMessage], note: str) -> list[PromptMe
     return [PromptMessage("system", note), *messages]
 
 
-def completion_prompt(model: ModelPlan, prompt: str) -> str:
+def completion_prompt(model: ModelPlan, prompt: str, reasoning_effort: str | None = None) -> str:
     if model.templates.completion is None:
         return prompt
-    rendered = _render(model, "completion", model.templates.completion,
-                       {"Input": prompt, "SystemPrompt": model.system_prompt or ""})
+    rendered = _render(model, "completion", model.templates.completion, {  # completion.go l.133
+        "Input": prompt, "SystemPrompt": model.system_prompt or "",
+        "ReasoningEffort": reasoning_effort or model.reasoning_effort or ""})
     return prompt if rendered is None else rendered
 
 
-def edit_prompt(model: ModelPlan, instruction: str, text: str) -> str:
+def edit_prompt(model: ModelPlan, instruction: str, text: str, reasoning_effort: str | None = None) -> str:
     if model.templates.edit is not None:
-        rendered = _render(model, "edit", model.templates.edit,
-                           {"Input": text, "Instruction": instruction, "SystemPrompt": model.system_prompt or ""})
+        rendered = _render(model, "edit", model.templates.edit, {  # edit.go l.50
+            "Input": text, "Instruction": instruction, "SystemPrompt": model.system_prompt or "",
+            "ReasoningEffort": reasoning_effort or model.reasoning_effort or ""})
         return text if rendered is None else rendered  # edit.go l.57: the input alone
     # No edit template: OpenAI's mapping, instruction as the system message, input as the user's.
-    return chat_prompt(model, [PromptMessage("system", instruction), PromptMessage("user", text)])
+    return chat_prompt(model, [PromptMessage("system", instruction), PromptMessage("user", text)],
+                       reasoning_effort=reasoning_effort)

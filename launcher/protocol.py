@@ -140,6 +140,11 @@ class ChatMessage(RequestBody):
         return "".join(p.text or "" for p in self.content)
 
 
+_REASONING_EFFORT = Field(default=None, min_length=1, max_length=32, description=(
+    "How hard a reasoning model should think; reaches the templates (.ReasoningEffort; a tokenizer chat "
+    "template's reasoning_effort)."))
+
+
 class ChatCompletionRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=0)
@@ -154,8 +159,7 @@ class ChatCompletionRequest(Sampling):
     function_call: str | dict[str, Any] | None = None
     grammar: str | None = Field(default=None, min_length=1, description="A GBNF grammar the output must match "
                                 "(LocalAI extension; llama-cpp models).")
-    reasoning_effort: str | None = Field(default=None, min_length=1, max_length=32, description=(
-        "How hard a reasoning model should think; reaches the chat template (.ReasoningEffort, reasoning_effort)."))
+    reasoning_effort: str | None = _REASONING_EFFORT
     chat_template_kwargs: dict[str, Any] | None = Field(default=None, description=(
         "Extra variables for the model's own (tokenizer) chat template (vLLM's extension), over the YAML's."))
 
@@ -169,12 +173,14 @@ class CompletionRequest(Sampling):
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
     suffix: str | None = None
+    reasoning_effort: str | None = _REASONING_EFFORT
 
 
 class EditRequest(Sampling):
     instruction: str
     input: str | list[str] = Field(default="", description="The text to edit, or a list of texts (one choice each).")
     max_tokens: int | None = Field(default=None, ge=0)
+    reasoning_effort: str | None = _REASONING_EFFORT
 
     @field_validator("input")
     @classmethod

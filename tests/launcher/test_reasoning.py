@@ -86,7 +86,9 @@ EFFORT_PLAN = """
   backend: llama-cpp
   reasoning_effort: low
   parameters: {model: model.gguf}
-  template: {chat_message: "{{.Content}}", chat: "{{.Input}} effort={{.ReasoningEffort}}"}
+  template: {chat_message: "{{.Content}}", chat: "{{.Input}} effort={{.ReasoningEffort}}",
+             completion: "{{.Input}} effort={{.ReasoningEffort}}",
+             edit: "{{.Instruction}}: {{.Input}} effort={{.ReasoningEffort}}"}
 - name: hf
   backend: llama-cpp
   reasoning_effort: low
@@ -99,7 +101,7 @@ EFFORT_PLAN = """
 
 def test_reasoning_effort_and_chat_template_kwargs_reach_the_templates() -> None:
     from modelyard.compiler.plan import Template
-    from modelyard.launcher.prompts import PromptMessage, chat_prompt
+    from modelyard.launcher.prompts import PromptMessage, chat_prompt, completion_prompt, edit_prompt
 
     plan = make_plan(EFFORT_PLAN)
     go, hf = plan.models
@@ -109,6 +111,9 @@ def test_reasoning_effort_and_chat_template_kwargs_reach_the_templates() -> None
     messages = [PromptMessage("user", "hi")]
     assert chat_prompt(go, messages) == "hi effort=low"
     assert chat_prompt(go, messages, reasoning_effort="high") == "hi effort=high"
+    # LocalAI's completion and edit endpoints pass the request's effort too (completion.go l.133, edit.go l.50).
+    assert completion_prompt(go, "hi") == "hi effort=low"
+    assert edit_prompt(go, "fix", "hi", reasoning_effort="high") == "fix: hi effort=high"
     assert chat_prompt(hf, messages) == "hi effort=low thinking=False"
     assert chat_prompt(hf, messages, reasoning_effort="high", template_kwargs={"enable_thinking": True}) == \
         "hi effort=high thinking=True"
