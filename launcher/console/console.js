@@ -415,6 +415,7 @@ async function remove(entry, button) {
 
 const series = {inflight: [], tps: [], ttft: []};
 let previous = null;
+let statusTimer = null; // one poll at a time, however often the page is opened
 
 function metric(text, name) {
   let total = 0;
@@ -440,6 +441,7 @@ function chart(id, values) {
 }
 
 async function loadStatus() {
+  clearTimeout(statusTimer);
   if ($("page-status").hidden) return;
   const [ready, text] = await Promise.all([api("/readyz").then((r) => r.json()), api("/metrics").then((r) => r.text())]);
   const now = performance.now() / 1000;
@@ -463,7 +465,7 @@ async function loadStatus() {
     value.textContent = String(v);
     return [term, value];
   }));
-  setTimeout(loadStatus, 2000);
+  statusTimer = setTimeout(loadStatus, 2000);
 }
 
 // --- start ---------------------------------------------------------------------------------

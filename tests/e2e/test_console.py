@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ..conftest import REPO
@@ -113,6 +114,7 @@ def test_switching_the_model_sends_the_next_message_to_it(browser, server) -> No
 
 
 def test_models_status_and_the_gallery_install_with_a_progress_bar(browser, server) -> None:
+    httpx.post(f"{server}/api/generate", json={"model": "gemma-b", "keep_alive": 0}, timeout=60)  # idle, whatever ran
     page, errors = _page(browser, server)
     page.click("[data-page=models]")
     page.wait_for_selector("#model-rows tr")
@@ -171,8 +173,6 @@ def test_with_api_keys_the_console_asks_for_one_and_the_api_refuses_without(brow
 
 
 def test_no_console_turns_the_page_off(tmp_path) -> None:
-    import httpx
-
     with launched(["--no-console"], tmp_path / "server.log", preload=False) as running:
         assert httpx.get(running["base"] + "/").status_code == 404
         assert httpx.get(running["base"] + "/v1/models").status_code == 200
