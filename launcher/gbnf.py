@@ -99,6 +99,7 @@ def shape_call_grammar(grammar: str, shape: CallGrammarShape) -> str:
     lines = [f"root ::= {root}", body]
     if shape.mixed:
         lines.append(_TEXT_RULE)
+    if shape.mixed and not shape.text_or_call:  # the mixed string, where the root uses it
         if shape.text_after:
             lines.append(f"{_MIXED} ::= {_TEXT} | ( {_TEXT} {_CALL} {_TEXT} )* | {_CALL}")
         else:

@@ -39,11 +39,11 @@ def test_compile_names_each_field_the_data_lacks_where_it_is_read() -> None:
     lines = [format_text(d) for d in result.diagnostics if ": not in the data " in d.message]
     assert len(lines) == 2, [format_text(d) for d in result.diagnostics]
     function, completion = lines
-    assert function.startswith("models/m.yaml:7:13: m.template.function: warning: template line 1:6: .RoleName: "
-                               "not in the data template.function is rendered with (PromptTemplateData: "
-                               ".SystemPrompt, "), function
-    assert "where one is read, LocalAI's rendering fails and it goes on without this template, and so does " \
-           "modelyard" in function
+    assert function == (
+        "models/m.yaml:7:13: m.template.function: warning: template line 1:6: .RoleName: not in the data "
+        "template.function is rendered with (PromptTemplateData: .SystemPrompt, .SuppressSystemPrompt, .Input, "
+        ".Instruction, .Functions, .MessageIndex, .ReasoningEffort, .Metadata); where one is read, LocalAI's "
+        "rendering fails and it goes on without this template, and so does modelyard")
     assert "template line 1:4: .Messages: not in the data template.completion" in completion
 
 
@@ -78,6 +78,7 @@ def test_the_call_grammar_is_composed_as_localais_rules() -> None:
                          "| modelyard-call")
     either = shape_call_grammar(calls, CallGrammarShape(mixed=True, text_or_call=True)).splitlines()
     assert either[0] == "root ::= modelyard-text | modelyard-call"
+    assert not any(line.startswith("modelyard-mixed") for line in either)  # no rule the root does not use
     # `root` inside literals and classes is text, not the rule.
     assert shape_call_grammar('root ::= "root" [root] x\nx ::= root\n', CallGrammarShape(prefix="p")).splitlines()[1:3] \
         == ['modelyard-call ::= "root" [root] x', "x ::= modelyard-call"]
